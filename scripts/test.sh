@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# test.sh - sets everything up on a bare Debian 12 machine and runs every
+# test: the unit tests (warnings as errors), the unit tests again under
+# AddressSanitizer + UndefinedBehaviorSanitizer, and the integration tests
+# against the real binary, a real MariaDB and a real S3 server (s3rver), each
+# started in a temporary directory on a free loopback port and removed after.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh quick      unit and integration tests, no sanitizer build
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+mode="${1:-all}"
+
+scripts/setup.sh build -DKIROKU_WERROR=ON
+# The S3 test server, pinned by scripts/s3rver/package-lock.json.
+if [[ ! -d scripts/s3rver/node_modules/s3rver ]]; then
+  (cd scripts/s3rver && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+status=0
+echo "== unit tests"
+(cd build && ctest -L unit --output-on-failure -j2) || status=1
+
+echo "== integration tests (real kiroku, MariaDB, s3rver)"
+scripts/with-mariadb.sh scripts/with-s3rver.sh \
+  bash -c 'cd build && ctest -L integration --output-on-failure' || status=1
+
+if [[ "$mode" == "all" ]]; then
+  echo "== unit tests under ASan + UBSan"
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKIROKU_SANITIZE=ON -DKIROKU_WERROR=ON \
+    -DKIROKU_BENCH=OFF >/dev/null
+  cmake --build build-asan --target kiroku_unit_tests
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest -L unit --output-on-failure -j2) || status=1
+fi
+exit $status

@@ -1,0 +1,61 @@
+// router.h - maps request lines to the product's endpoints (PRODUCT.md).
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "http/server.h"
+
+namespace kiroku {
+
+class Collector;
+class BatchWriter;
+class Registry;
+class Counter;
+class Histogram;
+
+enum class Route : std::uint8_t {
+  collect,  // GET / and GET /collect
+  pixel,
+  events,
+  healthz,
+  readyz,
+  metrics,
+  stats,
+  not_found,
+  count_
+};
+
+struct RouterDeps {
+  Collector* collector = nullptr;
+  BatchWriter* writer = nullptr;
+  Registry* registry = nullptr;
+  std::size_t max_body_bytes = 8 * 1024 * 1024;
+};
+
+class Router final : public http::Handler {
+ public:
+  explicit Router(RouterDeps deps);
+
+  std::uint64_t body_limit(http::Method method, std::string_view path) override;
+  void handle(const http::Request& req, http::Reply& reply) override;
+
+  // The collector is built after the server (it needs the shards).
+  void set_collector(Collector* c) { deps_.collector = c; }
+
+  // On a stop signal: /readyz answers 503 from now on. Any thread.
+  void set_draining() { draining_.store(true); }
+
+ private:
+  static Route route_of(std::string_view path);
+  void readyz(http::Reply& reply);
+
+  RouterDeps deps_;
+  std::atomic<bool> draining_{false};
+  std::vector<Counter*> requests_;  // by Route
+  Histogram* latency_ = nullptr;
+  std::vector<std::string> scrape_buffers_;  // one per shard, reused
+};
+
+}  // namespace kiroku

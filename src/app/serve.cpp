@@ -1,0 +1,254 @@
+// serve.cpp - start-up order, the signal wait and the graceful stop.
+#include "app/serve.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "app/router.h"
+#include "http/server.h"
+#include "ingest/batch_writer.h"
+#include "ingest/collector.h"
+#include "ingest/id.h"
+#include "ingest/spool.h"
+#include "ops/metrics.h"
+#include "ops/process_stats.h"
+#include "sink/sink.h"
+
+namespace kiroku {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int config_error(std::string_view option, std::string_view reason) {
+  std::fprintf(stderr, "kiroku: %.*s: %.*s\n", static_cast<int>(option.size()), option.data(),
+               static_cast<int>(reason.size()), reason.data());
+  return 2;
+}
+
+std::int64_t file_mtime_ms(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return 0;
+  return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
+}
+
+}  // namespace
+
+int serve(const ServeConfig& cfg) {
+  spdlog::set_level(spdlog::level::from_str(cfg.log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+  // Block the stop signals in every thread; the main thread waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  ::signal(SIGXFSZ, SIG_IGN);  // a file size limit becomes EFBIG (spool full), not death
+  const std::uint64_t nofile = http::raise_open_file_limit();
+
+  // The sink.
+  SinkOptions sink_options;
+  sink_options.table = cfg.table;
+  sink_options.max_open = cfg.db_max_open;
+  sink_options.max_idle = cfg.db_max_idle;
+  sink_options.max_lifetime_ms = cfg.db_max_lifetime.count();
+  sink_options.max_idle_time_ms = cfg.db_max_idle_time.count();
+  sink_options.durable_commits = cfg.durability == Durability::fsync || cfg.durability == Durability::sink;
+  auto made = make_sink(cfg.sink, sink_options);
+  if (!made.ok()) return config_error("--sink", made.status().message());
+  std::unique_ptr<Sink> sink = std::move(*made);
+  if (Status st = sink->open(); !st.ok()) {
+    if (st.kind() == ErrorKind::permanent || st.kind() == ErrorKind::invalid)
+      return config_error("--sink", st.message());
+    std::fprintf(stderr, "kiroku: --sink: cannot reach the database: %s\n", st.message().c_str());
+    return 1;
+  }
+
+  // The spool, and what a previous run left in it.
+  std::unique_ptr<Spool> spool;
+  const bool spooled = cfg.durability == Durability::process || cfg.durability == Durability::fsync;
+  if (spooled) {
+    auto sp = Spool::open({cfg.spool_dir, cfg.spool_max_bytes, cfg.durability == Durability::fsync});
+    if (!sp.ok()) return config_error("--spool-dir", sp.status().message());
+    spool = std::move(*sp);
+  }
+
+  // Ids stay above everything already stored or spooled, whatever the clock did.
+  std::int64_t id_floor_ms = 0;
+  if (auto m = sink->max_id(); m.ok() && *m > 0) id_floor_ms = id_unix_ms(*m);
+  if (spool)
+    for (const auto& seg : spool->leftover()) id_floor_ms = std::max(id_floor_ms, file_mtime_ms(seg.path));
+
+  // Metrics.
+  Registry registry(cfg.threads);
+  const auto latency_buckets = exponential_buckets(50, 2, 20);  // 50 us .. 26 s
+  BatchWriterHooks hooks;
+  hooks.accept_to_durable =
+      registry
+          .histogram("kiroku_accept_to_durable_seconds",
+                     "time from an event's receipt to its database commit", {}, latency_buckets)
+          .with({});
+  hooks.flush_duration = registry
+                             .histogram("kiroku_flush_duration_seconds", "time of one sink transaction", {},
+                                        latency_buckets)
+                             .with({});
+  hooks.batch_events = registry
+                           .histogram("kiroku_batch_events", "events per sink transaction", {},
+                                      exponential_buckets(1, 2, 20), 1.0)
+                           .with({});
+  hooks.committed_events =
+      registry.counter("kiroku_events_committed_total", "events committed to the sink").with({});
+  hooks.sink_errors = registry.counter("kiroku_sink_errors_total", "failed sink transactions").with({});
+  CollectorMetrics cm;
+  cm.accepted = registry.counter("kiroku_events_accepted_total", "events accepted (answered 2xx or pending)").with({});
+  auto& rejected = registry.counter("kiroku_requests_rejected_total", "ingestion requests rejected", {"reason"});
+  cm.rejected_invalid = rejected.with({"invalid"});
+  cm.rejected_full = rejected.with({"full"});
+  cm.spool_errors = rejected.with({"spool_error"});
+
+  Collector* collector_ptr = nullptr;
+  hooks.on_done = [&collector_ptr](unsigned shard, std::uint64_t seq, bool ok) {
+    if (collector_ptr) collector_ptr->on_batch_done(shard, seq, ok);
+  };
+  BatchWriter writer(*sink, spool.get(), cfg.queue_max_bytes, hooks);
+  if (spool && !spool->leftover().empty()) {
+    std::uint64_t bytes = 0;
+    for (const auto& seg : spool->leftover()) {
+      Batch b;
+      b.segment = seg;
+      bytes += seg.bytes;
+      writer.submit(std::move(b));
+    }
+    spdlog::info("spool: replaying {} segments ({} bytes) left by the previous run", spool->leftover().size(),
+                 bytes);
+  }
+
+  RouterDeps deps;
+  deps.writer = &writer;
+  deps.registry = &registry;
+  deps.max_body_bytes = cfg.max_body_bytes;
+  Router router(deps);
+
+  http::ServerOptions so;
+  so.listen = cfg.listen;
+  so.threads = cfg.threads;
+  so.max_connections = cfg.max_connections;
+  so.max_header_bytes = cfg.max_header_bytes;
+  so.idle_timeout = cfg.idle_timeout;
+  so.read_timeout = cfg.read_timeout;
+  so.write_timeout = cfg.write_timeout;
+  http::HttpServer server(so, router);
+  if (Status st = server.bind(); !st.ok()) {
+    std::fprintf(stderr, "kiroku: %s\n", st.message().c_str());
+    return 2;
+  }
+
+  CollectorOptions co;
+  co.durability = cfg.durability;
+  co.batch_max = cfg.batch_max;
+  co.flush_interval = cfg.flush_interval;
+  co.sink_wait_timeout = cfg.sink_wait_timeout;
+  co.instance = cfg.instance;
+  co.id_floor_unix_ms = id_floor_ms;
+  Collector collector(co, server, writer, spool.get(), cm);
+  collector_ptr = &collector;
+  router.set_collector(&collector);
+
+  // Gauges read at scrape time.
+  registry.callback_gauge("kiroku_queue_events", "events accepted and not yet committed", [&] {
+    return static_cast<double>(writer.queued_events() + collector.pending_in_shards());
+  });
+  registry.callback_gauge("kiroku_queue_batches", "batches waiting for the sink",
+                          [&] { return static_cast<double>(writer.queued_batches()); });
+  registry.callback_gauge("kiroku_queue_memory_bytes", "memory held by batches waiting for the sink",
+                          [&] { return static_cast<double>(writer.memory_bytes()); });
+  registry.callback_gauge("kiroku_oldest_unflushed_seconds", "age of the oldest event not yet committed", [&] {
+    const std::int64_t t = writer.oldest_received_us();
+    if (t == 0) return 0.0;
+    const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    return static_cast<double>(now - t) / 1e6;
+  });
+  registry.callback_gauge("kiroku_sink_up", "1 when the sink accepts writes",
+                          [&] { return writer.sink_healthy() ? 1.0 : 0.0; });
+  if (spool) {
+    registry.callback_gauge("kiroku_spool_bytes", "bytes in spool segments",
+                            [&] { return static_cast<double>(spool->bytes()); });
+    registry.callback_gauge("kiroku_spool_max_bytes", "spool size limit",
+                            [&] { return static_cast<double>(spool->max_bytes()); });
+  }
+  auto pool_gauge = [&](const char* name, const char* help, auto field) {
+    registry.callback_gauge(name, help, [&sink, field] { return static_cast<double>(sink->stats().*field); });
+  };
+  pool_gauge("kiroku_db_max_open_connections", "pool: most open connections", &PoolStats::max_open);
+  pool_gauge("kiroku_db_open_connections", "pool: open connections", &PoolStats::open);
+  pool_gauge("kiroku_db_in_use_connections", "pool: connections in use", &PoolStats::in_use);
+  pool_gauge("kiroku_db_idle_connections", "pool: idle connections", &PoolStats::idle);
+  registry.callback_counter("kiroku_db_wait_count_total", "pool: waits for a connection",
+                            [&] { return static_cast<double>(sink->stats().wait_count); });
+  registry.callback_counter("kiroku_db_wait_seconds_total", "pool: time waited for a connection",
+                            [&] { return static_cast<double>(sink->stats().wait_duration_us) / 1e6; });
+  const auto& sc = server.counters();
+  registry.callback_gauge("kiroku_http_open_connections", "open client connections",
+                          [&sc] { return static_cast<double>(sc.open_connections.load()); });
+  registry.callback_counter("kiroku_http_connections_total", "accepted client connections",
+                            [&sc] { return static_cast<double>(sc.accepted.load()); });
+  registry.callback_counter("kiroku_http_connections_refused_total", "connections closed at once (limit)",
+                            [&sc] { return static_cast<double>(sc.rejected_over_limit.load()); });
+  registry.callback_counter("kiroku_http_timeouts_total", "connections closed by a timeout",
+                            [&sc] { return static_cast<double>(sc.timeouts.load()); });
+  registry.callback_counter("kiroku_http_bad_requests_total", "malformed requests (400, 413, 431)",
+                            [&sc] { return static_cast<double>(sc.parse_errors.load()); });
+  register_process_metrics(registry);
+
+  writer.start();
+  collector.start();
+  server.start();
+  spdlog::info("kiroku {} listening on {} ({} sink, durability {}, open-file limit {})", KIROKU_VERSION,
+               server.local_address(), sink->kind(), to_string(cfg.durability), nofile);
+  spdlog::info("config: {}", describe(cfg));
+
+  // Wait for a stop signal.
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  const auto deadline = Clock::now() + cfg.shutdown_timeout;
+  spdlog::info("received {}: draining (readyz now 503)", strsignal(sig));
+  router.set_draining();
+  if (cfg.drain_delay.count() > 0) {
+    // Keep serving while the load balancer notices; a second signal cuts it short.
+    timespec ts{static_cast<time_t>(cfg.drain_delay.count() / 1000),
+                static_cast<long>(cfg.drain_delay.count() % 1000) * 1'000'000};
+    sigtimedwait(&stop_signals, nullptr, &ts);
+  }
+  server.stop_accepting();
+  while (server.open_connections() > 0 && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  collector.flush_all();
+  const std::uint64_t left = writer.drain_and_stop(deadline);
+  server.stop();
+  const auto accepted = cm.accepted->value();
+  const auto committed = hooks.committed_events->value();
+  if (left == 0) {
+    spdlog::info("stopped: {} events accepted, {} committed this run, nothing left behind", accepted, committed);
+  } else if (spool) {
+    spdlog::warn("stopped at the deadline: {} events accepted, {} committed; {} events stay in the spool for "
+                 "the next start",
+                 accepted, committed, left);
+  } else {
+    spdlog::error("stopped at the deadline: {} events accepted, {} committed; {} events were NOT stored "
+                  "(durability {})",
+                  accepted, committed, left, to_string(cfg.durability));
+  }
+  return 0;
+}
+
+}  // namespace kiroku

@@ -1,0 +1,103 @@
+// config.h - the effective configuration of `kiroku serve`.
+//
+// One loader for every option: command-line flag > KIROKU_<OPTION>
+// environment variable > TOML config file > built-in default. A bad value is
+// a ConfigError naming the option and the reason; `kiroku serve` prints it
+// as one line and exits 2 before starting anything.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace CLI {
+class App;
+}
+
+namespace kiroku {
+
+enum class Durability { none, process, fsync, sink };
+
+const char* to_string(Durability d);
+
+struct ServeConfig {
+  // HTTP
+  std::string listen = "127.0.0.1:8080";
+  unsigned threads = 0;  // 0: one per core
+  unsigned max_connections = 10000;
+  std::size_t max_header_bytes = 8 * 1024;
+  std::size_t max_body_bytes = 8 * 1024 * 1024;  // POST /events
+  std::chrono::milliseconds idle_timeout{75'000};
+  std::chrono::milliseconds read_timeout{10'000};
+  std::chrono::milliseconds write_timeout{30'000};
+  std::chrono::milliseconds shutdown_timeout{30'000};
+  std::chrono::milliseconds drain_delay{0};
+
+  // Ingestion
+  std::string sink = "sqlite://./kiroku-data/events.db";
+  std::string table = "events";
+  Durability durability = Durability::process;
+  std::string spool_dir = "./kiroku-data/spool";
+  std::uint64_t spool_max_bytes = 1ull << 30;
+  std::chrono::milliseconds flush_interval{50};
+  std::size_t batch_max = 10000;
+  std::uint64_t queue_max_bytes = 64ull << 20;  // in-memory backlog before spilling/503
+  unsigned instance = 0;
+  std::chrono::milliseconds sink_wait_timeout{10'000};  // durability=sink: longest a client waits
+
+  // Database pool (MySQL)
+  int db_max_open = 4;
+  int db_max_idle = 2;
+  std::chrono::milliseconds db_max_lifetime{30 * 60 * 1000};
+  std::chrono::milliseconds db_max_idle_time{5 * 60 * 1000};
+
+  // Files
+  std::string store = "file://./kiroku-data/objects";
+  std::string auth_token;
+  std::size_t part_size = 8 * 1024 * 1024;
+  unsigned part_concurrency = 4;
+
+  // Operations
+  std::string log_level = "info";
+  double access_log_sample = 0;  // 0: off; 1: every request; 0.01: one in a hundred
+};
+
+struct ConfigError {
+  std::string option;  // "--threads"
+  std::string reason;  // "must be an integer from 1 to 64, got 'x'"
+  std::string line() const { return option + ": " + reason; }
+};
+
+// Registers every serve option on `app` (the `serve` subcommand). After
+// app parsing, call load_serve_config to resolve env and file values.
+class ServeOptions {
+ public:
+  void add_to(CLI::App& app);
+  // Resolves flag > env > file > default into `out`; false with `err` set
+  // on the first bad value. `env` looks a variable up (getenv by default).
+  using EnvLookup = std::function<const char*(const char*)>;
+  bool resolve(ServeConfig& out, ConfigError& err, const EnvLookup& env = {}) const;
+
+ private:
+  std::vector<std::string> flag_values_;  // one per option, in table order
+  std::vector<bool> flag_set_;
+  std::string config_file_;
+  bool config_file_set_ = false;
+};
+
+// A duration with a unit: "250us", "100ms", "5s", "2m", "1h"; false if bad.
+bool parse_duration(std::string_view s, std::chrono::milliseconds& out);
+// A size with an optional unit: "1024", "64KiB", "8MiB", "1GiB", "1GB"; false if bad.
+bool parse_size(std::string_view s, std::uint64_t& out);
+
+// `url` with any password replaced by ***.
+std::string redact_url(std::string_view url);
+
+// One line describing the effective configuration, for the start log.
+std::string describe(const ServeConfig& c);
+
+}  // namespace kiroku

@@ -1,0 +1,684 @@
+// server.cpp - shards, acceptors and connections of the HTTP/1.1 engine.
+//
+// The only translation unit that includes Beast's parser. Layout:
+//   1. Shard: io_context, acceptor, the list of its connections, the sweep
+//      timer that enforces timeouts and refreshes the Date header.
+//   2. Connection: read -> parse -> handle -> write, in order, one request at
+//      a time, with pipelined requests taken from the same read buffer.
+//   3. HttpServer: binding, threads, graceful stop.
+#include "http/server.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/basic_parser.hpp>
+#include <boost/beast/http/error.hpp>
+#include <chrono>
+#include <ctime>
+#include <fmt/format.h>
+#include <optional>
+#include <spdlog/spdlog.h>
+
+namespace kiroku::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using beast::error_code;
+
+namespace {
+
+constexpr std::size_t kReadChunk = 8192;
+// A request body buffer larger than this is released after its request, so
+// one large POST does not pin memory on an idle keep-alive connection.
+constexpr std::size_t kKeepBodyCapacity = 256 * 1024;
+
+Method to_method(beast::http::verb v) {
+  using beast::http::verb;
+  switch (v) {
+    case verb::get: return Method::get;
+    case verb::head: return Method::head;
+    case verb::post: return Method::post;
+    case verb::put: return Method::put;
+    case verb::delete_: return Method::delete_;
+    case verb::options: return Method::options;
+    default: return Method::other;
+  }
+}
+
+std::int64_t unix_us_now() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool is_loopback(const tcp::endpoint& ep) {
+  const auto a = ep.address();
+  if (a.is_v4()) return a.to_v4().is_loopback();
+  const auto v6 = a.to_v6();
+  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).is_loopback();
+  return v6.is_loopback();
+}
+
+}  // namespace
+
+std::string_view reason_phrase(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    case 507: return "Insufficient Storage";
+    default: return "Unknown";
+  }
+}
+
+std::uint64_t raise_open_file_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit want = rl;
+    want.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+  }
+  return rl.rlim_cur;
+}
+
+// ---------------------------------------------------------------------------
+// Shard
+
+class Shard {
+ public:
+  Shard(HttpServer& server, unsigned index)
+      : server(server), index(index), ctx(1), acceptor(ctx), sweep_timer(ctx), accept_pause(ctx) {
+    refresh_date();
+  }
+
+  void start_accepting() {
+    do_accept();
+    sweep();
+  }
+  void do_accept();
+  void sweep();
+  void refresh_date() {
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    date_len = std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  }
+  void drain();  // on the shard thread
+  void close_all();
+
+  HttpServer& server;
+  const unsigned index;
+  asio::io_context ctx;
+  tcp::acceptor acceptor;
+  asio::steady_timer sweep_timer;
+  asio::steady_timer accept_pause;
+  Connection* connections = nullptr;  // intrusive list, shard thread only
+  char date[40] = {};
+  std::size_t date_len = 0;
+  bool draining = false;
+  Clock::time_point now = Clock::now();  // refreshed by the sweep
+};
+
+// ---------------------------------------------------------------------------
+// Connection
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Shard& shard, tcp::socket socket, bool loopback)
+      : shard_(shard), socket_(std::move(socket)), loopback_(loopback) {
+    next_ = shard_.connections;
+    if (next_) next_->prev_ = this;
+    shard_.connections = this;
+    shard_.server.counters_.open_connections.fetch_add(1, std::memory_order_relaxed);
+    rbuf_.max_size(std::max<std::size_t>(shard_.server.options_.max_header_bytes + kReadChunk, 64 * 1024));
+    out_.reserve(512);
+  }
+
+  ~Connection() {
+    if (prev_) prev_->next_ = next_;
+    else shard_.connections = next_;
+    if (next_) next_->prev_ = prev_;
+    shard_.server.counters_.open_connections.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  void start() {
+    set_deadline(shard_.server.options_.idle_timeout);
+    do_read();
+  }
+
+  // Called by the sweep when the deadline has passed.
+  void expire() {
+    shard_.server.counters_.timeouts.fetch_add(1, std::memory_order_relaxed);
+    close();
+  }
+  bool expired(Clock::time_point now) const { return deadline_ < now; }
+  // Idle between requests: nothing buffered, nothing being answered.
+  bool idle() const { return state_ == State::reading && !parser_ && rbuf_.size() == 0; }
+  Connection* next() const { return next_; }
+
+  void close() {
+    if (state_ == State::closed) return;
+    state_ = State::closed;
+    error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
+  }
+
+  void append_response(int status, std::string_view content_type, std::string_view body,
+                       std::string_view extra_headers);
+  void resume_after_deferred();
+  Shard& shard() { return shard_; }
+
+ private:
+  friend class Reply;
+  enum class State { reading, waiting_reply, writing, closed };
+
+  // Beast's parser, feeding callbacks straight into this connection.
+  class Parser final : public beast::http::basic_parser<true> {
+   public:
+    explicit Parser(Connection& c) : c_(c) {}
+
+   private:
+    void on_request_impl(beast::http::verb method, beast::string_view method_str, beast::string_view target,
+                         int version, error_code& ec) override {
+      (void)version;
+      (void)ec;
+      c_.on_request_line(method, std::string_view(method_str), std::string_view(target));
+      body_limit(c_.body_limit_);
+    }
+    void on_response_impl(int, beast::string_view, int, error_code&) override {}
+    void on_field_impl(beast::http::field name, beast::string_view, beast::string_view value,
+                       error_code&) override {
+      c_.on_field(name, std::string_view(value));
+    }
+    void on_header_impl(error_code&) override {}
+    void on_body_init_impl(const boost::optional<std::uint64_t>& length, error_code&) override {
+      if (length && *length <= c_.body_limit_) c_.body_.reserve(static_cast<std::size_t>(*length));
+    }
+    std::size_t on_body_impl(beast::string_view body, error_code&) override {
+      c_.body_.append(body.data(), body.size());
+      return body.size();
+    }
+    void on_chunk_header_impl(std::uint64_t, beast::string_view, error_code&) override {}
+    std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view body, error_code&) override {
+      c_.body_.append(body.data(), body.size());
+      return body.size();
+    }
+    void on_finish_impl(error_code&) override {}
+
+    Connection& c_;
+  };
+
+  struct Span {
+    std::uint32_t off = 0, len = 0;
+  };
+
+  Span store(std::string_view s) {
+    Span sp{static_cast<std::uint32_t>(head_.size()), static_cast<std::uint32_t>(s.size())};
+    head_.append(s);
+    return sp;
+  }
+  std::string_view view(Span s) const { return std::string_view(head_).substr(s.off, s.len); }
+
+  void on_request_line(beast::http::verb method, std::string_view method_str, std::string_view target) {
+    head_.clear();
+    content_type_ = authorization_ = range_ = Span{};
+    expect_continue_ = false;
+    method_ = to_method(method);
+    method_name_ = store(method_str);
+    target_ = store(target);
+    const auto q = target.find('?');
+    body_limit_ = shard_.server.handler_.body_limit(method_, target.substr(0, q));
+  }
+
+  void on_field(beast::http::field name, std::string_view value) {
+    using beast::http::field;
+    switch (name) {
+      case field::content_type: content_type_ = store(value); break;
+      case field::authorization: authorization_ = store(value); break;
+      case field::range: range_ = store(value); break;
+      case field::expect:
+        expect_continue_ = beast::iequals(value, "100-continue");
+        break;
+      default: break;
+    }
+  }
+
+  void set_deadline(std::chrono::milliseconds d) { deadline_ = shard_.now + d; }
+
+  void do_read() {
+    if (state_ == State::closed) return;
+    state_ = State::reading;
+    const bool partial = parser_ || rbuf_.size() > 0;
+    if (!partial && shard_.draining) {
+      close();
+      return;
+    }
+    set_deadline(partial ? shard_.server.options_.read_timeout : shard_.server.options_.idle_timeout);
+    const std::size_t room = rbuf_.max_size() - rbuf_.size();
+    socket_.async_read_some(rbuf_.prepare(std::min(kReadChunk, room)),
+                            [self = shared_from_this()](error_code ec, std::size_t n) {
+                              self->on_read(ec, n);
+                            });
+  }
+
+  void on_read(error_code ec, std::size_t n) {
+    if (state_ == State::closed) return;
+    if (ec) {
+      close();
+      return;
+    }
+    rbuf_.commit(n);
+    process();
+  }
+
+  // Parses and answers every complete request in the read buffer, then
+  // writes the answers, then reads again.
+  void process() {
+    while (state_ == State::reading) {
+      if (rbuf_.size() == 0) break;
+      if (!parser_) {
+        parser_.emplace(*this);
+        parser_->header_limit(static_cast<std::uint32_t>(shard_.server.options_.max_header_bytes));
+        parser_->eager(true);
+        body_.clear();
+      }
+      error_code ec;
+      const std::size_t used = parser_->put(rbuf_.data(), ec);
+      rbuf_.consume(used);
+      if (ec == beast::http::error::need_more) {
+        maybe_continue();
+        break;
+      }
+      if (ec) {
+        fail(ec);
+        break;
+      }
+      if (!parser_->is_done()) {
+        maybe_continue();
+        break;
+      }
+      dispatch();
+    }
+    if (state_ == State::reading) flush_or_read();
+  }
+
+  // Answers "Expect: 100-continue" once the head is accepted.
+  void maybe_continue() {
+    if (parser_ && parser_->is_header_done() && expect_continue_) {
+      expect_continue_ = false;
+      out_.append("HTTP/1.1 100 Continue\r\n\r\n");
+    }
+  }
+
+  void fail(error_code ec) {
+    using he = beast::http::error;
+    shard_.server.counters_.parse_errors.fetch_add(1, std::memory_order_relaxed);
+    int status = 400;
+    std::string_view msg = "malformed HTTP request";
+    if (ec == he::header_limit) {
+      status = 431;
+      msg = "request header too large";
+    } else if (ec == he::body_limit) {
+      status = 413;
+      msg = "request body too large";
+    } else if (ec == he::bad_content_length || ec == he::bad_transfer_encoding) {
+      msg = "bad Content-Length or Transfer-Encoding";
+    }
+    // After a framing error the rest of the stream cannot be trusted.
+    close_after_ = true;
+    parser_.reset();
+    rbuf_.consume(rbuf_.size());
+    const std::string body = fmt::format("{{\"error\":\"{}\"}}\n", msg);
+    append_response(status, "application/json", body, {});
+  }
+
+  void dispatch() {
+    Request& r = req_;
+    r.method = method_;
+    r.method_name = view(method_name_);
+    r.target = view(target_);
+    const auto q = r.target.find('?');
+    r.path = r.target.substr(0, q);
+    r.query = q == std::string_view::npos ? std::string_view{} : r.target.substr(q + 1);
+    r.content_type = view(content_type_);
+    r.authorization = view(authorization_);
+    r.range = view(range_);
+    r.body = body_;
+    r.keep_alive = parser_->keep_alive();
+    r.peer_loopback = loopback_;
+    r.shard = shard_.index;
+    r.received_us = unix_us_now();
+    if (!r.keep_alive) close_after_ = true;
+    parser_.reset();
+
+    Reply reply(*this);
+    try {
+      shard_.server.handler_.handle(r, reply);
+      if (!reply.sent_ && !reply.deferred_) reply.error(500, "the request was not answered");
+    } catch (const std::exception& e) {
+      spdlog::error("request {} {}: {}", r.method_name, r.path, e.what());
+      if (!reply.sent_ && !reply.deferred_) reply.error(500, "internal error");
+    }
+    if (reply.deferred_ && !reply.sent_) state_ = State::waiting_reply;
+  }
+
+  void flush_or_read() {
+    if (state_ == State::closed) return;
+    if (!out_.empty()) {
+      do_write();
+      return;
+    }
+    if (close_after_) {
+      close();
+      return;
+    }
+    do_read();
+  }
+
+  void do_write() {
+    state_ = State::writing;
+    set_deadline(shard_.server.options_.write_timeout);
+    asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this()](error_code ec, std::size_t) {
+      if (self->state_ == State::closed) return;
+      if (ec) {
+        self->close();
+        return;
+      }
+      self->out_.clear();
+      if (self->body_.capacity() > kKeepBodyCapacity) std::string().swap(self->body_);
+      if (self->close_after_) {
+        self->close();
+        return;
+      }
+      self->state_ = State::reading;
+      self->process();
+    });
+  }
+
+  Shard& shard_;
+  tcp::socket socket_;
+  const bool loopback_;
+  beast::flat_buffer rbuf_;
+  std::string out_;
+  std::string head_;  // request line and kept header values of the current request
+  std::string body_;
+  std::optional<Parser> parser_;
+  Request req_;
+  Method method_ = Method::other;
+  Span method_name_, target_, content_type_, authorization_, range_;
+  std::uint64_t body_limit_ = 0;
+  bool expect_continue_ = false;
+  bool close_after_ = false;
+  State state_ = State::reading;
+  Clock::time_point deadline_{};
+  Connection* prev_ = nullptr;
+  Connection* next_ = nullptr;
+};
+
+void Connection::append_response(int status, std::string_view content_type, std::string_view body,
+                                 std::string_view extra_headers) {
+  if (shard_.draining) close_after_ = true;
+  const bool no_body = status == 204 || status == 304 || status < 200;
+  auto out = std::back_inserter(out_);
+  fmt::format_to(out, "HTTP/1.1 {} {}\r\nServer: kiroku\r\nDate: {}\r\n", status, reason_phrase(status),
+                 std::string_view(shard_.date, shard_.date_len));
+  if (!no_body) fmt::format_to(out, "Content-Length: {}\r\n", body.size());
+  if (!content_type.empty()) fmt::format_to(out, "Content-Type: {}\r\n", content_type);
+  if (close_after_) out_.append("Connection: close\r\n");
+  out_.append(extra_headers);
+  out_.append("\r\n");
+  if (!no_body && req_.method != Method::head) out_.append(body);
+}
+
+void Connection::resume_after_deferred() {
+  if (state_ != State::waiting_reply) return;
+  state_ = State::reading;
+  process();
+}
+
+// ---------------------------------------------------------------------------
+// Reply and Deferred
+
+void Reply::send(int status, std::string_view content_type, std::string_view body,
+                 std::string_view extra_headers) {
+  if (sent_ || deferred_) return;
+  sent_ = true;
+  conn_.append_response(status, content_type, body, extra_headers);
+}
+
+void Reply::error(int status, std::string_view message, std::string_view extra_headers) {
+  // Messages are ours (static text plus names), but escape them anyway.
+  std::string body = "{\"error\":\"";
+  for (char c : message) {
+    if (c == '"' || c == '\\') body += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+    body += c;
+  }
+  body += "\"}\n";
+  send(status, "application/json", body, extra_headers);
+}
+
+Deferred Reply::defer() {
+  deferred_ = true;
+  return Deferred(conn_.shared_from_this());
+}
+
+Deferred::Deferred(std::shared_ptr<Connection> c) : conn_(std::move(c)) {}
+
+Deferred& Deferred::operator=(Deferred&& o) noexcept {
+  if (this != &o) {
+    if (conn_) send(500, "application/json", "{\"error\":\"the request was not answered\"}\n");
+    conn_ = std::move(o.conn_);
+  }
+  return *this;
+}
+
+Deferred::~Deferred() {
+  if (conn_) send(500, "application/json", "{\"error\":\"the request was not answered\"}\n");
+}
+
+void Deferred::send(int status, std::string_view content_type, std::string_view body,
+                    std::string_view extra_headers) {
+  if (!conn_) return;
+  auto c = std::move(conn_);
+  c->append_response(status, content_type, body, extra_headers);
+  c->resume_after_deferred();
+}
+
+// ---------------------------------------------------------------------------
+// Shard
+
+void Shard::do_accept() {
+  acceptor.async_accept([this](error_code ec, tcp::socket socket) {
+    if (!acceptor.is_open()) return;
+    auto& c = server.counters_;
+    if (ec) {
+      c.accept_errors.fetch_add(1, std::memory_order_relaxed);
+      const int e = ec.value();
+      if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        // Out of descriptors: pause instead of spinning on a ready listener.
+        static std::atomic<std::int64_t> last_log{0};
+        const auto sec = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+        if (last_log.exchange(sec) != sec) spdlog::warn("accept: {} (pausing 100 ms)", ec.message());
+        accept_pause.expires_after(std::chrono::milliseconds(100));
+        accept_pause.async_wait([this](error_code e2) {
+          if (!e2) do_accept();
+        });
+        return;
+      }
+      do_accept();
+      return;
+    }
+    if (c.open_connections.load(std::memory_order_relaxed) >=
+        static_cast<std::int64_t>(server.options_.max_connections)) {
+      c.rejected_over_limit.fetch_add(1, std::memory_order_relaxed);
+      error_code ignored;
+      socket.close(ignored);
+      do_accept();
+      return;
+    }
+    c.accepted.fetch_add(1, std::memory_order_relaxed);
+    error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    const auto peer = socket.remote_endpoint(ignored);
+    auto conn = std::make_shared<Connection>(*this, std::move(socket), !ignored && is_loopback(peer));
+    conn->start();
+    do_accept();
+  });
+}
+
+void Shard::sweep() {
+  now = Clock::now();
+  refresh_date();
+  for (Connection* c = connections; c;) {
+    Connection* next = c->next();
+    if (c->expired(now) || (draining && c->idle())) c->expire();
+    c = next;
+  }
+  sweep_timer.expires_after(std::chrono::milliseconds(250));
+  sweep_timer.async_wait([this](error_code ec) {
+    if (!ec) sweep();
+  });
+}
+
+void Shard::drain() {
+  draining = true;
+  error_code ignored;
+  acceptor.close(ignored);
+  accept_pause.cancel();
+  for (Connection* c = connections; c;) {
+    Connection* next = c->next();
+    if (c->idle()) c->close();
+    c = next;
+  }
+}
+
+void Shard::close_all() {
+  sweep_timer.cancel();
+  for (Connection* c = connections; c;) {
+    Connection* next = c->next();
+    c->close();
+    c = next;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// HttpServer
+
+HttpServer::HttpServer(ServerOptions options, Handler& handler)
+    : options_(std::move(options)), handler_(handler) {
+  for (unsigned i = 0; i < options_.threads; ++i) shards_.push_back(std::make_unique<Shard>(*this, i));
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+Status HttpServer::bind() {
+  const std::string& l = options_.listen;
+  const auto colon = l.rfind(':');
+  std::string host = l.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  unsigned port = static_cast<unsigned>(std::stoul(l.substr(colon + 1)));
+  error_code ec;
+  asio::ip::address addr;
+  if (host == "localhost") addr = asio::ip::make_address("127.0.0.1");
+  else if (host == "*" || host.empty()) addr = asio::ip::make_address("0.0.0.0");
+  else addr = asio::ip::make_address(host, ec);
+  if (ec) return Status::permanent(fmt::format("--listen: '{}' is not an IP address", host));
+
+  using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+  for (auto& s : shards_) {
+    tcp::endpoint ep(addr, static_cast<std::uint16_t>(port));
+    auto& a = s->acceptor;
+    a.open(ep.protocol(), ec);
+    if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) a.set_option(reuse_port(true), ec);
+    if (!ec) a.bind(ep, ec);
+    if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return Status::permanent(fmt::format("--listen: cannot listen on {}: {}", l, ec.message()));
+    if (port == 0) port = a.local_endpoint().port();  // the other shards share it
+  }
+  const auto ep = shards_[0]->acceptor.local_endpoint();
+  bound_ = ep.address().is_v6() ? fmt::format("[{}]:{}", ep.address().to_string(), ep.port())
+                                : fmt::format("{}:{}", ep.address().to_string(), ep.port());
+  return {};
+}
+
+std::string HttpServer::local_address() const { return bound_; }
+
+void HttpServer::start() {
+  for (auto& s : shards_) {
+    Shard* sh = s.get();
+    asio::post(sh->ctx, [sh] { sh->start_accepting(); });
+    threads_.emplace_back([sh] {
+      pthread_setname_np(pthread_self(), fmt::format("kiroku-io-{}", sh->index).c_str());
+      auto guard = asio::make_work_guard(sh->ctx);
+      for (;;) {
+        try {
+          sh->ctx.run();
+          break;
+        } catch (const std::exception& e) {
+          // A handler escaped with an exception: log it, keep the shard up.
+          spdlog::error("shard {}: {}", sh->index, e.what());
+        }
+      }
+    });
+  }
+}
+
+asio::io_context& HttpServer::shard_context(unsigned shard) { return shards_.at(shard)->ctx; }
+
+void HttpServer::stop_accepting() {
+  for (auto& s : shards_) {
+    Shard* sh = s.get();
+    asio::post(sh->ctx, [sh] { sh->drain(); });
+  }
+}
+
+void HttpServer::stop() {
+  if (threads_.empty()) return;
+  for (auto& s : shards_) {
+    Shard* sh = s.get();
+    asio::post(sh->ctx, [sh] {
+      sh->drain();
+      sh->close_all();
+      sh->ctx.stop();
+    });
+  }
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+}  // namespace kiroku::http

@@ -1,0 +1,167 @@
+// server.h - the HTTP/1.1 engine: shard-per-core listeners and connections.
+//
+// Each shard is one thread with its own io_context and its own SO_REUSEPORT
+// acceptor; a connection lives on the shard that accepted it. Requests are
+// parsed with Beast's basic_parser straight out of a per-connection read
+// buffer, and answers are formatted into a per-connection write buffer; both
+// are reused, so a keep-alive request allocates nothing in steady state
+// (bench/http_alloc_bench.cpp and test/http/alloc_test.cpp show it).
+// Pipelined requests are answered in order. The engine knows nothing of
+// routes: it hands each complete request to a Handler.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include "common/status.h"
+
+namespace kiroku::http {
+
+enum class Method : std::uint8_t { get, head, post, put, delete_, options, other };
+
+// One complete request. Every view points into connection-owned storage and
+// is valid until the reply is sent (Reply::send or a Deferred's send).
+struct Request {
+  Method method = Method::other;
+  std::string_view method_name;
+  std::string_view target;  // path?query as received
+  std::string_view path;    // still percent-encoded
+  std::string_view query;   // after '?', empty if none
+  std::string_view content_type;
+  std::string_view authorization;
+  std::string_view range;
+  std::string_view body;  // whole body (bounded by the handler's body limit)
+  bool keep_alive = true;
+  bool peer_loopback = false;
+  unsigned shard = 0;
+  std::int64_t received_us = 0;  // Unix microseconds when the head was complete
+};
+
+class Connection;
+
+// An answer that a handler sends later (after a commit or an fsync). Holding
+// it keeps the connection alive; send() must be called on the shard thread
+// that produced it (post to shard_context(request.shard)). Sending twice or
+// never is a bug: a Deferred destroyed unsent answers 500.
+class Deferred {
+ public:
+  Deferred() = default;
+  explicit Deferred(std::shared_ptr<Connection> c);
+  Deferred(Deferred&&) noexcept = default;
+  Deferred& operator=(Deferred&&) noexcept;
+  ~Deferred();
+  explicit operator bool() const { return conn_ != nullptr; }
+  void send(int status, std::string_view content_type, std::string_view body,
+            std::string_view extra_headers = {});
+
+ private:
+  std::shared_ptr<Connection> conn_;
+};
+
+// The answer to one request. `extra_headers` is zero or more complete
+// "Name: value\r\n" lines. Content-Length, Date, Server and Connection are
+// added by the engine. HEAD answers omit the body.
+class Reply {
+ public:
+  explicit Reply(Connection& c) : conn_(c) {}
+  void send(int status, std::string_view content_type, std::string_view body,
+            std::string_view extra_headers = {});
+  // A JSON error body {"error": message} with the given status.
+  void error(int status, std::string_view message, std::string_view extra_headers = {});
+  // Answer later; the connection reads nothing more until then.
+  Deferred defer();
+  bool sent() const { return sent_; }
+
+ private:
+  friend class Connection;
+  Connection& conn_;
+  bool sent_ = false;
+  bool deferred_ = false;
+};
+
+// Routes requests. Called on the connection's shard thread; must not block.
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  // Largest body accepted for this request line (413 beyond). Called before
+  // the headers are read.
+  virtual std::uint64_t body_limit(Method method, std::string_view path) = 0;
+  // Answers `req` with reply.send/error, or reply.defer() and later send.
+  virtual void handle(const Request& req, Reply& reply) = 0;
+};
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:8080";
+  unsigned threads = 1;
+  unsigned max_connections = 10000;
+  std::size_t max_header_bytes = 8 * 1024;
+  std::chrono::milliseconds idle_timeout{75'000};
+  std::chrono::milliseconds read_timeout{10'000};
+  std::chrono::milliseconds write_timeout{30'000};
+};
+
+// Counters the engine keeps; read from any thread.
+struct ServerCounters {
+  std::atomic<std::int64_t> open_connections{0};
+  std::atomic<std::uint64_t> accepted{0};
+  std::atomic<std::uint64_t> rejected_over_limit{0};  // closed at once: --max-connections
+  std::atomic<std::uint64_t> accept_errors{0};        // EMFILE and friends
+  std::atomic<std::uint64_t> timeouts{0};
+  std::atomic<std::uint64_t> parse_errors{0};
+};
+
+class Shard;
+
+class HttpServer {
+ public:
+  HttpServer(ServerOptions options, Handler& handler);
+  ~HttpServer();
+
+  // Opens the listening sockets (one per shard, SO_REUSEPORT). Port 0 picks a
+  // free port once and every shard shares it. Errors are permanent.
+  Status bind();
+  // The bound address, "127.0.0.1:8080".
+  std::string local_address() const;
+
+  // Starts one thread per shard; returns at once.
+  void start();
+  unsigned shards() const { return static_cast<unsigned>(shards_.size()); }
+  boost::asio::io_context& shard_context(unsigned shard);
+
+  // Graceful stop, step 1: close the listening sockets; open connections
+  // finish the request in progress and close (idle ones at once).
+  void stop_accepting();
+  // Connections still open (any thread).
+  std::int64_t open_connections() const { return counters_.open_connections.load(); }
+  // Step 2: stop the shard threads and join them (after the handler's own
+  // work on the shard contexts is done). Remaining connections are closed.
+  void stop();
+
+  const ServerCounters& counters() const { return counters_; }
+
+ private:
+  friend class Shard;
+  friend class Connection;
+  ServerOptions options_;
+  Handler& handler_;
+  ServerCounters counters_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<std::thread> threads_;
+  std::string bound_;
+};
+
+// Status line text for a code ("Not Found").
+std::string_view reason_phrase(int status);
+
+// Raises the open-file soft limit to the hard limit; returns the new limit.
+std::uint64_t raise_open_file_limit();
+
+}  // namespace kiroku::http

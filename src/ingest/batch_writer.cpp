@@ -1,0 +1,257 @@
+// batch_writer.cpp - queue, retries and spilling of the writer thread.
+#include "ingest/batch_writer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+
+#include "ops/metrics.h"
+
+namespace kiroku {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t unix_us_now() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Free buffers kept for reuse; more are released.
+constexpr std::size_t kMaxFreeBuffers = 64;
+
+}  // namespace
+
+BatchWriter::BatchWriter(Sink& sink, Spool* spool, std::uint64_t queue_max_bytes, BatchWriterHooks hooks)
+    : sink_(sink), spool_(spool), queue_max_bytes_(queue_max_bytes), hooks_(std::move(hooks)) {}
+
+BatchWriter::~BatchWriter() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    deadline_ = Clock::now();
+  }
+  stop_now_ = true;
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void BatchWriter::start() {
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "kiroku-writer");
+    run();
+  });
+}
+
+std::unique_ptr<EventBuffer> BatchWriter::take_buffer() {
+  {
+    std::lock_guard lock(mu_);
+    if (!free_.empty()) {
+      auto b = std::move(free_.back());
+      free_.pop_back();
+      return b;
+    }
+  }
+  return std::make_unique<EventBuffer>();
+}
+
+void BatchWriter::submit(Batch batch) {
+  const std::size_t mem = batch.events ? batch.events->bytes.capacity() : 0;
+  batch.bytes = batch.events ? batch.events->bytes.size() : (batch.segment ? batch.segment->bytes : 0);
+  {
+    std::lock_guard lock(mu_);
+    queued_events_.fetch_add(batch.count, std::memory_order_relaxed);
+    queued_batches_.fetch_add(1, std::memory_order_relaxed);
+    memory_bytes_.fetch_add(mem, std::memory_order_relaxed);
+    if (batch.events && queue_.empty()) oldest_us_.store(batch.events->oldest_received_us, std::memory_order_relaxed);
+    queue_.push_back(std::move(batch));
+    if (memory_bytes_.load(std::memory_order_relaxed) > queue_max_bytes_) spill_locked();
+  }
+  cv_.notify_one();
+}
+
+void BatchWriter::spill_locked() {
+  // Newest first: the oldest batches are written next and are worth keeping.
+  for (auto it = queue_.rbegin(); it != queue_.rend(); ++it) {
+    if (memory_bytes_.load(std::memory_order_relaxed) <= queue_max_bytes_ / 2) break;
+    if (!it->events || !it->segment) continue;
+    memory_bytes_.fetch_sub(it->events->bytes.capacity(), std::memory_order_relaxed);
+    it->events.reset();  // freed, not pooled: the pool itself must stay small
+  }
+}
+
+std::string BatchWriter::last_error() const {
+  std::lock_guard lock(mu_);
+  return last_error_;
+}
+
+bool BatchWriter::stop_due() const {
+  std::lock_guard lock(mu_);
+  return stopping_ && Clock::now() >= deadline_;
+}
+
+void BatchWriter::run() {
+  for (;;) {
+    Batch b;
+    {
+      std::unique_lock lock(mu_);
+      while (queue_.empty() && !stopping_) {
+        // Idle: check the sink once a second so /readyz notices an outage
+        // (and a recovery) even without traffic.
+        if (!cv_.wait_for(lock, std::chrono::seconds(1), [&] { return !queue_.empty() || stopping_; })) {
+          lock.unlock();
+          Status st = sink_.ping();
+          if (st.ok() != healthy_.exchange(st.ok())) {
+            if (st.ok()) spdlog::info("sink is reachable again");
+            else spdlog::error("sink is not reachable: {}", st.message());
+          }
+          lock.lock();
+          if (!st.ok()) last_error_ = st.message();
+        }
+      }
+      if (queue_.empty()) break;  // stopping with nothing left
+      if (stopping_ && Clock::now() >= deadline_) break;
+      b = std::move(queue_.front());
+      queue_.pop_front();
+      if (!queue_.empty() && queue_.front().events)
+        oldest_us_.store(queue_.front().events->oldest_received_us, std::memory_order_relaxed);
+    }
+    const std::size_t queued_count = b.count;  // a replayed segment learns its count while read
+    const bool ok = write(b);
+    const std::size_t mem = b.events ? b.events->bytes.capacity() : 0;
+    {
+      std::lock_guard lock(mu_);
+      queued_events_.fetch_sub(queued_count, std::memory_order_relaxed);
+      queued_batches_.fetch_sub(1, std::memory_order_relaxed);
+      memory_bytes_.fetch_sub(mem, std::memory_order_relaxed);
+      if (queue_.empty()) oldest_us_.store(0, std::memory_order_relaxed);
+      if (b.events && free_.size() < kMaxFreeBuffers) {
+        b.events->clear();
+        free_.push_back(std::move(b.events));
+      }
+    }
+    if (hooks_.on_done && b.shard != kReplayShard) hooks_.on_done(b.shard, b.seq, ok);
+    if (!ok) {
+      // Only at a stop past its deadline: put the batch back for the count.
+      std::lock_guard lock(mu_);
+      queued_events_.fetch_add(queued_count, std::memory_order_relaxed);
+      break;
+    }
+  }
+}
+
+void BatchWriter::record_latencies(std::string_view records, std::int64_t now_us) {
+  if (!hooks_.accept_to_durable) return;
+  RecordReader reader(records);
+  EventView e;
+  while (reader.next(e)) {
+    const std::int64_t d = now_us - e.received_us;
+    hooks_.accept_to_durable->observe_shared(d > 0 ? static_cast<std::uint64_t>(d) : 0);
+  }
+}
+
+Status BatchWriter::write_once(Batch& b) {
+  const auto t0 = Clock::now();
+  if (b.events) {
+    Status st = sink_.write(b.events->view(), b.events->count);
+    if (!st.ok()) return st;
+    const auto now_us = unix_us_now();
+    if (hooks_.flush_duration)
+      hooks_.flush_duration->observe_shared(static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count()));
+    if (hooks_.batch_events) hooks_.batch_events->observe_shared(b.events->count);
+    record_latencies(b.events->view(), now_us);
+    return {};
+  }
+  if (!b.segment) return {};
+  // Spilled or left by a previous run: read it back from the spool.
+  auto r = read_segment(
+      b.segment->path, scratch_,
+      [&](std::string_view records, std::size_t count) -> Status {
+        const auto t1 = Clock::now();
+        Status st = sink_.write(records, count);
+        if (!st.ok()) return st;
+        if (hooks_.flush_duration)
+          hooks_.flush_duration->observe_shared(static_cast<std::uint64_t>(
+              std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t1).count()));
+        if (hooks_.batch_events) hooks_.batch_events->observe_shared(count);
+        record_latencies(records, unix_us_now());
+        return {};
+      },
+      8192);
+  if (!r.ok()) {
+    if (r.status().kind() == ErrorKind::not_found) {
+      spdlog::warn("spool segment {} is gone; skipping it", b.segment->path);
+      return {};
+    }
+    return r.status();
+  }
+  if (b.count == 0) b.count = r->records;  // replayed segments count as they are read
+  if (r->tail == SegmentReadResult::Tail::torn) {
+    spdlog::warn("spool segment {}: torn tail at offset {} skipped ({} events replayed)", b.segment->path,
+                 r->tail_offset, r->records);
+  } else if (r->tail == SegmentReadResult::Tail::corrupt) {
+    spdlog::error("spool segment {}: corrupt record at offset {} ({} events before it replayed); "
+                  "kept as {}.corrupt",
+                  b.segment->path, r->tail_offset, r->records, b.segment->path);
+    if (spool_) {
+      spool_->quarantine(*b.segment);
+      b.segment.reset();
+    }
+  }
+  return {};
+}
+
+bool BatchWriter::write(Batch& b) {
+  std::chrono::milliseconds backoff(50);
+  std::minstd_rand rng(static_cast<unsigned>(b.seq * 2654435761u + b.shard));
+  bool logged = false;
+  for (;;) {
+    Status st = write_once(b);
+    if (st.ok()) {
+      if (!healthy_.exchange(true)) spdlog::info("sink is writable again");
+      if (b.segment && spool_) spool_->remove(*b.segment);
+      if (hooks_.committed_events) hooks_.committed_events->add_shared(b.count);
+      return true;
+    }
+    if (hooks_.sink_errors) hooks_.sink_errors->inc_shared();
+    healthy_ = false;
+    {
+      std::lock_guard lock(mu_);
+      last_error_ = st.message();
+    }
+    if (!logged) {
+      spdlog::error("sink write failed ({}): {}; retrying with backoff, {} events waiting",
+                    st.kind() == ErrorKind::permanent ? "permanent, the operator must act" : "transient",
+                    st.message(), queued_events());
+      logged = true;
+    }
+    if (st.kind() == ErrorKind::permanent && backoff < std::chrono::milliseconds(5000))
+      backoff = std::chrono::milliseconds(5000);
+    // Full jitter: sleep a random part of the backoff, waking early on a stop.
+    const auto sleep = std::chrono::milliseconds(
+        std::uniform_int_distribution<std::int64_t>(backoff.count() / 2, backoff.count())(rng));
+    {
+      std::unique_lock lock(mu_);
+      const auto until = std::min(Clock::now() + sleep, deadline_);
+      cv_.wait_until(lock, until, [&] { return stopping_ && Clock::now() >= deadline_; });
+      if (stopping_ && Clock::now() >= deadline_) return false;
+    }
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
+}
+
+std::uint64_t BatchWriter::drain_and_stop(Clock::time_point deadline) {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    deadline_ = deadline;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard lock(mu_);
+  return queued_events_.load();
+}
+
+}  // namespace kiroku

@@ -1,0 +1,122 @@
+// batch_writer.h - the thread that moves batches of events into the sink.
+//
+// Shards hand over whole batches (submit never waits on the database: the
+// queue lock is held only to push or pop). The writer stores each batch in
+// one sink transaction, retrying with backoff while the database is away,
+// then deletes the batch's spool segment and reports the commit. Batches are
+// written in the order they were submitted.
+//
+// Memory is bounded: when the queued batches hold more than queue_max_bytes,
+// those that also sit in a spool segment drop their in-memory copy (read
+// back from the segment when their turn comes); batches without a segment
+// (durability none/sink) make backlog_full() true and the shards answer 503.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ingest/event.h"
+#include "ingest/spool.h"
+#include "sink/sink.h"
+
+namespace kiroku {
+
+class Counter;
+class Histogram;
+
+inline constexpr unsigned kReplayShard = ~0u;
+
+struct Batch {
+  unsigned shard = kReplayShard;  // kReplayShard: a segment left by a previous run
+  std::uint64_t seq = 0;          // per-shard batch number
+  std::unique_ptr<EventBuffer> events;    // null once spilled (then `segment` holds them)
+  std::optional<SegmentInfo> segment;     // spool segment holding the same records
+  std::size_t count = 0;
+  std::size_t bytes = 0;
+};
+
+// What the writer reports to the rest of the server (metrics may be null).
+struct BatchWriterHooks {
+  // A batch is committed (or, at a stop past the deadline, abandoned: ok
+  // false). Called on the writer thread; must not block.
+  std::function<void(unsigned shard, std::uint64_t seq, bool ok)> on_done;
+  Histogram* accept_to_durable = nullptr;  // microseconds, per event
+  Histogram* flush_duration = nullptr;     // microseconds, per transaction
+  Histogram* batch_events = nullptr;       // events per transaction
+  Counter* committed_events = nullptr;
+  Counter* sink_errors = nullptr;
+};
+
+class BatchWriter {
+ public:
+  BatchWriter(Sink& sink, Spool* spool, std::uint64_t queue_max_bytes, BatchWriterHooks hooks);
+  ~BatchWriter();
+
+  void start();
+
+  // Queues a batch; any thread; never blocks on the sink.
+  void submit(Batch batch);
+
+  // An empty event buffer for a shard (recycled when possible); any thread.
+  std::unique_ptr<EventBuffer> take_buffer();
+
+  // True while the in-memory backlog is over its limit (shards answer 503
+  // for events that have no spool to wait in). Any thread.
+  bool backlog_full() const { return memory_bytes_.load(std::memory_order_relaxed) > queue_max_bytes_; }
+
+  // Writes what is queued until the queue is empty or `deadline`, then stops
+  // the thread. Returns the events left unwritten.
+  std::uint64_t drain_and_stop(std::chrono::steady_clock::time_point deadline);
+
+  // Figures for metrics and /readyz; any thread.
+  std::uint64_t queued_events() const { return queued_events_.load(std::memory_order_relaxed); }
+  std::uint64_t queued_batches() const { return queued_batches_.load(std::memory_order_relaxed); }
+  std::uint64_t memory_bytes() const { return memory_bytes_.load(std::memory_order_relaxed); }
+  // Unix microseconds of the oldest event not yet committed, 0 if none.
+  std::int64_t oldest_received_us() const { return oldest_us_.load(std::memory_order_relaxed); }
+  bool sink_healthy() const { return healthy_.load(std::memory_order_relaxed); }
+  std::string last_error() const;
+
+ private:
+  void run();
+  // Stores one batch; retries until ok or the stop deadline. True if stored.
+  bool write(Batch& b);
+  Status write_once(Batch& b);
+  void spill_locked();
+  bool stop_due() const;
+  void record_latencies(std::string_view records, std::int64_t now_us);
+
+  Sink& sink_;
+  Spool* spool_;
+  const std::uint64_t queue_max_bytes_;
+  BatchWriterHooks hooks_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Batch> queue_;
+  std::vector<std::unique_ptr<EventBuffer>> free_;
+  bool stopping_ = false;
+  std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
+  std::string last_error_;
+
+  std::atomic<std::uint64_t> queued_events_{0};
+  std::atomic<std::uint64_t> queued_batches_{0};
+  std::atomic<std::uint64_t> memory_bytes_{0};
+  std::atomic<std::int64_t> oldest_us_{0};
+  std::atomic<bool> healthy_{true};
+  std::atomic<bool> stop_now_{false};
+  std::vector<std::byte> scratch_;  // reading spilled segments
+  std::thread thread_;
+};
+
+}  // namespace kiroku

@@ -1,0 +1,331 @@
+// collector.cpp - per-shard batches, spool appends, group commit, answers.
+#include "ingest/collector.h"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <deque>
+#include <fmt/format.h>
+#include <future>
+#include <spdlog/spdlog.h>
+
+#include "ingest/id.h"
+#include "ingest/json_events.h"
+#include "ingest/parse.h"
+#include "ops/metrics.h"
+
+namespace kiroku {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The 1x1 transparent GIF of GET /pixel.gif (43 bytes).
+constexpr char kPixel[] =
+    "GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff\x21\xf9\x04\x01\x00\x00\x00\x00"
+    "\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b";
+constexpr std::string_view kPixelView(kPixel, sizeof kPixel - 1);
+static_assert(kPixelView.size() == 43);
+
+void send_answer(auto& r, Answer answer, std::size_t n) {
+  switch (answer) {
+    case Answer::no_content: r.send(204, {}, {}); break;
+    case Answer::pixel: r.send(200, "image/gif", kPixelView, "Cache-Control: no-store\r\n"); break;
+    case Answer::accepted: {
+      char body[48];
+      const auto end = fmt::format_to_n(body, sizeof body, "{{\"accepted\":{}}}\n", n);
+      r.send(202, "application/json", std::string_view(body, end.size));
+      break;
+    }
+  }
+}
+
+void send_json_error(http::Deferred& d, int status, std::string_view msg, std::string_view headers = {}) {
+  d.send(status, "application/json", fmt::format("{{\"error\":\"{}\"}}\n", msg), headers);
+}
+
+}  // namespace
+
+// A request waiting for its events to become durable.
+struct Waiter {
+  http::Deferred reply;
+  Answer answer;
+  std::uint32_t count;
+};
+
+struct Collector::Shard {
+  Shard(unsigned index, boost::asio::io_context& ctx, const CollectorOptions& o)
+      : index(index), ctx(ctx), timer(ctx), ids(o.instance, index, o.id_floor_unix_ms) {}
+
+  const unsigned index;
+  boost::asio::io_context& ctx;
+  boost::asio::steady_timer timer;
+  IdGenerator ids;
+  std::unique_ptr<EventBuffer> current;
+  std::uint64_t seq = 0;
+  SegmentWriter segment;
+  QueryBuffers query;
+  JsonEventParser json;
+  bool stopped = false;
+  std::atomic<std::uint64_t> pending{0};  // events in `current`, for other threads
+
+  // durability=fsync: group commit on this thread.
+  std::vector<Waiter> sync_waiting;
+  std::vector<Waiter> sync_running;
+  bool sync_scheduled = false;
+
+  // durability=sink: requests waiting for the current batch, and for the
+  // batches handed to the writer (in order).
+  std::vector<Waiter> waiting_current;
+  struct Handed {
+    std::uint64_t seq;
+    Clock::time_point at;
+    std::vector<Waiter> waiters;
+  };
+  std::deque<Handed> waiting_commit;
+};
+
+Collector::Collector(CollectorOptions options, http::HttpServer& server, BatchWriter& writer, Spool* spool,
+                     CollectorMetrics metrics)
+    : options_(options), server_(server), writer_(writer), spool_(spool), metrics_(metrics) {
+  if (options_.durability == Durability::none || options_.durability == Durability::sink) spool_ = nullptr;
+  for (unsigned i = 0; i < server_.shards(); ++i) {
+    auto s = std::make_unique<Shard>(i, server_.shard_context(i), options_);
+    s->current = writer_.take_buffer();
+    s->current->bytes.reserve(std::min<std::size_t>(options_.batch_max, 16384) * 64);
+    shards_.push_back(std::move(s));
+  }
+}
+
+Collector::~Collector() = default;
+
+void Collector::start() {
+  for (auto& s : shards_) {
+    Shard* sp = s.get();
+    boost::asio::post(sp->ctx, [this, sp] { arm_timer(*sp); });
+  }
+}
+
+void Collector::arm_timer(Shard& s) {
+  if (s.stopped) return;
+  s.timer.expires_after(options_.flush_interval);
+  s.timer.async_wait([this, &s](boost::system::error_code ec) {
+    if (ec || s.stopped) return;
+    flush_shard(s);
+    expire_waiters(s);
+    arm_timer(s);
+  });
+}
+
+std::uint64_t Collector::pending_in_shards() const {
+  std::uint64_t n = 0;
+  for (auto& s : shards_) n += s->pending.load(std::memory_order_relaxed);
+  return n;
+}
+
+bool Collector::admit(Shard& s, std::size_t bytes, http::Reply& reply) {
+  (void)s;
+  if (spool_) {
+    if (spool_->would_exceed(bytes)) {
+      if (metrics_.rejected_full) metrics_.rejected_full->inc(s.index);
+      reply.error(503, "spool full: the database is not keeping up; retry later", "Retry-After: 5\r\n");
+      return false;
+    }
+  } else if (writer_.backlog_full()) {
+    if (metrics_.rejected_full) metrics_.rejected_full->inc(s.index);
+    reply.error(503, "backlog full: the database is not keeping up; retry later", "Retry-After: 2\r\n");
+    return false;
+  }
+  return true;
+}
+
+void Collector::handle_query(const http::Request& req, http::Reply& reply, Answer answer) {
+  Shard& s = *shards_[req.shard];
+  EventInput in;
+  if (auto err = parse_event_query(req.query, s.query, in)) {
+    if (metrics_.rejected_invalid) metrics_.rejected_invalid->inc(s.index);
+    reply.error(400, err.message);
+    return;
+  }
+  const std::size_t size = record_size(in.name.size(), in.client_id.size());
+  if (!admit(s, size, reply)) return;
+  const std::int64_t now_us = req.received_us;
+  EventView e{s.ids.next(now_us / 1000), now_us, in.at_us.value_or(now_us), in.value, in.name, in.client_id};
+  const std::size_t before = s.current->bytes.size();
+  s.current->append(e);
+  commit(s, req, reply, before, 1, answer);
+}
+
+void Collector::handle_batch(const http::Request& req, http::Reply& reply) {
+  Shard& s = *shards_[req.shard];
+  const std::size_t before = s.current->bytes.size();
+  const std::size_t count_before = s.current->count;
+  const std::int64_t oldest_before = s.current->oldest_received_us;
+  const std::int64_t now_us = req.received_us;
+  std::size_t n = 0;
+  std::string err = s.json.parse(req.body, [&](const EventInput& in) {
+    EventView e{s.ids.next(now_us / 1000), now_us, in.at_us.value_or(now_us), in.value, in.name,
+                in.client_id};
+    s.current->append(e);
+    ++n;
+    return true;
+  });
+  auto rollback = [&] {
+    s.current->bytes.resize(before);
+    s.current->count = count_before;
+    s.current->oldest_received_us = oldest_before;
+  };
+  if (!err.empty()) {
+    rollback();
+    if (metrics_.rejected_invalid) metrics_.rejected_invalid->inc(s.index);
+    reply.error(400, err);
+    return;
+  }
+  if (n == 0) {
+    answer_now(reply, Answer::accepted, 0);
+    return;
+  }
+  // Admission is decided on the whole batch, after parsing.
+  if (!admit(s, s.current->bytes.size() - before, reply)) {
+    rollback();
+    return;
+  }
+  commit(s, req, reply, before, n, Answer::accepted);
+}
+
+void Collector::commit(Shard& s, const http::Request& req, http::Reply& reply, std::size_t before,
+                       std::size_t n, Answer answer) {
+  (void)req;
+  if (spool_) {
+    Status st;
+    if (!s.segment.is_open()) {
+      auto w = spool_->create(s.index);
+      if (w.ok()) s.segment = std::move(*w);
+      else st = w.status();
+    }
+    if (st.ok()) {
+      const auto& bytes = s.current->bytes;
+      st = s.segment.append(std::string_view(reinterpret_cast<const char*>(bytes.data()) + before,
+                                             bytes.size() - before));
+    }
+    if (!st.ok()) {
+      s.current->bytes.resize(before);
+      s.current->count -= n;
+      if (s.current->count == 0) s.current->oldest_received_us = 0;
+      if (metrics_.spool_errors) metrics_.spool_errors->inc(s.index);
+      static std::atomic<std::int64_t> last_log{0};
+      const auto sec = std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
+      if (last_log.exchange(sec) != sec) spdlog::error("spool write failed: {}", st.message());
+      // The segment refuses further appends after a failure: start a new one.
+      flush_shard(s);
+      if (s.segment.is_open()) spool_->remove(s.segment.seal());
+      if (st.kind() == ErrorKind::full) {
+        if (metrics_.rejected_full) metrics_.rejected_full->inc(s.index);
+        reply.error(503, "spool disk full; retry later", "Retry-After: 5\r\n");
+      } else {
+        reply.error(500, "spool write failed; nothing was stored");
+      }
+      return;
+    }
+  }
+  s.pending.store(s.current->count, std::memory_order_relaxed);
+  if (metrics_.accepted) metrics_.accepted->add(s.index, n);
+
+  switch (options_.durability) {
+    case Durability::none:
+    case Durability::process:
+      answer_now(reply, answer, n);
+      break;
+    case Durability::fsync:
+      s.sync_waiting.push_back({reply.defer(), answer, static_cast<std::uint32_t>(n)});
+      schedule_sync(s);
+      break;
+    case Durability::sink:
+      s.waiting_current.push_back({reply.defer(), answer, static_cast<std::uint32_t>(n)});
+      break;
+  }
+  if (s.current->count >= options_.batch_max) flush_shard(s);
+}
+
+void Collector::answer_now(http::Reply& reply, Answer answer, std::size_t n) { send_answer(reply, answer, n); }
+
+void Collector::schedule_sync(Shard& s) {
+  if (s.sync_scheduled) return;
+  s.sync_scheduled = true;
+  // Posted: every request this loop turn still handles joins the same fsync.
+  boost::asio::post(s.ctx, [this, &s] { run_sync(s); });
+}
+
+void Collector::run_sync(Shard& s) {
+  s.sync_scheduled = false;
+  if (s.sync_waiting.empty()) return;
+  s.sync_running.swap(s.sync_waiting);
+  Status st = s.segment.is_open() ? s.segment.sync() : Status{};
+  for (auto& w : s.sync_running) {
+    if (st.ok()) send_answer(w.reply, w.answer, w.count);
+    else send_json_error(w.reply, 500, "fsync of the spool failed; the events may be lost on a machine crash");
+  }
+  s.sync_running.clear();
+  if (!st.ok()) spdlog::error("spool fsync failed: {}", st.message());
+}
+
+void Collector::flush_shard(Shard& s) {
+  if (s.current->empty()) return;
+  // fsync waiters of this segment are synced before it is sealed.
+  if (!s.sync_waiting.empty()) run_sync(s);
+  Batch b;
+  b.shard = s.index;
+  b.seq = s.seq++;
+  b.count = s.current->count;
+  b.events = std::move(s.current);
+  if (s.segment.is_open()) b.segment = s.segment.seal();
+  if (options_.durability == Durability::sink) {
+    s.waiting_commit.push_back({b.seq, Clock::now(), std::move(s.waiting_current)});
+    s.waiting_current.clear();
+  }
+  s.current = writer_.take_buffer();
+  s.pending.store(0, std::memory_order_relaxed);
+  writer_.submit(std::move(b));
+}
+
+void Collector::on_batch_done(unsigned shard, std::uint64_t seq, bool ok) {
+  if (options_.durability != Durability::sink || shard >= shards_.size()) return;
+  Shard* s = shards_[shard].get();
+  boost::asio::post(s->ctx, [s, seq, ok] {
+    while (!s->waiting_commit.empty() && s->waiting_commit.front().seq <= seq) {
+      auto h = std::move(s->waiting_commit.front());
+      s->waiting_commit.pop_front();
+      for (auto& w : h.waiters) {
+        if (ok && h.seq == seq) send_answer(w.reply, w.answer, w.count);
+        else send_json_error(w.reply, 503, "not stored: the server stopped before the database commit");
+      }
+    }
+  });
+}
+
+void Collector::expire_waiters(Shard& s) {
+  const auto limit = Clock::now() - options_.sink_wait_timeout;
+  while (!s.waiting_commit.empty() && s.waiting_commit.front().at < limit) {
+    auto h = std::move(s.waiting_commit.front());
+    s.waiting_commit.pop_front();
+    for (auto& w : h.waiters)
+      send_json_error(w.reply, 503,
+                      "the database did not commit in time; the events may still be stored later",
+                      "Retry-After: 5\r\n");
+  }
+}
+
+void Collector::flush_all() {
+  std::vector<std::future<void>> done;
+  for (auto& s : shards_) {
+    Shard* sp = s.get();
+    auto p = std::make_shared<std::promise<void>>();
+    done.push_back(p->get_future());
+    boost::asio::post(sp->ctx, [this, sp, p] {
+      flush_shard(*sp);
+      if (sp->segment.is_open()) spool_->remove(sp->segment.seal());
+      p->set_value();
+    });
+  }
+  for (auto& f : done) f.wait();
+}
+
+}  // namespace kiroku

@@ -1,0 +1,91 @@
+// collector.h - takes events from requests into per-shard batches.
+//
+// Each shard (IO thread) owns its batch, id generator and spool segment, so
+// accepting an event takes no lock: validate, assign an id, append the
+// record to the batch (and to the spool segment for process/fsync), answer.
+// Every --flush-interval, or at --batch-max events, the shard hands the batch
+// to the BatchWriter and starts a new one. What a 2xx means depends on
+// --durability (PRODUCT.md): none answers at once, process after the spool
+// write, fsync after a group-commit fdatasync, sink after the database commit.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "config/config.h"
+#include "http/server.h"
+#include "ingest/batch_writer.h"
+#include "ingest/spool.h"
+
+namespace kiroku {
+
+class Counter;
+
+// How an accepted request is answered.
+enum class Answer : std::uint8_t { no_content, pixel, accepted };
+
+struct CollectorOptions {
+  Durability durability = Durability::process;
+  std::size_t batch_max = 10000;
+  std::chrono::milliseconds flush_interval{50};
+  std::chrono::milliseconds sink_wait_timeout{10'000};
+  unsigned instance = 0;
+  std::int64_t id_floor_unix_ms = 0;  // ids start above this millisecond
+};
+
+struct CollectorMetrics {
+  Counter* accepted = nullptr;          // events
+  Counter* rejected_invalid = nullptr;  // requests
+  Counter* rejected_full = nullptr;     // requests answered 503
+  Counter* spool_errors = nullptr;
+};
+
+class Collector {
+ public:
+  // `spool` is required for process and fsync, ignored otherwise.
+  Collector(CollectorOptions options, http::HttpServer& server, BatchWriter& writer, Spool* spool,
+            CollectorMetrics metrics);
+  ~Collector();
+
+  // Starts the per-shard flush timers (after server.bind, before or after start).
+  void start();
+
+  // Request handlers; on the request's shard thread.
+  void handle_query(const http::Request& req, http::Reply& reply, Answer answer);
+  void handle_batch(const http::Request& req, http::Reply& reply);
+
+  // The writer's commit report (any thread).
+  void on_batch_done(unsigned shard, std::uint64_t seq, bool ok);
+
+  // Hands every shard's current batch to the writer and stops the timers;
+  // blocks until each shard has done it. For the graceful stop.
+  void flush_all();
+
+  // Events accepted but still in the shards' current batches (any thread).
+  std::uint64_t pending_in_shards() const;
+
+ private:
+  struct Shard;
+  void flush_shard(Shard& s);
+  void arm_timer(Shard& s);
+  // Appends the records of `n` events (already in s.current from `before`)
+  // to the spool and answers; rolls back on failure.
+  void commit(Shard& s, const http::Request& req, http::Reply& reply, std::size_t before,
+              std::size_t n, Answer answer);
+  void answer_now(http::Reply& reply, Answer answer, std::size_t n);
+  bool admit(Shard& s, std::size_t bytes, http::Reply& reply);
+  void schedule_sync(Shard& s);
+  void run_sync(Shard& s);
+  void expire_waiters(Shard& s);
+
+  CollectorOptions options_;
+  http::HttpServer& server_;
+  BatchWriter& writer_;
+  Spool* spool_;
+  CollectorMetrics metrics_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+};
+
+}  // namespace kiroku

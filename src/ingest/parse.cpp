@@ -1,0 +1,225 @@
+// parse.cpp - field validation for events (see parse.h).
+#include "ingest/parse.h"
+
+#include <charconv>
+#include <cstring>
+
+namespace kiroku {
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool all_digits(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
+}
+
+bool fixed_digits(std::string_view s, std::size_t pos, std::size_t n, unsigned& out) {
+  if (pos + n > s.size()) return false;
+  out = 0;
+  for (std::size_t i = pos; i < pos + n; ++i) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    out = out * 10 + static_cast<unsigned>(s[i] - '0');
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::size_t> percent_decode(std::string_view in, char* out, std::size_t cap,
+                                          bool plus_is_space) {
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c == '%') {
+      if (i + 2 >= in.size()) return std::nullopt;
+      const int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      c = static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      c = ' ';
+    }
+    if (n == cap) return std::nullopt;
+    out[n++] = c;
+  }
+  return n;
+}
+
+bool valid_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    const unsigned char c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    int len;
+    std::uint32_t cp;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (end - p < len) return false;
+    for (int i = 1; i < len; ++i) {
+      if ((p[i] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    p += len;
+  }
+  return true;
+}
+
+std::optional<std::int64_t> parse_int64(std::string_view s) {
+  if (!s.empty() && s.front() == '+') s.remove_prefix(1);
+  if (s.empty() || s.size() > 20) return std::nullopt;
+  std::int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || ptr != s.data() + s.size()) return std::nullopt;
+  if (s[0] == '-' && s.size() == 1) return std::nullopt;
+  return v;
+}
+
+std::optional<std::int64_t> parse_timestamp(std::string_view s) {
+  if (all_digits(s)) {  // Unix milliseconds
+    if (s.size() > 15) return std::nullopt;  // beyond year 33658: not a timestamp
+    auto ms = parse_int64(s);
+    if (!ms) return std::nullopt;
+    return *ms * 1000;
+  }
+  // RFC 3339: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)
+  unsigned y, mo, d, h, mi, se;
+  if (!fixed_digits(s, 0, 4, y) || s.size() < 20 || s[4] != '-' || !fixed_digits(s, 5, 2, mo) ||
+      s[7] != '-' || !fixed_digits(s, 8, 2, d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+      !fixed_digits(s, 11, 2, h) || s[13] != ':' || !fixed_digits(s, 14, 2, mi) || s[16] != ':' ||
+      !fixed_digits(s, 17, 2, se))
+    return std::nullopt;
+  static constexpr unsigned kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (mo < 1 || mo > 12 || d < 1 || d > kDays[mo - 1] || h > 23 || mi > 59 || se > 60)
+    return std::nullopt;
+  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  if (mo == 2 && d == 29 && !leap) return std::nullopt;
+  std::size_t i = 19;
+  std::int64_t frac_us = 0;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    std::size_t digits = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+      if (digits < 6) frac_us = frac_us * 10 + (s[i] - '0');
+      ++digits;
+      ++i;
+    }
+    if (digits == 0) return std::nullopt;
+    for (std::size_t k = digits; k < 6; ++k) frac_us *= 10;
+  }
+  if (i >= s.size()) return std::nullopt;
+  std::int64_t offset_s = 0;
+  if (s[i] == 'Z' || s[i] == 'z') {
+    ++i;
+  } else if (s[i] == '+' || s[i] == '-') {
+    unsigned oh, om;
+    if (!fixed_digits(s, i + 1, 2, oh) || i + 3 >= s.size() || s[i + 3] != ':' ||
+        !fixed_digits(s, i + 4, 2, om) || oh > 23 || om > 59)
+      return std::nullopt;
+    offset_s = (static_cast<std::int64_t>(oh) * 3600 + om * 60) * (s[i] == '-' ? -1 : 1);
+    i += 6;
+  } else {
+    return std::nullopt;
+  }
+  if (i != s.size()) return std::nullopt;
+  if (se == 60) se = 59;  // a leap second is stored as the second before it
+  const std::int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset_s;
+  return secs * 1'000'000 + frac_us;
+}
+
+FieldError check_event(const EventInput& e) {
+  if (e.name.empty()) return {"name: must not be empty"};
+  if (e.name.size() > kMaxNameBytes) return {"name: longer than 255 bytes"};
+  if (!valid_utf8(e.name)) return {"name: not valid UTF-8"};
+  if (std::memchr(e.name.data(), 0, e.name.size())) return {"name: contains a NUL byte"};
+  if (e.client_id.size() > kMaxClientIdBytes) return {"id: longer than 255 bytes"};
+  if (!valid_utf8(e.client_id)) return {"id: not valid UTF-8"};
+  return {};
+}
+
+FieldError parse_event_query(std::string_view query, QueryBuffers& buf, EventInput& out) {
+  out = EventInput{};
+  bool have_name = false, have_value = false, have_at = false, have_id = false;
+  while (!query.empty()) {
+    const std::size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (pair.empty()) continue;
+    const std::size_t eq = pair.find('=');
+    const std::string_view key = pair.substr(0, eq);
+    const std::string_view raw = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    if (key == "name") {
+      if (have_name) return {"name: given more than once"};
+      have_name = true;
+      auto n = percent_decode(raw, buf.name, sizeof buf.name);
+      if (!n) {
+        if (raw.size() > 3 * kMaxNameBytes || raw.find('%') == std::string_view::npos)
+          return {"name: longer than 255 bytes"};
+        return {"name: bad percent-encoding or longer than 255 bytes"};
+      }
+      out.name = {buf.name, *n};
+    } else if (key == "value") {
+      if (have_value) return {"value: given more than once"};
+      have_value = true;
+      char tmp[32];
+      auto n = percent_decode(raw, tmp, sizeof tmp);
+      auto v = n ? parse_int64({tmp, *n}) : std::nullopt;
+      if (!v) return {"value: must be a signed 64-bit integer"};
+      out.value = *v;
+    } else if (key == "at") {
+      if (have_at) return {"at: given more than once"};
+      have_at = true;
+      char tmp[64];
+      auto n = percent_decode(raw, tmp, sizeof tmp);
+      auto t = n ? parse_timestamp({tmp, *n}) : std::nullopt;
+      if (!t) return {"at: must be RFC 3339 or Unix milliseconds"};
+      out.at_us = *t;
+    } else if (key == "id") {
+      if (have_id) return {"id: given more than once"};
+      have_id = true;
+      auto n = percent_decode(raw, buf.client_id, sizeof buf.client_id);
+      if (!n) return {"id: bad percent-encoding or longer than 255 bytes"};
+      out.client_id = {buf.client_id, *n};
+    }
+    // Other parameters (cache busters and the like) are ignored.
+  }
+  if (!have_name) return {"name: missing"};
+  if (!have_value) return {"value: missing"};
+  return check_event(out);
+}
+
+}  // namespace kiroku

@@ -1,0 +1,56 @@
+// parse.h - validation of event fields as they arrive in a query string or
+// JSON. Pure functions, no allocation: decoded bytes go to caller buffers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "ingest/event.h"
+
+namespace kiroku {
+
+// Percent-decodes `in` (and '+' as space when `plus_is_space`) into `out`,
+// which has room for `cap` bytes. Returns the decoded length, or nullopt if a
+// '%' is not followed by two hex digits or the result does not fit.
+std::optional<std::size_t> percent_decode(std::string_view in, char* out, std::size_t cap,
+                                          bool plus_is_space = true);
+
+// True if `s` is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
+bool valid_utf8(std::string_view s);
+
+// A base-10 signed 64-bit integer with an optional sign; nothing else.
+std::optional<std::int64_t> parse_int64(std::string_view s);
+
+// `at` as RFC 3339 ("2024-05-01T12:00:00.123Z", "...+09:00") or Unix
+// milliseconds ("1714564800123"); returns Unix microseconds.
+std::optional<std::int64_t> parse_timestamp(std::string_view s);
+
+// The fields of one event as sent by a client, before an id is assigned.
+// name and client_id view caller storage.
+struct EventInput {
+  std::string_view name;
+  std::int64_t value = 0;
+  std::optional<std::int64_t> at_us;
+  std::string_view client_id;
+};
+
+// Why a request's fields were rejected: a static message naming the field.
+struct FieldError {
+  const char* message = nullptr;  // e.g. "value: must be a signed 64-bit integer"
+  explicit operator bool() const { return message != nullptr; }
+};
+
+// Checks name and client_id rules shared by every input form.
+FieldError check_event(const EventInput& e);
+
+// Parses the query string of GET /, /collect, /pixel.gif: name, value, and
+// optional at and id. Decoded name and id bytes go to the two buffers.
+struct QueryBuffers {
+  char name[kMaxNameBytes];
+  char client_id[kMaxClientIdBytes];
+};
+FieldError parse_event_query(std::string_view query, QueryBuffers& buf, EventInput& out);
+
+}  // namespace kiroku

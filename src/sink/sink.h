@@ -1,0 +1,80 @@
+// sink.h - where events are finally stored.
+//
+// A Sink writes batches of event records into a database table (schema in
+// PRODUCT.md: id, received_at, at, name, value, client_id). Writes are
+// idempotent on the event id: writing the same record twice stores one row,
+// which is what makes spool replay after a crash safe.
+//
+// Threading: a Sink is used by one writer thread at a time (the BatchWriter);
+// stats() and ready() may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace kiroku {
+
+// Connection pool figures, the fields of Go's database/sql DBStats.
+struct PoolStats {
+  std::int64_t max_open = 0;
+  std::int64_t open = 0;
+  std::int64_t in_use = 0;
+  std::int64_t idle = 0;
+  std::int64_t wait_count = 0;
+  std::int64_t wait_duration_us = 0;
+  std::int64_t max_idle_closed = 0;
+  std::int64_t max_idle_time_closed = 0;
+  std::int64_t max_lifetime_closed = 0;
+};
+
+class Sink {
+ public:
+  virtual ~Sink() = default;
+
+  // Creates the table if missing and checks that the database is usable.
+  // A permanent error means the configuration is wrong (exit 2 at start).
+  virtual Status open() = 0;
+
+  // Stores every record in `records` (concatenated records, see event.h) in
+  // one transaction: all or none. transient: retry later; permanent: the
+  // operator must act (logged, shown in /readyz and metrics).
+  virtual Status write(std::string_view records, std::size_t count) = 0;
+
+  // The largest event id stored, 0 if none (used to keep ids increasing
+  // across restarts even if the clock went back).
+  virtual Result<std::uint64_t> max_id() = 0;
+
+  // Cheap reachability check for /readyz; any thread.
+  virtual Status ping() = 0;
+
+  // Pool statistics; any thread. Sinks without a pool report one connection.
+  virtual PoolStats stats() const = 0;
+
+  // "sqlite", "mysql".
+  virtual std::string_view kind() const = 0;
+};
+
+struct SinkOptions {
+  std::string table = "events";
+  // MySQL pool knobs (Go's SetMaxOpenConns & co.); 0 = unlimited where it applies.
+  int max_open = 4;
+  int max_idle = 2;
+  std::int64_t max_lifetime_ms = 30 * 60 * 1000;
+  std::int64_t max_idle_time_ms = 5 * 60 * 1000;
+  std::int64_t connect_timeout_ms = 5000;
+  // Every commit must survive a machine crash (durability fsync or sink):
+  // SQLite syncs each commit; MySQL relies on the server's settings.
+  bool durable_commits = false;
+};
+
+// Builds the sink for a --sink URL (sqlite:///path, mysql://user:pass@host:port/db).
+// `table` is the table name (validated: [A-Za-z0-9_]{1,64}). Returns invalid
+// for a malformed URL; does not connect (open() does).
+Result<std::unique_ptr<Sink>> make_sink(std::string_view url, const SinkOptions& options);
+
+
+}  // namespace kiroku

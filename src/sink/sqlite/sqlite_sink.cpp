@@ -1,0 +1,166 @@
+// sqlite_sink.cpp - batches as one transaction of one reused prepared INSERT.
+#include "sink/sqlite/sqlite_sink.h"
+
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <mutex>
+
+#include "ingest/event.h"
+
+namespace kiroku {
+namespace {
+
+class SqliteSink final : public Sink {
+ public:
+  SqliteSink(std::string path, SinkOptions options) : path_(std::move(path)), options_(std::move(options)) {}
+  ~SqliteSink() override {
+    sqlite3_finalize(insert_);
+    sqlite3_finalize(begin_);
+    sqlite3_finalize(commit_);
+    sqlite3_finalize(rollback_);
+    sqlite3_close_v2(db_);
+    sqlite3_close_v2(ping_db_);
+  }
+
+  Status open() override {
+    std::error_code ec;
+    const auto dir = std::filesystem::path(path_).parent_path();
+    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    if (ec) return Status::permanent(fmt::format("cannot create directory {}: {}", dir.string(), ec.message()));
+    if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK)
+      return Status::permanent(fmt::format("cannot open {}: {}", path_, errmsg(db_)));
+    sqlite3_busy_timeout(db_, 5000);
+    const std::string setup = fmt::format(
+        "PRAGMA journal_mode=WAL;"
+        "PRAGMA synchronous={};"
+        "CREATE TABLE IF NOT EXISTS \"{}\" ("
+        "id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL, at INTEGER NOT NULL,"
+        "name TEXT NOT NULL, value INTEGER NOT NULL, client_id TEXT UNIQUE);",
+        options_.durable_commits ? "FULL" : "NORMAL", options_.table);
+    if (auto st = exec(setup); !st.ok()) return Status::permanent(st.message());
+    const std::string insert = fmt::format(
+        "INSERT OR IGNORE INTO \"{}\"(id,received_at,at,name,value,client_id) VALUES(?,?,?,?,?,?)",
+        options_.table);
+    if (!prepare(insert, &insert_) || !prepare("BEGIN IMMEDIATE", &begin_) || !prepare("COMMIT", &commit_) ||
+        !prepare("ROLLBACK", &rollback_))
+      return Status::permanent(fmt::format("{}: {}", path_, errmsg(db_)));
+    // A second, read-only handle for ping() and max_id() from other threads.
+    if (sqlite3_open_v2(path_.c_str(), &ping_db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr) !=
+        SQLITE_OK)
+      return Status::permanent(fmt::format("cannot open {}: {}", path_, errmsg(ping_db_)));
+    sqlite3_busy_timeout(ping_db_, 2000);
+    return {};
+  }
+
+  Status write(std::string_view records, std::size_t count) override {
+    (void)count;
+    if (auto st = step_once(begin_); !st.ok()) return st;
+    RecordReader reader(records);
+    EventView e;
+    while (reader.next(e)) {
+      sqlite3_bind_int64(insert_, 1, static_cast<sqlite3_int64>(e.id));
+      sqlite3_bind_int64(insert_, 2, e.received_us);
+      sqlite3_bind_int64(insert_, 3, e.at_us);
+      sqlite3_bind_text(insert_, 4, e.name.data(), static_cast<int>(e.name.size()), SQLITE_STATIC);
+      sqlite3_bind_int64(insert_, 5, e.value);
+      if (e.client_id.empty())
+        sqlite3_bind_null(insert_, 6);
+      else
+        sqlite3_bind_text(insert_, 6, e.client_id.data(), static_cast<int>(e.client_id.size()), SQLITE_STATIC);
+      if (auto st = step_once(insert_); !st.ok()) {
+        step_once(rollback_);
+        return st;
+      }
+    }
+    if (auto st = step_once(commit_); !st.ok()) {
+      step_once(rollback_);
+      return st;
+    }
+    return {};
+  }
+
+  Result<std::uint64_t> max_id() override {
+    std::lock_guard lock(ping_mu_);
+    sqlite3_stmt* st = nullptr;
+    const std::string sql = fmt::format("SELECT MAX(id) FROM \"{}\"", options_.table);
+    if (sqlite3_prepare_v2(ping_db_, sql.c_str(), -1, &st, nullptr) != SQLITE_OK)
+      return Status::transient(errmsg(ping_db_));
+    std::uint64_t id = 0;
+    const int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) id = static_cast<std::uint64_t>(sqlite3_column_int64(st, 0));
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Status::transient(errmsg(ping_db_));
+    return id;
+  }
+
+  Status ping() override {
+    std::lock_guard lock(ping_mu_);
+    if (!ping_db_) return Status::transient("not open");
+    const int rc = sqlite3_exec(ping_db_, "SELECT 1", nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return Status::transient(errmsg(ping_db_));
+    return {};
+  }
+
+  PoolStats stats() const override {
+    PoolStats s;
+    s.max_open = s.open = 1;
+    s.idle = 1;
+    return s;
+  }
+
+  std::string_view kind() const override { return "sqlite"; }
+
+ private:
+  static std::string errmsg(sqlite3* db) { return db ? sqlite3_errmsg(db) : "out of memory"; }
+
+  bool prepare(const std::string& sql, sqlite3_stmt** st) {
+    return sqlite3_prepare_v3(db_, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, st, nullptr) == SQLITE_OK;
+  }
+
+  Status exec(const std::string& sql) {
+    char* msg = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
+      Status st = Status::permanent(fmt::format("{}: {}", path_, msg ? msg : "error"));
+      sqlite3_free(msg);
+      return st;
+    }
+    return {};
+  }
+
+  // Runs a statement that returns no rows and resets it.
+  Status step_once(sqlite3_stmt* st) {
+    const int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return {};
+    const std::string msg = fmt::format("{}: {}", path_, errmsg(db_));
+    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED || rc == SQLITE_IOERR || rc == SQLITE_FULL)
+      return Status::transient(msg);
+    return Status::permanent(msg);
+  }
+
+  std::string path_;
+  SinkOptions options_;
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* insert_ = nullptr;
+  sqlite3_stmt* begin_ = nullptr;
+  sqlite3_stmt* commit_ = nullptr;
+  sqlite3_stmt* rollback_ = nullptr;
+  std::mutex ping_mu_;
+  sqlite3* ping_db_ = nullptr;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Sink>> make_sqlite_sink(std::string_view url, const SinkOptions& options) {
+  constexpr std::string_view scheme = "sqlite://";
+  if (!url.starts_with(scheme)) return Status::invalid("must start with sqlite://");
+  std::string_view path = url.substr(scheme.size());
+  if (const auto q = path.find('?'); q != std::string_view::npos) path = path.substr(0, q);
+  if (path.empty()) return Status::invalid("sqlite:// needs a file path, e.g. sqlite:///var/lib/kiroku/events.db");
+  return std::unique_ptr<Sink>(new SqliteSink(std::string(path), options));
+}
+
+}  // namespace kiroku

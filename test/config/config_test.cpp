@@ -1,0 +1,126 @@
+// config_test.cpp - option precedence (flag > env > file > default) and errors.
+#include "config/config.h"
+
+#include <gtest/gtest.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+namespace kiroku {
+namespace {
+
+struct Loaded {
+  bool ok = false;
+  ServeConfig config;
+  ConfigError error;
+};
+
+Loaded load(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
+  CLI::App app;
+  ServeOptions options;
+  options.add_to(app);
+  std::vector<const char*> argv{"serve"};
+  for (auto& a : args) argv.push_back(a.c_str());
+  app.parse(static_cast<int>(argv.size()), const_cast<char**>(argv.data()));
+  Loaded l;
+  l.ok = options.resolve(l.config, l.error, [&](const char* name) -> const char* {
+    auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  });
+  return l;
+}
+
+std::string write_file(const std::string& text) {
+  static int n = 0;
+  auto path = std::filesystem::temp_directory_path() / ("kiroku-config-test-" + std::to_string(::getpid()) + "-" +
+                                                        std::to_string(n++) + ".toml");
+  std::ofstream(path) << text;
+  return path.string();
+}
+
+TEST(Config, Defaults) {
+  auto l = load({});
+  ASSERT_TRUE(l.ok) << l.error.line();
+  EXPECT_EQ(l.config.listen, "127.0.0.1:8080");
+  EXPECT_EQ(l.config.sink, "sqlite://./kiroku-data/events.db");
+  EXPECT_EQ(l.config.store, "file://./kiroku-data/objects");
+  EXPECT_EQ(l.config.durability, Durability::process);
+  EXPECT_EQ(l.config.idle_timeout, std::chrono::seconds(75));
+  EXPECT_GE(l.config.threads, 1u);
+}
+
+TEST(Config, Precedence) {
+  const auto file = write_file("threads = 3\nflush-interval = \"20ms\"\nbatch_max = 500\ntable = \"from_file\"\n");
+  auto l = load({"--config", file, "--threads", "2"},
+                {{"KIROKU_THREADS", "5"}, {"KIROKU_FLUSH_INTERVAL", "30ms"}});
+  ASSERT_TRUE(l.ok) << l.error.line();
+  EXPECT_EQ(l.config.threads, 2u);                                         // flag
+  EXPECT_EQ(l.config.flush_interval, std::chrono::milliseconds(30));      // env over file
+  EXPECT_EQ(l.config.batch_max, 500u);                                     // file (underscore spelling)
+  EXPECT_EQ(l.config.table, "from_file");
+  auto env_file = load({}, {{"KIROKU_CONFIG", file}});
+  ASSERT_TRUE(env_file.ok);
+  EXPECT_EQ(env_file.config.threads, 3u);
+  std::filesystem::remove(file);
+}
+
+TEST(Config, ErrorsNameTheOptionAndSource) {
+  auto bad_flag = load({"--threads", "zero"});
+  EXPECT_FALSE(bad_flag.ok);
+  EXPECT_EQ(bad_flag.error.option, "--threads");
+  EXPECT_NE(bad_flag.error.reason.find("got 'zero'"), std::string::npos);
+
+  auto bad_env = load({}, {{"KIROKU_DURABILITY", "maybe"}});
+  EXPECT_FALSE(bad_env.ok);
+  EXPECT_EQ(bad_env.error.option, "KIROKU_DURABILITY");
+
+  auto bad_duration = load({"--flush-interval", "100"});
+  EXPECT_FALSE(bad_duration.ok);
+  EXPECT_NE(bad_duration.error.reason.find("unit"), std::string::npos);
+
+  EXPECT_FALSE(load({"--sink", "postgres://x"}).ok);
+  EXPECT_FALSE(load({"--listen", "nowhere"}).ok);
+  EXPECT_FALSE(load({"--table", "drop table;"}).ok);
+  EXPECT_FALSE(load({"--spool-max-bytes", "12 parsecs"}).ok);
+
+  const auto unknown = write_file("thredas = 2\n");
+  auto typo = load({"--config", unknown});
+  EXPECT_FALSE(typo.ok);
+  EXPECT_NE(typo.error.reason.find("unknown option 'thredas'"), std::string::npos);
+  std::filesystem::remove(unknown);
+
+  const auto broken = write_file("threads = \n");
+  EXPECT_FALSE(load({"--config", broken}).ok);
+  std::filesystem::remove(broken);
+
+  auto missing = load({"--config", "/nonexistent/kiroku.toml"});
+  EXPECT_FALSE(missing.ok);
+  EXPECT_EQ(missing.error.option, "--config");
+}
+
+TEST(Config, Units) {
+  std::chrono::milliseconds d;
+  EXPECT_TRUE(parse_duration("1500us", d));
+  EXPECT_EQ(d.count(), 1);
+  EXPECT_TRUE(parse_duration("2m", d));
+  EXPECT_EQ(d.count(), 120000);
+  EXPECT_FALSE(parse_duration("2", d));
+  EXPECT_FALSE(parse_duration("ms", d));
+  std::uint64_t n;
+  EXPECT_TRUE(parse_size("64MiB", n));
+  EXPECT_EQ(n, 64ull << 20);
+  EXPECT_TRUE(parse_size("1GB", n));
+  EXPECT_EQ(n, 1000000000ull);
+  EXPECT_FALSE(parse_size("1.5GiB", n));
+}
+
+TEST(Config, RedactsPasswords) {
+  EXPECT_EQ(redact_url("mysql://user:secret@127.0.0.1:3306/db"), "mysql://user:***@127.0.0.1:3306/db");
+  EXPECT_EQ(redact_url("sqlite:///var/x.db"), "sqlite:///var/x.db");
+}
+
+}  // namespace
+}  // namespace kiroku

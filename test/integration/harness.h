@@ -1,0 +1,83 @@
+// harness.h - runs the real kiroku binary for integration tests: a free
+// loopback port, a temporary directory, a raw HTTP/1.1 client, and SQLite
+// row checks.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kiroku::test {
+
+// A port that was free a moment ago on 127.0.0.1.
+int free_port();
+
+// A fresh directory under /tmp, removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// One kiroku process. Output goes to DIR/kiroku.log.
+class Kiroku {
+ public:
+  // Starts `kiroku serve --listen 127.0.0.1:PORT ARGS...` and waits for
+  // /healthz (fails the test after 15 s).
+  Kiroku(const std::string& dir, std::vector<std::string> args, std::vector<std::string> env = {});
+  ~Kiroku();  // SIGKILL if still running
+
+  int port() const { return port_; }
+  // SIGTERM and wait; returns the exit status (or -signal).
+  int stop(int signal = 15, int timeout_ms = 60000);
+  void kill9();
+  bool running();
+  std::string log() const;
+
+ private:
+  int pid_ = -1;
+  int port_ = 0;
+  std::string dir_;
+};
+
+struct Response {
+  int status = 0;  // 0: no answer (connection closed or timed out)
+  std::string headers;  // raw header block, lowercase names not guaranteed
+  std::string body;
+  std::string header(std::string_view name) const;
+};
+
+// A blocking HTTP/1.1 client on one keep-alive connection.
+class Client {
+ public:
+  explicit Client(int port, int timeout_ms = 10000);
+  ~Client();
+  bool connected() const { return fd_ >= 0; }
+  // Sends raw bytes.
+  bool send_raw(std::string_view bytes);
+  // Reads one response (Content-Length framed).
+  Response read_response();
+  Response get(std::string_view target);
+  Response post(std::string_view target, std::string_view body, std::string_view content_type = "application/x-ndjson");
+  // True if the server closed the connection (read returns 0) within timeout.
+  bool closed_by_peer(int timeout_ms);
+  void close();
+
+ private:
+  int fd_ = -1;
+  int timeout_ms_;
+  std::string buf_;
+};
+
+// One request on a fresh connection.
+Response http_get(int port, std::string_view target);
+
+// Rows of a SQLite query, each column as text ("NULL" for null).
+std::vector<std::vector<std::string>> sqlite_rows(const std::string& db, const std::string& sql);
+long long sqlite_count(const std::string& db, const std::string& table = "events");
+
+}  // namespace kiroku::test
