@@ -469,7 +469,7 @@ int bench_main(int argc, char** argv) {
   }
   std::printf("server %s, %zu rows per run, %d rounds after one warm-up round\n",
               mysql_get_server_info(admin), rows, rounds);
-  std::printf("%-10s %8s %14s %14s\n", "method", "batch", "median rows/s", "best rows/s");
+  std::printf("%-14s %8s %14s %14s\n", "method", "batch", "median rows/s", "best rows/s");
   for (const std::size_t batch : {std::size_t{100}, std::size_t{1000}, std::size_t{10000}}) {
     const std::vector<EventBuffer> batches = make_batches(rows, batch);
     // Rounds interleave the methods so that drift in the server affects all alike.
@@ -483,7 +483,7 @@ int bench_main(int argc, char** argv) {
     for (std::size_t m = 0; m < runners.size(); ++m) {
       std::sort(rates[m].begin(), rates[m].end());
       const std::string_view name = runners[m]->name();
-      std::printf("%-10.*s %8zu %14.0f %14.0f\n", static_cast<int>(name.size()), name.data(), batch,
+      std::printf("%-14.*s %8zu %14.0f %14.0f\n", static_cast<int>(name.size()), name.data(), batch,
                   rates[m][rates[m].size() / 2], rates[m].back());
     }
     std::fflush(stdout);

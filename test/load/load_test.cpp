@@ -243,8 +243,8 @@ TEST(LoadRun, SendsRateTimesDurationRequestsAndTheServerSeesThemAll) {
   EXPECT_GT(r.elapsed, 1900ms);
   EXPECT_LT(r.elapsed, 2300ms);
   EXPECT_NEAR(r.throughput(), 200, 15);
-  // Loopback answers at once: latency stays far below the 5 ms gap per connection... mostly.
-  EXPECT_LT(r.latency.value_at_percentile(50), 20ms);
+  // Loopback answers within microseconds; the bound leaves room for a busy machine.
+  EXPECT_LT(r.latency.value_at_percentile(50), 50ms);
 
   // {seq} takes every value once; {rand} stays below 2^31; {name} cycles with seq.
   std::set<std::uint64_t> seqs;
@@ -295,7 +295,7 @@ TEST(LoadRun, ServerStallShowsInEveryRequestDueMeanwhile) {
   EXPECT_EQ(server.requests(), 400u);
   EXPECT_GE(r.latency.max(), 290ms);
   EXPECT_GE(r.latency.value_at_percentile(95), 150ms) << format_report(r, false);
-  EXPECT_LT(r.latency.value_at_percentile(50), 20ms);
+  EXPECT_LT(r.latency.value_at_percentile(50), 50ms);
 }
 
 TEST(LoadRun, ClosedLoopRunsAsFastAsAnswered) {
@@ -309,7 +309,7 @@ TEST(LoadRun, ClosedLoopRunsAsFastAsAnswered) {
     EXPECT_EQ(r.sent, r.answered);
     EXPECT_EQ(r.status_2xx, r.answered);
     EXPECT_EQ(server.requests(), r.answered);
-    EXPECT_LT(r.elapsed, 700ms);
+    EXPECT_LT(r.elapsed, 1s);
   }
 }
 
@@ -324,7 +324,7 @@ TEST(LoadRun, UnansweredRequestsTimeOutAndTheConnectionIsReopened) {
   EXPECT_EQ(r.timeout_errors, 5u);
   EXPECT_EQ(r.answered, 0u);
   EXPECT_EQ(server.requests(), 5u);  // each after the first on a reopened connection
-  EXPECT_LT(r.elapsed, 700ms);
+  EXPECT_LT(r.elapsed, 1s);
   EXPECT_EQ(exit_code(r, o), 0);
   o.fail_on_error = true;
   EXPECT_EQ(exit_code(r, o), 1);
