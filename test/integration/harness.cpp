@@ -21,6 +21,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 namespace kiroku::test {
 
@@ -229,6 +230,48 @@ bool Client::closed_by_peer(int timeout_ms) {
   if (::poll(&p, 1, timeout_ms) <= 0) return false;
   char c;
   return ::recv(fd_, &c, 1, 0) <= 0;
+}
+
+void Sent::add(const std::string& name, long long v) {
+  std::lock_guard l(mu);
+  expected[name] += v;
+}
+
+void send_mix(int port, Sent& sent, int connections, int per_connection) {
+  std::vector<std::thread> threads;
+  for (int c = 0; c < connections; ++c)
+    threads.emplace_back([&, c] {
+      Client client(port);
+      ASSERT_TRUE(client.connected());
+      for (int i = 0; i < per_connection; ++i) {
+        const std::string name = "m" + std::to_string((c + i) % 7);
+        const long long v = c * 1000 + i;
+        Response r;
+        switch (i % 4) {
+          case 0: r = client.get("/?name=" + name + "&value=" + std::to_string(v)); break;
+          case 1: r = client.get("/collect?name=" + name + "&value=" + std::to_string(v)); break;
+          case 2: r = client.get("/pixel.gif?name=" + name + "&value=" + std::to_string(v)); break;
+          case 3:
+            r = client.post("/events", "{\"name\":\"" + name + "\",\"value\":" + std::to_string(v) +
+                                           "}\n{\"name\":\"" + name + "\",\"value\":1}\n");
+            break;
+        }
+        const int want = i % 4 == 2 ? 200 : i % 4 == 3 ? 202 : 204;
+        ASSERT_EQ(r.status, want) << r.body;
+        sent.add(name, v + (i % 4 == 3 ? 1 : 0));
+        sent.accepted += i % 4 == 3 ? 2 : 1;
+      }
+    });
+  for (auto& t : threads) t.join();
+}
+
+long long Kiroku::rss_bytes() const {
+  if (pid_ <= 0) return 0;
+  std::ifstream f("/proc/" + std::to_string(pid_) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  return 0;
 }
 
 Response http_get(int port, std::string_view target) {

@@ -3,6 +3,9 @@
 // row checks.
 #pragma once
 
+#include <atomic>
+#include <map>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +38,9 @@ class Kiroku {
   // SIGTERM and wait; returns the exit status (or -signal).
   int stop(int signal = 15, int timeout_ms = 60000);
   void kill9();
+  int pid() const { return pid_; }
+  // VmRSS of the process in bytes (0 if gone).
+  long long rss_bytes() const;
   bool running();
   std::string log() const;
 
@@ -72,6 +78,19 @@ class Client {
   int timeout_ms_;
   std::string buf_;
 };
+
+// Expected content of the table after send_mix.
+struct Sent {
+  std::mutex mu;
+  std::map<std::string, long long> expected;  // name -> sum of accepted values
+  std::atomic<long long> accepted{0};
+  void add(const std::string& name, long long v);
+};
+
+// `connections` keep-alive connections at once, each sending
+// `per_connection` requests of every input form (GET /, /collect,
+// /pixel.gif, POST /events with two events); every answer must be a 2xx.
+void send_mix(int port, Sent& sent, int connections, int per_connection);
 
 // One request on a fresh connection.
 Response http_get(int port, std::string_view target);

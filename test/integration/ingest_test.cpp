@@ -17,45 +17,6 @@
 namespace kiroku::test {
 namespace {
 
-struct Sent {
-  std::mutex mu;
-  std::map<std::string, long long> expected;  // name -> sum of accepted values
-  std::atomic<long long> accepted{0};
-  void add(const std::string& name, long long v) {
-    std::lock_guard l(mu);
-    expected[name] += v;
-  }
-};
-
-// Many keep-alive connections sending every input form at once.
-void send_mix(int port, Sent& sent, int connections, int per_connection) {
-  std::vector<std::thread> threads;
-  for (int c = 0; c < connections; ++c)
-    threads.emplace_back([&, c] {
-      Client client(port);
-      ASSERT_TRUE(client.connected());
-      for (int i = 0; i < per_connection; ++i) {
-        const std::string name = "m" + std::to_string((c + i) % 7);
-        const long long v = c * 1000 + i;
-        Response r;
-        switch (i % 4) {
-          case 0: r = client.get("/?name=" + name + "&value=" + std::to_string(v)); break;
-          case 1: r = client.get("/collect?name=" + name + "&value=" + std::to_string(v)); break;
-          case 2: r = client.get("/pixel.gif?name=" + name + "&value=" + std::to_string(v)); break;
-          case 3:
-            r = client.post("/events", "{\"name\":\"" + name + "\",\"value\":" + std::to_string(v) +
-                                           "}\n{\"name\":\"" + name + "\",\"value\":1}\n");
-            break;
-        }
-        const int want = i % 4 == 2 ? 200 : i % 4 == 3 ? 202 : 204;
-        ASSERT_EQ(r.status, want) << r.body;
-        sent.add(name, v + (i % 4 == 3 ? 1 : 0));
-        sent.accepted += i % 4 == 3 ? 2 : 1;
-      }
-    });
-  for (auto& t : threads) t.join();
-}
-
 void expect_stored(const std::string& db, Sent& sent) {
   EXPECT_EQ(sqlite_count(db), sent.accepted.load());
   auto rows = sqlite_rows(db, "SELECT name, SUM(value) FROM events GROUP BY name");

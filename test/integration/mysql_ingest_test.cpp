@@ -1,0 +1,161 @@
+// mysql_ingest_test.cpp - the real binary against a real MariaDB (started by
+// scripts/with-mariadb.sh): every durability mode, an outage of the database
+// under load, and bad credentials.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <thread>
+#include <algorithm>
+#include <sstream>
+
+#include "integration/harness.h"
+
+namespace kiroku::test {
+namespace {
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+class MysqlIngest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    url_ = env("KIROKU_TEST_MYSQL_URL");
+    ctl_ = env("KIROKU_TEST_MYSQL_CTL");
+    ASSERT_FALSE(url_.empty() || ctl_.empty())
+        << "run under scripts/with-mariadb.sh (KIROKU_TEST_MYSQL_URL and KIROKU_TEST_MYSQL_CTL)";
+    static int n = 0;
+    table_ = "ev_" + std::to_string(::getpid()) + "_" + std::to_string(n++);
+  }
+
+  // Runs the control script; returns its standard output.
+  std::string ctl(const std::string& args) {
+    std::string out;
+    FILE* p = ::popen((ctl_ + " " + args).c_str(), "r");
+    if (!p) return out;
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    ::pclose(p);
+    return out;
+  }
+  std::string sql(const std::string& stmt) { return ctl("sql \"" + stmt + "\""); }
+  long long count() { return std::atoll(sql("SELECT COUNT(*) FROM kiroku_test." + table_).c_str()); }
+
+  std::vector<std::string> args(const std::string& dir, const std::string& durability) {
+    return {"--sink", url_, "--table", table_, "--durability", durability, "--spool-dir", dir + "/spool",
+            "--threads", "2", "--flush-interval", "20ms"};
+  }
+
+  std::string url_, ctl_, table_;
+};
+
+TEST_F(MysqlIngest, EveryDurabilityModeStoresExactlyTheAcceptedEvents) {
+  for (const char* mode : {"none", "process", "fsync", "sink"}) {
+    SCOPED_TRACE(mode);
+    SetUp();  // a fresh table per mode
+    TempDir dir;
+    Kiroku k(dir.path(), args(dir.path(), mode));
+    Sent sent;
+    send_mix(k.port(), sent, 8, 100);
+    EXPECT_EQ(k.stop(), 0) << k.log();
+    EXPECT_EQ(count(), sent.accepted.load());
+    std::map<std::string, long long> got;
+    std::istringstream rows(sql("SELECT name, SUM(value) FROM kiroku_test." + table_ + " GROUP BY name"));
+    std::string name;
+    long long sum;
+    while (rows >> name >> sum) got[name] = sum;
+    EXPECT_EQ(got, sent.expected);
+  }
+}
+
+TEST_F(MysqlIngest, DatabaseOutageUnderLoadLosesNothingAndMemoryStaysBounded) {
+  TempDir dir;
+  auto a = args(dir.path(), "process");
+  a.insert(a.end(), {"--queue-max-bytes", "4MiB"});
+  Kiroku k(dir.path(), a);
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::set<std::string> acked;
+  std::atomic<long long> errors{0};
+  std::vector<std::thread> load;
+  for (int c = 0; c < 4; ++c)
+    load.emplace_back([&, c] {
+      Client client(k.port(), 5000);
+      for (int i = 0; !stop; ++i) {
+        const std::string id = std::to_string(c) + "-" + std::to_string(i);
+        auto r = client.get("/?name=outage&value=1&id=" + id);
+        if (r.status == 204) {
+          std::lock_guard l(mu);
+          acked.insert(id);
+        } else {
+          ++errors;
+        }
+        // About 4 x 1000 requests/s: enough to fill many batches, bounded in size.
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    });
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  ctl("stop");
+  long long peak_rss = 0;
+  bool not_ready_seen = false;
+  for (int i = 0; i < 200; ++i) {  // 20 s of outage
+    peak_rss = std::max(peak_rss, k.rss_bytes());
+    if (i % 10 == 0 && http_get(k.port(), "/readyz").status == 503) not_ready_seen = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const auto during = acked.size();
+  ctl("start");
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  stop = true;
+  for (auto& t : load) t.join();
+  EXPECT_EQ(k.stop(), 0) << k.log();
+  EXPECT_EQ(errors.load(), 0) << "requests not answered 204 while the spool had room";
+  EXPECT_TRUE(not_ready_seen) << "/readyz should report the sink outage";
+  EXPECT_GT(during, 20000u);
+  EXPECT_LT(peak_rss, 128ll << 20) << "RSS during the outage";
+  std::istringstream rows(sql("SELECT client_id FROM kiroku_test." + table_));
+  std::set<std::string> stored;
+  std::string id;
+  long long n = 0;
+  while (rows >> id) {
+    stored.insert(id);
+    ++n;
+  }
+  EXPECT_EQ(n, static_cast<long long>(stored.size())) << "duplicates";
+  long long missing = 0;
+  for (const auto& a : acked) missing += stored.count(a) == 0;
+  EXPECT_EQ(missing, 0) << "acknowledged events lost";
+  std::printf("outage: %zu events acknowledged (%zu during 20 s without the database), peak RSS %lld MiB\n",
+              acked.size(), during, peak_rss >> 20);
+}
+
+TEST_F(MysqlIngest, BadCredentialsAndMissingDatabaseFailAtStartWithOneLine) {
+  TempDir dir;
+  const std::string port = env("KIROKU_TEST_MYSQL_PORT");
+  auto run = [&](const std::string& sink) {
+    const std::string cmd = std::string(KIROKU_BINARY) + " serve --listen 127.0.0.1:0 --spool-dir " + dir.path() +
+                            "/spool --sink '" + sink + "' 2>" + dir.path() + "/err.txt";
+    const int status = std::system(cmd.c_str());
+    std::ifstream f(dir.path() + "/err.txt");
+    std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    return std::make_pair(WEXITSTATUS(status), all);
+  };
+  auto [code, err] = run("mysql://kiroku:wrong@127.0.0.1:" + port + "/kiroku_test");
+  EXPECT_EQ(code, 2) << err;
+  EXPECT_NE(err.find("--sink"), std::string::npos) << err;
+  EXPECT_NE(err.find("denied"), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  EXPECT_EQ(err.find("wrong"), std::string::npos) << "the password must not be printed: " << err;
+  auto [code2, err2] = run("mysql://kiroku:kiroku@127.0.0.1:" + port + "/no_such_db");
+  EXPECT_EQ(code2, 2) << err2;
+  EXPECT_NE(err2.find("no_such_db"), std::string::npos) << err2;
+}
+
+}  // namespace
+}  // namespace kiroku::test
