@@ -48,10 +48,13 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-Kiroku::Kiroku(const std::string& dir, std::vector<std::string> args, std::vector<std::string> env)
+Kiroku::Kiroku(const std::string& dir, std::vector<std::string> args, std::vector<std::string> env,
+               std::vector<std::string> prefix)
     : dir_(dir) {
   port_ = free_port();
-  std::vector<std::string> argv{KIROKU_BINARY, "serve", "--listen", "127.0.0.1:" + std::to_string(port_)};
+  std::vector<std::string> argv = prefix;
+  for (const char* a : {KIROKU_BINARY, "serve", "--listen"}) argv.emplace_back(a);
+  argv.push_back("127.0.0.1:" + std::to_string(port_));
   argv.insert(argv.end(), args.begin(), args.end());
   const std::string log = dir + "/kiroku.log";
   pid_ = ::fork();
@@ -63,7 +66,7 @@ Kiroku::Kiroku(const std::string& dir, std::vector<std::string> args, std::vecto
     std::vector<char*> cargv;
     for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
     cargv.push_back(nullptr);
-    ::execv(cargv[0], cargv.data());
+    ::execvp(cargv[0], cargv.data());
     ::_exit(127);
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);

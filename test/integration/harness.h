@@ -31,7 +31,9 @@ class Kiroku {
  public:
   // Starts `kiroku serve --listen 127.0.0.1:PORT ARGS...` and waits for
   // /healthz (fails the test after 15 s).
-  Kiroku(const std::string& dir, std::vector<std::string> args, std::vector<std::string> env = {});
+  // `prefix` runs before the binary (e.g. {"prlimit", "--nofile=64:64"}).
+  Kiroku(const std::string& dir, std::vector<std::string> args, std::vector<std::string> env = {},
+         std::vector<std::string> prefix = {});
   ~Kiroku();  // SIGKILL if still running
 
   int port() const { return port_; }

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <algorithm>
 #include <sys/wait.h>
+#include <signal.h>
 
 #include "integration/harness.h"
 
@@ -254,6 +255,47 @@ TEST(Ingest, OperationsEndpoints) {
   EXPECT_EQ(s.status, 200);
   EXPECT_EQ(s.body.front(), '{');
   EXPECT_EQ(k.stop(), 0);
+}
+
+TEST(Ingest, StopSignalTurnsReadyzOffWhileServingDuringTheDrainDelay) {
+  TempDir dir;
+  const std::string db = dir.path() + "/events.db";
+  Kiroku k(dir.path(), {"--sink", "sqlite://" + db, "--spool-dir", dir.path() + "/spool", "--drain-delay", "1500ms"});
+  Client c(k.port());
+  EXPECT_EQ(c.get("/readyz").status, 200);
+  ::kill(k.pid(), SIGTERM);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto r = c.get("/readyz");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_NE(r.body.find("draining"), std::string::npos);
+  EXPECT_EQ(c.get("/?name=late&value=1").status, 204);  // still served
+  EXPECT_EQ(http_get(k.port(), "/?name=late&value=2").status, 204);  // new connections too
+  EXPECT_EQ(k.stop(SIGTERM), 0) << k.log();
+  EXPECT_EQ(sqlite_count(db), 2);
+}
+
+TEST(Ingest, RunningOutOfDescriptorsNeitherCrashesNorSpins) {
+  TempDir dir;
+  // 64 descriptors in all: the listener, the database, the spool and a few
+  // clients fit; the rest of the connections below meet EMFILE in accept.
+  Kiroku k(dir.path(), {"--sink", "sqlite://" + dir.path() + "/e.db", "--spool-dir", dir.path() + "/spool",
+                        "--threads", "1"},
+           {}, {"prlimit", "--nofile=64:64"});
+  std::vector<std::unique_ptr<Client>> flood;
+  for (int i = 0; i < 100; ++i) flood.push_back(std::make_unique<Client>(k.port(), 500));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_TRUE(k.running()) << k.log();
+  flood.clear();  // descriptors come back
+  Response r;
+  for (int i = 0; i < 50 && r.status != 204; ++i) {
+    r = http_get(k.port(), "/?name=after&value=1");
+    if (r.status != 204) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(r.status, 204);
+  EXPECT_EQ(k.stop(), 0) << k.log();
+  // Paused, not spinning: a handful of warnings, not thousands of lines.
+  const std::string log = k.log();
+  EXPECT_LT(std::count(log.begin(), log.end(), '\n'), 50) << log;
 }
 
 TEST(Ingest, BadConfigurationFailsWithOneLineAndExit2) {

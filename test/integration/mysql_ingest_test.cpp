@@ -135,6 +135,50 @@ TEST_F(MysqlIngest, DatabaseOutageUnderLoadLosesNothingAndMemoryStaysBounded) {
               acked.size(), during, peak_rss >> 20);
 }
 
+TEST_F(MysqlIngest, KillNineUnderLoadThenRestartStoresEveryAcknowledgedEventOnce) {
+  TempDir dir;
+  auto a = args(dir.path(), "process");
+  *(std::find(a.begin(), a.end(), "--flush-interval") + 1) = "300ms";  // batches in memory when killed
+  std::set<std::string> acked;
+  {
+    Kiroku k(dir.path(), a);
+    std::atomic<bool> stop{false};
+    std::mutex mu;
+    std::vector<std::thread> load;
+    for (int c = 0; c < 8; ++c)
+      load.emplace_back([&, c] {
+        Client client(k.port(), 2000);
+        for (int i = 0; !stop; ++i) {
+          const std::string id = std::to_string(c) + "-" + std::to_string(i);
+          if (client.get("/?name=k9&value=1&id=" + id).status != 204) break;
+          std::lock_guard l(mu);
+          acked.insert(id);
+        }
+      });
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    k.kill9();
+    stop = true;
+    for (auto& t : load) t.join();
+  }
+  ASSERT_GT(acked.size(), 1000u);
+  {
+    Kiroku k(dir.path(), a);
+    EXPECT_EQ(k.stop(), 0) << k.log();
+  }
+  std::istringstream rows(sql("SELECT client_id FROM kiroku_test." + table_));
+  std::set<std::string> stored;
+  std::string id;
+  long long n = 0;
+  while (rows >> id) {
+    stored.insert(id);
+    ++n;
+  }
+  EXPECT_EQ(n, static_cast<long long>(stored.size())) << "duplicates";
+  long long missing = 0;
+  for (const auto& x : acked) missing += stored.count(x) == 0;
+  EXPECT_EQ(missing, 0) << "acknowledged events lost of " << acked.size();
+}
+
 TEST_F(MysqlIngest, BadCredentialsAndMissingDatabaseFailAtStartWithOneLine) {
   TempDir dir;
   const std::string port = env("KIROKU_TEST_MYSQL_PORT");
