@@ -36,7 +36,8 @@ MARIADBD=$(command -v mariadbd 2>/dev/null || echo /usr/sbin/mariadbd)
 
 free_port() {
   if command -v python3 >/dev/null 2>&1; then
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
     return
   fi
   # No python: probe random high ports until one refuses a connection.
@@ -50,6 +51,7 @@ free_port() {
 
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/kiroku-mariadb.XXXXXX")
 CTL="$DIR/ctl"
+# shellcheck disable=SC2317  # runs from the EXIT trap
 cleanup() {
   local rc=$?
   if [ -x "$CTL" ]; then "$CTL" stop >/dev/null 2>&1 || true; fi
@@ -82,7 +84,7 @@ fi
 # The control script carries every path, so tests can stop and start this very server.
 {
   echo '#!/usr/bin/env bash'
-  echo '# Controls the MariaDB server of one with-mariadb.sh run: stop | kill | start | pid | sql STMT.'
+  echo '# Controls the MariaDB server of one with-mariadb.sh run: stop|kill|start|pid|sql STMT.'
   echo 'set -euo pipefail'
   printf 'DIR=%q\nPORT=%q\nMARIADBD=%q\n' "$DIR" "$PORT" "$MARIADBD"
   printf 'SERVER_ARGS=(' ; printf '%q ' "${SERVER_ARGS[@]}" "${EXTRA_ARGS[@]}"; printf ')\n'
@@ -96,8 +98,8 @@ answers() {
     -e 'SELECT 1' >/dev/null 2>&1
 }
 wait_gone() {
-  local p=$1 i
-  for i in $(seq 1 300); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+  local p=$1
+  for _ in $(seq 1 300); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
   return 1
 }
 case "${1:-}" in
@@ -108,7 +110,7 @@ case "${1:-}" in
       --socket="$SOCK" --pid-file="$PIDFILE" --log-error="$DIR/error.log" \
       </dev/null >>"$DIR/error.log" 2>&1 &
     launcher=$!
-    for i in $(seq 1 300); do
+    for _ in $(seq 1 300); do
       if answers; then exit 0; fi
       if ! kill -0 "$launcher" 2>/dev/null && ! alive; then break; fi
       sleep 0.1
