@@ -361,6 +361,7 @@ TEST(LoadRun, ParsesChunkedClosingLargeAndErrorAnswers) {
   for (const Case& c : cases) {
     auto o = quiet_options(server.url(c.path), 100, 300ms, 3);
     o.pipeline = 2;
+    o.timeout = 10000ms;  // generous: sanitizer builds on a busy machine are slow
     const LoadReport r = run_ok(o);
     EXPECT_EQ(r.answered, 30u) << c.path << "\n" << format_report(r, false);
     EXPECT_EQ(r.*(c.counter), 30u) << c.path;
