@@ -7,7 +7,13 @@
 
 #include "ingest/batch_writer.h"
 #include "ingest/collector.h"
+#include "ops/dashboard.h"
 #include "ops/metrics.h"
+#include "ops/profiler.h"
+
+#include <boost/asio/post.hpp>
+#include <charconv>
+#include <memory>
 
 namespace kiroku {
 namespace {
@@ -21,6 +27,9 @@ const char* route_name(Route r) {
     case Route::readyz: return "readyz";
     case Route::metrics: return "metrics";
     case Route::stats: return "stats";
+    case Route::dashboard: return "dashboard";
+    case Route::pprof_profile: return "pprof_profile";
+    case Route::pprof_heap: return "pprof_heap";
     case Route::not_found: return "not_found";
     case Route::count_: break;
   }
@@ -37,7 +46,7 @@ Router::Router(RouterDeps deps) : deps_(deps) {
     latency_ = deps_.registry
                    ->histogram("kiroku_http_handler_seconds",
                                "time to handle a request on its IO thread (answer sent or deferred)", {},
-                               exponential_buckets(1, 2, 24))
+                               exponential_buckets(1e-6, 2, 24))  // 1 us .. 8 s
                    .with({});
     scrape_buffers_.resize(deps_.registry->shards());
   }
@@ -51,6 +60,9 @@ Route Router::route_of(std::string_view path) {
   if (path == "/readyz") return Route::readyz;
   if (path == "/metrics") return Route::metrics;
   if (path == "/stats") return Route::stats;
+  if (path == "/dashboard") return Route::dashboard;
+  if (path == "/debug/pprof/profile") return Route::pprof_profile;
+  if (path == "/debug/pprof/heap") return Route::pprof_heap;
   return Route::not_found;
 }
 
@@ -70,6 +82,62 @@ void Router::readyz(http::Reply& reply) {
     return;
   }
   reply.send(200, "application/json", "{\"ready\":true}\n");
+}
+
+bool Router::authorized(const http::Request& req, http::Reply& reply) {
+  if (deps_.auth_token.empty()) {
+    if (req.peer_loopback) return true;
+    reply.error(403, "this endpoint answers loopback clients only unless --auth-token is set");
+    return false;
+  }
+  constexpr std::string_view bearer = "Bearer ";
+  const std::string_view a = req.authorization;
+  if (a.size() == bearer.size() + deps_.auth_token.size() && a.starts_with(bearer) &&
+      a.substr(bearer.size()) == deps_.auth_token)
+    return true;
+  reply.error(401, "missing or wrong bearer token", "WWW-Authenticate: Bearer\r\n");
+  return false;
+}
+
+void Router::cpu_profile(const http::Request& req, http::Reply& reply) {
+  int seconds = 30;
+  for (std::string_view q = req.query; !q.empty();) {
+    const auto amp = q.find('&');
+    const std::string_view pair = q.substr(0, amp);
+    q = amp == std::string_view::npos ? std::string_view{} : q.substr(amp + 1);
+    if (pair.starts_with("seconds=")) {
+      const std::string_view v = pair.substr(8);
+      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), seconds);
+      if (ec != std::errc() || p != v.data() + v.size()) seconds = -1;
+    }
+  }
+  if (seconds < kMinProfileSeconds || seconds > kMaxProfileSeconds) {
+    reply.error(400, "seconds: must be an integer from 1 to 300");
+    return;
+  }
+  if (!deps_.profiler || !server_) {
+    reply.error(503, "profiling is not available");
+    return;
+  }
+  // The profile is taken on the profiler's thread; the answer goes back to
+  // this connection's IO thread (posted, so it runs after handle() returns).
+  auto later = std::make_shared<http::Deferred>();
+  auto& ctx = server_->shard_context(req.shard);
+  Status st = deps_.profiler->cpu_profile(seconds, [later, &ctx](Result<std::string> r) {
+    auto bytes = std::make_shared<Result<std::string>>(std::move(r));
+    boost::asio::post(ctx, [later, bytes] {
+      if (bytes->ok())
+        later->send(200, kProfileContentType, bytes->value(),
+                    "Content-Disposition: attachment; filename=\"cpu.pprof\"\r\n");
+      else
+        later->send(500, "application/json", "{\"error\":\"" + bytes->status().message() + "\"}\n");
+    });
+  });
+  if (!st.ok()) {
+    reply.error(st.kind() == ErrorKind::full ? 409 : 400, st.message());
+    return;
+  }
+  *later = reply.defer();
 }
 
 void Router::handle(const http::Request& req, http::Reply& reply) {
@@ -118,6 +186,23 @@ void Router::handle(const http::Request& req, http::Reply& reply) {
     case Route::stats:
       if (!read) reply.error(405, "use GET", "Allow: GET, HEAD\r\n");
       else reply.send(200, "application/json", deps_.registry->render_json().dump() + "\n");
+      break;
+    case Route::dashboard:
+      if (!read) reply.error(405, "use GET", "Allow: GET, HEAD\r\n");
+      else reply.send(200, kDashboardContentType, dashboard_html(), kDashboardHeaders);
+      break;
+    case Route::pprof_profile:
+      if (!get) reply.error(405, "use GET", "Allow: GET\r\n");
+      else if (authorized(req, reply)) cpu_profile(req, reply);
+      break;
+    case Route::pprof_heap:
+      if (!get) {
+        reply.error(405, "use GET", "Allow: GET\r\n");
+      } else if (authorized(req, reply)) {
+        auto heap = Profiler::heap_profile();
+        if (heap.ok()) reply.send(200, kProfileContentType, heap.value());
+        else reply.error(503, heap.status().message());
+      }
       break;
     case Route::not_found:
     case Route::count_:

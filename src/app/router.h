@@ -14,6 +14,7 @@ class BatchWriter;
 class Registry;
 class Counter;
 class Histogram;
+class Profiler;
 
 enum class Route : std::uint8_t {
   collect,  // GET / and GET /collect
@@ -23,6 +24,9 @@ enum class Route : std::uint8_t {
   readyz,
   metrics,
   stats,
+  dashboard,
+  pprof_profile,
+  pprof_heap,
   not_found,
   count_
 };
@@ -31,7 +35,11 @@ struct RouterDeps {
   Collector* collector = nullptr;
   BatchWriter* writer = nullptr;
   Registry* registry = nullptr;
+  Profiler* profiler = nullptr;
   std::size_t max_body_bytes = 8 * 1024 * 1024;
+  // Guards the profiling endpoints (and the file API): a bearer token, or
+  // loopback peers only when empty.
+  std::string auth_token;
 };
 
 class Router final : public http::Handler {
@@ -43,6 +51,7 @@ class Router final : public http::Handler {
 
   // The collector is built after the server (it needs the shards).
   void set_collector(Collector* c) { deps_.collector = c; }
+  void set_server(http::HttpServer* s) { server_ = s; }
 
   // On a stop signal: /readyz answers 503 from now on. Any thread.
   void set_draining() { draining_.store(true); }
@@ -50,8 +59,12 @@ class Router final : public http::Handler {
  private:
   static Route route_of(std::string_view path);
   void readyz(http::Reply& reply);
+  // True if the request may use a guarded endpoint; answers 401/403 if not.
+  bool authorized(const http::Request& req, http::Reply& reply);
+  void cpu_profile(const http::Request& req, http::Reply& reply);
 
   RouterDeps deps_;
+  http::HttpServer* server_ = nullptr;
   std::atomic<bool> draining_{false};
   std::vector<Counter*> requests_;  // by Route
   Histogram* latency_ = nullptr;

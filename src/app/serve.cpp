@@ -18,6 +18,7 @@
 #include "ingest/id.h"
 #include "ingest/spool.h"
 #include "ops/metrics.h"
+#include "ops/profiler.h"
 #include "ops/process_stats.h"
 #include "sink/sink.h"
 
@@ -89,7 +90,7 @@ int serve(const ServeConfig& cfg) {
 
   // Metrics.
   Registry registry(cfg.threads);
-  const auto latency_buckets = exponential_buckets(50, 2, 20);  // 50 us .. 26 s
+  const auto latency_buckets = exponential_buckets(50e-6, 2, 20);  // 50 us .. 26 s
   BatchWriterHooks hooks;
   hooks.accept_to_durable =
       registry
@@ -131,7 +132,10 @@ int serve(const ServeConfig& cfg) {
                  bytes);
   }
 
+  Profiler profiler;
   RouterDeps deps;
+  deps.profiler = &profiler;
+  deps.auth_token = cfg.auth_token;
   deps.writer = &writer;
   deps.registry = &registry;
   deps.max_body_bytes = cfg.max_body_bytes;
@@ -161,6 +165,7 @@ int serve(const ServeConfig& cfg) {
   Collector collector(co, server, writer, spool.get(), cm);
   collector_ptr = &collector;
   router.set_collector(&collector);
+  router.set_server(&server);
 
   // Gauges read at scrape time.
   registry.callback_gauge("kiroku_queue_events", "events accepted and not yet committed", [&] {
