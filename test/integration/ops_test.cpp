@@ -2,6 +2,10 @@
 // page, CPU and heap profiles, and their access rules.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "integration/harness.h"
@@ -53,6 +57,48 @@ TEST(Ops, ProfilesAnswerLoopbackWithoutAToken) {
   // tcmalloc samples the heap only with TCMALLOC_SAMPLE_PARAMETER set; either
   // a profile or a clear 503 saying so, never a crash.
   EXPECT_TRUE(heap.status == 200 || heap.status == 503) << heap.status << heap.body;
+  EXPECT_EQ(k.stop(), 0);
+}
+
+}  // namespace
+}  // namespace kiroku::test
+
+namespace kiroku::test {
+namespace {
+
+// The dashboard in a real browser (Debian's headless Chromium): after traffic
+// every chart has drawn points, and the run leaves a screenshot behind
+// (build/test-artifacts/dashboard.png) for a person to look at.
+TEST(Ops, DashboardDrawsLiveDataInHeadlessChromium) {
+  TempDir dir;
+  Kiroku k(dir.path(), {"--sink", "sqlite://" + dir.path() + "/e.db", "--spool-dir", dir.path() + "/spool"});
+  std::atomic<bool> stop{false};
+  std::thread traffic([&] {
+    Client c(k.port());
+    for (int i = 0; !stop; ++i) {
+      c.get("/?name=dash&value=" + std::to_string(i));
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  const std::string out = std::string(KIROKU_BINARY_DIR) + "/test-artifacts";
+  std::filesystem::create_directories(out);
+  const std::string cmd = "DASHBOARD_SECONDS=5 " + std::string(KIROKU_SOURCE_DIR) +
+                          "/scripts/dashboard-screenshot.sh http://127.0.0.1:" + std::to_string(k.port()) +
+                          "/dashboard " + out + "/dashboard.png " + out + "/dashboard-dom.html > " + dir.path() +
+                          "/chromium.log 2>&1";
+  const int rc = std::system(cmd.c_str());
+  stop = true;
+  traffic.join();
+  ASSERT_EQ(rc, 0) << "screenshot script failed";
+  EXPECT_GT(std::filesystem::file_size(out + "/dashboard.png"), 10000u);
+  std::ifstream f(out + "/dashboard-dom.html");
+  const std::string dom((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  // Every chart reports how many points it drew; the throughput chart must have some.
+  const auto at = dom.find("data-chart=\"throughput\"");
+  ASSERT_NE(at, std::string::npos) << dom.substr(0, 2000);
+  const auto pts = dom.find("data-points=\"", at);
+  ASSERT_NE(pts, std::string::npos);
+  EXPECT_GT(std::atoi(dom.c_str() + pts + 13), 1) << dom.substr(at, 300);
   EXPECT_EQ(k.stop(), 0);
 }
 
