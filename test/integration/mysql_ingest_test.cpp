@@ -47,6 +47,22 @@ class MysqlIngest : public ::testing::Test {
   std::string sql(const std::string& stmt) { return ctl("sql \"" + stmt + "\""); }
   long long count() { return std::atoll(sql("SELECT COUNT(*) FROM kiroku_test." + table_).c_str()); }
 
+  // Every acknowledged client id is a row, and no row is stored twice.
+  void expect_each_stored_once(const std::set<std::string>& acked) {
+    std::istringstream rows(sql("SELECT client_id FROM kiroku_test." + table_));
+    std::set<std::string> stored;
+    std::string id;
+    long long n = 0;
+    while (rows >> id) {
+      stored.insert(id);
+      ++n;
+    }
+    EXPECT_EQ(n, static_cast<long long>(stored.size())) << "duplicates";
+    long long missing = 0;
+    for (const auto& a : acked) missing += stored.count(a) == 0;
+    EXPECT_EQ(missing, 0) << "acknowledged events lost of " << acked.size();
+  }
+
   std::vector<std::string> args(const std::string& dir, const std::string& durability) {
     return {"--sink", url_, "--table", table_, "--durability", durability, "--spool-dir", dir + "/spool",
             "--threads", "2", "--flush-interval", "20ms"};
@@ -119,18 +135,7 @@ TEST_F(MysqlIngest, DatabaseOutageUnderLoadLosesNothingAndMemoryStaysBounded) {
   EXPECT_TRUE(not_ready_seen) << "/readyz should report the sink outage";
   EXPECT_GT(during, 20000u);
   EXPECT_LT(peak_rss, 128ll << 20) << "RSS during the outage";
-  std::istringstream rows(sql("SELECT client_id FROM kiroku_test." + table_));
-  std::set<std::string> stored;
-  std::string id;
-  long long n = 0;
-  while (rows >> id) {
-    stored.insert(id);
-    ++n;
-  }
-  EXPECT_EQ(n, static_cast<long long>(stored.size())) << "duplicates";
-  long long missing = 0;
-  for (const auto& a : acked) missing += stored.count(a) == 0;
-  EXPECT_EQ(missing, 0) << "acknowledged events lost";
+  expect_each_stored_once(acked);
   std::printf("outage: %zu events acknowledged (%zu during 20 s without the database), peak RSS %lld MiB\n",
               acked.size(), during, peak_rss >> 20);
 }
@@ -165,18 +170,7 @@ TEST_F(MysqlIngest, KillNineUnderLoadThenRestartStoresEveryAcknowledgedEventOnce
     Kiroku k(dir.path(), a);
     EXPECT_EQ(k.stop(), 0) << k.log();
   }
-  std::istringstream rows(sql("SELECT client_id FROM kiroku_test." + table_));
-  std::set<std::string> stored;
-  std::string id;
-  long long n = 0;
-  while (rows >> id) {
-    stored.insert(id);
-    ++n;
-  }
-  EXPECT_EQ(n, static_cast<long long>(stored.size())) << "duplicates";
-  long long missing = 0;
-  for (const auto& x : acked) missing += stored.count(x) == 0;
-  EXPECT_EQ(missing, 0) << "acknowledged events lost of " << acked.size();
+  expect_each_stored_once(acked);
 }
 
 TEST_F(MysqlIngest, BadCredentialsAndMissingDatabaseFailAtStartWithOneLine) {
