@@ -2,6 +2,7 @@
 #include "app/router.h"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 
@@ -49,6 +50,11 @@ Router::Router(RouterDeps deps) : deps_(deps) {
                                exponential_buckets(1e-6, 2, 24))  // 1 us .. 8 s
                    .with({});
     scrape_buffers_.resize(deps_.registry->shards());
+  }
+  if (deps_.access_log_sample > 0) {
+    access_log_every_ = static_cast<std::uint64_t>(1.0 / deps_.access_log_sample + 0.5);
+    if (access_log_every_ == 0) access_log_every_ = 1;
+    access_log_seq_.resize(deps_.registry ? deps_.registry->shards() : 64);
   }
 }
 
@@ -209,10 +215,17 @@ void Router::handle(const http::Request& req, http::Reply& reply) {
       reply.error(404, "no such endpoint");
       break;
   }
-  if (latency_)
-    latency_->observe(req.shard, static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                                                std::chrono::steady_clock::now() - t0)
-                                                                .count()));
+  const auto took_us = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
+  if (latency_) latency_->observe(req.shard, took_us);
+  // Access log: off by default; when on, one request in access_log_every_ per shard.
+  if (access_log_every_ && req.shard < access_log_seq_.size() &&
+      access_log_seq_[req.shard]++ % access_log_every_ == 0) {
+    const int status = reply.status();
+    spdlog::info("access {} {} {} {}us{}", req.method_name, req.target,
+                 status ? std::to_string(status) : std::string("deferred"), took_us,
+                 req.peer_loopback ? " loopback" : "");
+  }
 }
 
 }  // namespace kiroku

@@ -40,6 +40,8 @@ struct RouterDeps {
   // Guards the profiling endpoints (and the file API): a bearer token, or
   // loopback peers only when empty.
   std::string auth_token;
+  // Fraction of requests written to the access log (0: off).
+  double access_log_sample = 0;
 };
 
 class Router final : public http::Handler {
@@ -69,6 +71,8 @@ class Router final : public http::Handler {
   std::vector<Counter*> requests_;  // by Route
   Histogram* latency_ = nullptr;
   std::vector<std::string> scrape_buffers_;  // one per shard, reused
+  std::vector<std::uint64_t> access_log_seq_;  // per shard: requests seen, for sampling
+  std::uint64_t access_log_every_ = 0;        // log one request in this many; 0: off
 };
 
 }  // namespace kiroku

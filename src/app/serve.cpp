@@ -136,6 +136,7 @@ int serve(const ServeConfig& cfg) {
   RouterDeps deps;
   deps.profiler = &profiler;
   deps.auth_token = cfg.auth_token;
+  deps.access_log_sample = cfg.access_log_sample;
   deps.writer = &writer;
   deps.registry = &registry;
   deps.max_body_bytes = cfg.max_body_bytes;

@@ -477,6 +477,7 @@ void Reply::send(int status, std::string_view content_type, std::string_view bod
                  std::string_view extra_headers) {
   if (sent_ || deferred_) return;
   sent_ = true;
+  status_ = status;
   conn_.append_response(status, content_type, body, extra_headers);
 }
 

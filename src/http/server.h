@@ -79,12 +79,15 @@ class Reply {
   // Answer later; the connection reads nothing more until then.
   Deferred defer();
   bool sent() const { return sent_; }
+  // The status sent, 0 if none yet (deferred or unanswered).
+  int status() const { return status_; }
 
  private:
   friend class Connection;
   Connection& conn_;
   bool sent_ = false;
   bool deferred_ = false;
+  int status_ = 0;
 };
 
 // Routes requests. Called on the connection's shard thread; must not block.

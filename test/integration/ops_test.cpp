@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include "integration/harness.h"
 
@@ -47,6 +48,56 @@ TEST(Ops, ProfilesNeedTheTokenWhenOneIsSet) {
   c.send_raw("GET /debug/pprof/profile?seconds=999 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer s3cret\r\n\r\n");
   EXPECT_EQ(c.read_response().status, 400);
   EXPECT_EQ(c.get("/healthz").status, 200);  // the connection lives on
+  EXPECT_EQ(k.stop(), 0);
+}
+
+TEST(Ops, AccessLogIsOffByDefaultAndSamplesWhenOn) {
+  TempDir quiet_dir;
+  {
+    Kiroku k(quiet_dir.path(), {"--sink", "sqlite://" + quiet_dir.path() + "/e.db", "--spool-dir",
+                                quiet_dir.path() + "/spool"});
+    for (int i = 0; i < 20; ++i) http_get(k.port(), "/?name=a&value=1");
+    EXPECT_EQ(k.stop(), 0);
+    EXPECT_EQ(k.log().find("access "), std::string::npos);
+  }
+  TempDir dir;
+  Kiroku k(dir.path(), {"--sink", "sqlite://" + dir.path() + "/e.db", "--spool-dir", dir.path() + "/spool",
+                        "--threads", "1", "--access-log", "0.25"});
+  Client c(k.port());
+  for (int i = 0; i < 20; ++i) c.get("/?name=a&value=1");
+  EXPECT_EQ(k.stop(), 0);
+  const std::string log = k.log();
+  std::size_t lines = 0;
+  for (auto at = log.find("access GET /?name=a&value=1 204"); at != std::string::npos;
+       at = log.find("access GET /?name=a&value=1 204", at + 1))
+    ++lines;
+  EXPECT_EQ(lines, 5u) << log;
+}
+
+TEST(Ops, CpuProfileUnderLoadNamesKirokusOwnFunctions) {
+  TempDir dir;
+  Kiroku k(dir.path(), {"--sink", "sqlite://" + dir.path() + "/e.db", "--spool-dir", dir.path() + "/spool"});
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> load;
+  for (int t = 0; t < 4; ++t)
+    load.emplace_back([&] {
+      Client c(k.port());
+      while (!stop) c.get("/?name=profiled&value=1");
+    });
+  Client c(k.port(), 20000);
+  c.send_raw("GET /debug/pprof/profile?seconds=3 HTTP/1.1\r\nHost: t\r\n\r\n");
+  auto r = c.read_response();
+  stop = true;
+  for (auto& t : load) t.join();
+  ASSERT_EQ(r.status, 200) << r.body;
+  const std::string prof = dir.path() + "/cpu.prof";
+  std::ofstream(prof, std::ios::binary) << r.body;
+  const std::string cmd = "google-pprof --text " + std::string(KIROKU_BINARY) + " " + prof + " > " + dir.path() +
+                          "/pprof.txt 2>/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  std::ifstream f(dir.path() + "/pprof.txt");
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("kiroku::"), std::string::npos) << text.substr(0, 3000);
   EXPECT_EQ(k.stop(), 0);
 }
 
