@@ -60,7 +60,8 @@ Status validate_key(std::string_view key) {
     std::size_t end = key.find('/', begin);
     std::string_view segment =
         key.substr(begin, end == std::string_view::npos ? std::string_view::npos : end - begin);
-    if (segment.empty()) return Status::invalid("key has an empty segment ('//' or a trailing '/')");
+    if (segment.empty())
+      return Status::invalid("key has an empty segment ('//' or a trailing '/')");
     if (segment == "..") return Status::invalid("key has a '..' segment");
     if (segment == ".") return Status::invalid("key has a '.' segment");
     if (end == std::string_view::npos) break;

@@ -70,8 +70,8 @@ PartPool::Part PartPool::acquire_or_wait(Ready ready, WaitId* id) {
 
 bool PartPool::cancel_wait(WaitId id) {
   std::lock_guard lock(mutex_);
-  auto it = std::find_if(waiters_.begin(), waiters_.end(),
-                         [id](const Waiter& w) { return w.id == id; });
+  auto it =
+      std::find_if(waiters_.begin(), waiters_.end(), [id](const Waiter& w) { return w.id == id; });
   if (it == waiters_.end()) return false;
   waiters_.erase(it);
   return true;
@@ -124,6 +124,7 @@ TransferThreads::TransferThreads(int threads) {
 }
 
 TransferThreads::~TransferThreads() {
+  drop_delayed();
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
@@ -140,11 +141,40 @@ void TransferThreads::post(std::function<void()> task) {
   wake_.notify_one();
 }
 
+void TransferThreads::post_after(std::chrono::milliseconds delay, std::function<void()> task) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    delayed_.emplace(std::chrono::steady_clock::now() + delay, std::move(task));
+  }
+  wake_.notify_all();
+}
+
+void TransferThreads::drop_delayed() {
+  std::multimap<std::chrono::steady_clock::time_point, std::function<void()>> dropped;
+  std::lock_guard lock(mutex_);
+  dropped.swap(delayed_);
+}
+
 void TransferThreads::run() {
   std::unique_lock lock(mutex_);
   while (true) {
-    wake_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
-    if (tasks_.empty()) return;  // stopping, and nothing left to run
+    if (!stopping_ && tasks_.empty() && !delayed_.empty()) {
+      const auto due = delayed_.begin()->first;  // a copy: the entry may go meanwhile
+      wake_.wait_until(lock, due);
+    } else {
+      wake_.wait(lock, [this] { return stopping_ || !tasks_.empty() || !delayed_.empty(); });
+    }
+    // Due delayed tasks join the queue.
+    auto now = std::chrono::steady_clock::now();
+    while (!stopping_ && !delayed_.empty() && delayed_.begin()->first <= now) {
+      tasks_.push_back(std::move(delayed_.begin()->second));
+      delayed_.erase(delayed_.begin());
+    }
+    if (tasks_.empty()) {
+      if (stopping_) return;  // nothing left to run
+      continue;
+    }
     auto task = std::move(tasks_.front());
     tasks_.pop_front();
     lock.unlock();

@@ -3,11 +3,13 @@
 // and callbacks, and the running SHA-256 of an upload.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -33,7 +35,9 @@ class PartPool {
   class Part {
    public:
     Part() = default;
-    Part(Part&& other) noexcept : pool_(other.pool_), index_(other.index_) { other.pool_ = nullptr; }
+    Part(Part&& other) noexcept : pool_(other.pool_), index_(other.index_) {
+      other.pool_ = nullptr;
+    }
     Part& operator=(Part&& other) noexcept;
     Part(const Part&) = delete;
     Part& operator=(const Part&) = delete;
@@ -100,8 +104,9 @@ class PartPool {
 };
 
 // A few threads that run posted tasks; a store's transfers run their steps
-// and every user callback on them. post() is safe from any thread, also from
-// a task. The destructor runs the tasks already posted, then joins.
+// and every user callback on them. post() and post_after() are safe from any
+// thread, also from a task. The destructor runs the tasks already posted,
+// drops the delayed ones that are not due yet, then joins.
 class TransferThreads {
  public:
   explicit TransferThreads(int threads);
@@ -110,6 +115,10 @@ class TransferThreads {
   TransferThreads& operator=(const TransferThreads&) = delete;
 
   void post(std::function<void()> task);
+  // Runs task once delay has passed (retries with backoff).
+  void post_after(std::chrono::milliseconds delay, std::function<void()> task);
+  // Drops every delayed task not yet due.
+  void drop_delayed();
 
  private:
   void run();
@@ -117,6 +126,7 @@ class TransferThreads {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::function<void()>> tasks_;
+  std::multimap<std::chrono::steady_clock::time_point, std::function<void()>> delayed_;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

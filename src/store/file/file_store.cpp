@@ -1,0 +1,935 @@
+// file_store.cpp - the local-directory ObjectStore: temporary file, fsync,
+// rename; file I/O on the store's threads; listings merged across partitions.
+#include "store/file/file_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <queue>
+#include <random>
+#include <system_error>
+#include <utility>
+
+namespace kiroku {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kShaAttribute = "user.kiroku.sha256";
+constexpr const char* kIncoming = ".incoming";
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+// The Status of a failed system call on an object file.
+Status io_status(std::string_view what, int err) {
+  std::string m = std::string(what) + ": " + errno_text(err);
+  switch (err) {
+    case ENOENT:
+      return Status::not_found(std::move(m));
+    case ENOTDIR:
+    case EISDIR:
+    case ENAMETOOLONG:
+    case ELOOP:
+      return Status::invalid(std::move(m));
+    case ENOSPC:
+    case EDQUOT:
+    case EMFILE:
+    case ENFILE:
+    case EINTR:
+    case EAGAIN:
+      return Status::transient(std::move(m));
+    default:
+      return Status::permanent(std::move(m));
+  }
+}
+
+std::string hex(std::uint64_t v) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  do {
+    out.insert(out.begin(), kHex[v & 0xF]);
+    v >>= 4;
+  } while (v);
+  return out;
+}
+
+std::chrono::system_clock::time_point mtime_of(const struct stat& st) {
+  return std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+}
+
+// ETag of an open object file: its recorded SHA-256, or size and mtime.
+std::string etag_of(int fd, const struct stat& st) {
+  char value[65];
+  ssize_t n = fgetxattr(fd, kShaAttribute, value, sizeof(value) - 1);
+  if (n == 64) return std::string(value, 64);
+  std::uint64_t ns = std::uint64_t(st.st_mtim.tv_sec) * 1000000000u + st.st_mtim.tv_nsec;
+  return hex(std::uint64_t(st.st_size)) + "-" + hex(ns);
+}
+
+bool write_all(int fd, const std::byte* data, std::size_t size) {
+  while (size > 0) {
+    ssize_t n = ::write(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+bool is_within(const std::string& path, const std::string& root) {
+  return path.size() > root.size() && path.compare(0, root.size(), root) == 0 &&
+         path[root.size()] == '/';
+}
+
+void fsync_directory(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+std::string random_name() {
+  static std::atomic<std::uint64_t> counter{0};
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return hex(rng()) + "." + hex(counter.fetch_add(1)) + ".part";
+}
+
+}  // namespace
+
+// --- paths -----------------------------------------------------------------------
+
+namespace {
+
+// The path of a validated key, and whether its directory resolves inside root.
+struct ObjectPath {
+  fs::path file;
+  fs::path dir;            // file's parent
+  fs::path partition_dir;  // root/{partition}
+};
+
+ObjectPath object_path(const fs::path& root, const HashPrefixLayout& layout, std::string_view key) {
+  ObjectPath p;
+  std::string partition = layout.partition_prefix(layout.partition_of(key));
+  if (!partition.empty()) partition.pop_back();  // the '/'
+  p.partition_dir = partition.empty() ? root : root / partition;
+  p.file = p.partition_dir / fs::path(std::string(key));
+  p.dir = p.file.parent_path();
+  return p;
+}
+
+// ok if dir exists and resolves (symlinks followed) to a path inside root.
+Status check_inside(const fs::path& root, const fs::path& dir) {
+  char resolved[PATH_MAX];
+  if (!::realpath(dir.c_str(), resolved)) return io_status("resolve " + dir.string(), errno);
+  std::string r(resolved);
+  if (r != root.string() && !is_within(r, root.string()))
+    return Status::invalid("key resolves outside the store's directory");
+  return {};
+}
+
+}  // namespace
+
+// --- opening ----------------------------------------------------------------------
+
+FileStore::FileStore(fs::path root, const StoreOptions& options)
+    : root_(std::move(root)),
+      options_(options),
+      layout_(options.hash_prefix_chars),
+      pool_(options.part_size, options.part_count),
+      threads_(options.threads) {}
+
+FileStore::~FileStore() = default;
+
+Result<std::unique_ptr<FileStore>> FileStore::open(const fs::path& dir,
+                                                   const StoreOptions& options) {
+  if (Status s = validate_store_options(options); !s) return s;
+  if (dir.empty()) return Status::invalid("store: the directory is empty");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Status::invalid("store: cannot create " + dir.string() + ": " + ec.message());
+  fs::path root = fs::canonical(dir, ec);
+  if (ec) return Status::invalid("store: cannot resolve " + dir.string() + ": " + ec.message());
+  if (!fs::is_directory(root, ec))
+    return Status::invalid("store: " + root.string() + " is not a directory");
+  fs::path incoming = root / kIncoming;
+  fs::create_directories(incoming, ec);
+  if (ec) return Status::invalid("store: cannot create " + incoming.string() + ": " + ec.message());
+  if (::access(incoming.c_str(), W_OK | X_OK) != 0)
+    return Status::invalid("store: " + root.string() + " is not writable: " + errno_text(errno));
+  // Temporary files a crash left behind; an hour old so that another
+  // process's upload in progress is left alone.
+  auto cutoff = fs::file_time_type::clock::now() - std::chrono::hours(1);
+  for (auto it = fs::directory_iterator(incoming, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    std::error_code e;
+    if (it->is_regular_file(e) && it->last_write_time(e) < cutoff) fs::remove(it->path(), e);
+  }
+  return std::unique_ptr<FileStore>(new FileStore(std::move(root), options));
+}
+
+// --- uploads ------------------------------------------------------------------------
+
+struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
+  FileStore* store;
+  std::string key;
+  std::optional<std::uint64_t> expected_size;
+  std::function<void()> when_writable;
+  std::size_t cap;  // parts this upload may hold
+
+  std::mutex mutex;
+  PartPool::Part current;  // being filled by write()
+  std::size_t fill = 0;
+  std::deque<std::pair<PartPool::Part, std::size_t>> full;  // to write, in order
+  std::size_t held = 0;                                     // parts held, all states
+  bool waiting = false;                                     // for the pool
+  PartPool::WaitId wait_id = 0;
+  bool want_writable = false;
+  bool scheduled = false;  // a step() is posted or running
+  bool again = false;
+  bool closed = false;     // finish() or abort() called
+  bool finishing = false;  // finish() called
+  bool ended = false;      // done ran (or abort cleaned up)
+  Status failed;
+  std::function<void(Result<PutResult>)> done;
+  Sha256Stream sha;
+  std::uint64_t size = 0;
+
+  // Touched by step() only (one at a time).
+  int fd = -1;
+  fs::path temp;
+
+  // Posts step() unless one is pending; call without the lock.
+  void schedule() {
+    {
+      std::lock_guard lock(mutex);
+      if (scheduled) {
+        again = true;
+        return;
+      }
+      scheduled = true;
+    }
+    store->threads_.post([self = shared_from_this()] { self->step(); });
+  }
+
+  void notify_writable_locked(std::vector<std::function<void()>>& calls) {
+    if (want_writable && (held < cap || !failed.ok())) {
+      want_writable = false;
+      if (when_writable) calls.push_back(when_writable);
+    }
+  }
+
+  void on_part(PartPool::Part part) {
+    std::vector<std::function<void()>> calls;
+    {
+      std::lock_guard lock(mutex);
+      waiting = false;
+      if (closed || !failed.ok() || current) {
+        // Not needed any more: given back below, outside the lock.
+      } else {
+        current = std::move(part);
+        fill = 0;
+        ++held;
+        notify_writable_locked(calls);
+      }
+    }
+    part.release();
+    for (auto& c : calls) store->threads_.post(std::move(c));
+  }
+
+  Result<std::size_t> write(std::span<const std::byte> data) {
+    bool post_step = false;
+    std::size_t taken = 0;
+    {
+      std::lock_guard lock(mutex);
+      if (!failed.ok()) return failed;
+      if (closed) return Status::invalid("upload already finished");
+      const std::size_t part_size = store->pool_.part_size();
+      while (taken < data.size()) {
+        if (!current) {
+          if (held >= cap || waiting) {
+            want_writable = true;
+            break;
+          }
+          current = store->pool_.acquire_or_wait(
+              [weak = weak_from_this()](PartPool::Part p) {
+                if (auto self = weak.lock()) self->on_part(std::move(p));
+              },
+              &wait_id);
+          if (!current) {
+            waiting = true;
+            want_writable = true;
+            break;
+          }
+          fill = 0;
+          ++held;
+        }
+        std::size_t n = std::min(part_size - fill, data.size() - taken);
+        std::memcpy(current.bytes().data() + fill, data.data() + taken, n);
+        sha.update(data.subspan(taken, n));
+        fill += n;
+        taken += n;
+        size += n;
+        if (fill == part_size) {
+          full.emplace_back(std::move(current), fill);
+          fill = 0;
+          post_step = true;
+        }
+      }
+    }
+    if (post_step) schedule();
+    return taken;
+  }
+
+  void finish(std::function<void(Result<PutResult>)> d) {
+    {
+      std::lock_guard lock(mutex);
+      if (closed) {
+        store->threads_.post([d = std::move(d)] { d(Status::invalid("upload already finished")); });
+        return;
+      }
+      closed = finishing = true;
+      done = std::move(d);
+      if (current && fill > 0) full.emplace_back(std::move(current), fill);
+    }
+    cancel_pool_wait();
+    schedule();
+  }
+
+  void abort() {
+    {
+      std::lock_guard lock(mutex);
+      if (ended) return;
+      closed = true;
+      if (failed.ok()) failed = Status::invalid("cancelled");
+    }
+    cancel_pool_wait();
+    schedule();
+  }
+
+  void cancel_pool_wait() {
+    PartPool::WaitId id = 0;
+    {
+      std::lock_guard lock(mutex);
+      if (waiting) id = wait_id;
+    }
+    if (id && store->pool_.cancel_wait(id)) {
+      std::lock_guard lock(mutex);
+      waiting = false;
+    }
+  }
+
+  // Writes the full parts, then commits or cleans up once closed.
+  void step() {
+    while (true) {
+      std::deque<std::pair<PartPool::Part, std::size_t>> batch;
+      PartPool::Part spare;
+      bool commit = false, cleanup = false;
+      Status error;
+      {
+        std::lock_guard lock(mutex);
+        if (!failed.ok()) {
+          batch.swap(full);
+          spare = std::move(current);
+          cleanup = !ended;
+        } else {
+          batch.swap(full);
+          if (closed) {
+            spare = std::move(current);
+            commit = true;
+          }
+        }
+      }
+      std::size_t written_parts = batch.size() + (spare ? 1 : 0);
+      if (!cleanup) {
+        for (auto& [part, len] : batch) {
+          if (!error.ok()) break;
+          error = write_part(part.bytes().first(len));
+        }
+      }
+      batch.clear();  // the parts go back to the pool, outside the lock
+      spare.release();
+
+      std::vector<std::function<void()>> calls;
+      std::function<void(Result<PutResult>)> finished;
+      Result<PutResult> result = Status::invalid("cancelled");
+      {
+        std::lock_guard lock(mutex);
+        held -= written_parts;
+        if (!error.ok() && failed.ok()) failed = error;
+        if (!failed.ok()) cleanup = !ended;
+        notify_writable_locked(calls);
+      }
+      if (cleanup) {
+        discard_temp();
+        std::lock_guard lock(mutex);
+        ended = true;
+        result = failed;
+        finished = std::move(done);
+      } else if (!commit) {
+        // Failed earlier and cleaned up; finish() came later.
+        std::lock_guard lock(mutex);
+        if (ended && done) {
+          result = failed;
+          finished = std::move(done);
+        }
+      } else {
+        result = commit_object();
+        std::lock_guard lock(mutex);
+        ended = true;
+        if (!result.ok()) failed = result.status();
+        finished = std::move(done);
+      }
+      for (auto& c : calls) store->threads_.post(std::move(c));
+      if (finished) finished(std::move(result));
+
+      std::lock_guard lock(mutex);
+      if (again && !ended) {
+        again = false;
+        continue;
+      }
+      scheduled = false;
+      again = false;
+      return;
+    }
+  }
+
+  Status open_temp() {
+    temp = store->root_ / kIncoming / random_name();
+    fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) return io_status("create " + temp.string(), errno);
+    return {};
+  }
+
+  Status write_part(std::span<const std::byte> bytes) {
+    if (fd < 0) {
+      if (Status s = open_temp(); !s) return s;
+    }
+    if (!write_all(fd, bytes.data(), bytes.size()))
+      return io_status("write " + temp.string(), errno);
+    return {};
+  }
+
+  void discard_temp() {
+    if (fd >= 0) {
+      ::close(fd);
+      fd = -1;
+      ::unlink(temp.c_str());
+    }
+  }
+
+  Result<PutResult> commit_object() {
+    if (expected_size && *expected_size != size) {
+      discard_temp();
+      return Status::invalid("upload of " + std::to_string(size) + " bytes, " +
+                             std::to_string(*expected_size) + " expected");
+    }
+    if (fd < 0) {  // an empty object
+      if (Status s = open_temp(); !s) return s;
+    }
+    PutResult out{key, size, "", sha.finish_hex()};
+    out.etag = out.sha256_hex;
+    auto fail = [&](Status s) -> Result<PutResult> {
+      discard_temp();
+      return s;
+    };
+    if (::fsync(fd) != 0) return fail(io_status("fsync " + temp.string(), errno));
+    // Best effort: without xattrs the ETag falls back to size and mtime.
+    fsetxattr(fd, kShaAttribute, out.sha256_hex.data(), out.sha256_hex.size(), 0);
+    ObjectPath path = object_path(store->root_, store->layout_, key);
+    // A concurrent remove() may drop an emptied directory between its
+    // creation and the rename: try again then.
+    for (int attempt = 0;; ++attempt) {
+      std::error_code ec;
+      fs::create_directories(path.dir, ec);
+      if (ec) {
+        return fail(ec == std::errc::not_a_directory || ec == std::errc::file_exists
+                        ? Status::invalid("key '" + key + "' lies under an existing object")
+                        : io_status("create " + path.dir.string(), ec.value()));
+      }
+      if (Status s = check_inside(store->root_, path.dir); !s) return fail(s);
+      if (::rename(temp.c_str(), path.file.c_str()) == 0) break;
+      int err = errno;
+      if (err == ENOENT && attempt < 3) continue;
+      if (err == EISDIR || err == ENOTEMPTY || err == EEXIST)
+        return fail(Status::invalid("key '" + key + "' is a directory of other objects"));
+      return fail(io_status("rename to " + path.file.string(), err));
+    }
+    ::close(fd);
+    fd = -1;
+    fsync_directory(path.dir);
+    return out;
+  }
+};
+
+namespace {
+
+class FileUpload final : public Upload {
+ public:
+  explicit FileUpload(std::shared_ptr<FileStore::UploadState> state) : state_(std::move(state)) {}
+  ~FileUpload() override {
+    bool finishing;
+    {
+      std::lock_guard lock(state_->mutex);
+      finishing = state_->finishing;
+    }
+    if (!finishing) state_->abort();
+  }
+  Result<std::size_t> write(std::span<const std::byte> data) override {
+    return state_->write(data);
+  }
+  void finish(std::function<void(Result<PutResult>)> done) override {
+    state_->finish(std::move(done));
+  }
+  void abort() override { state_->abort(); }
+
+ private:
+  std::shared_ptr<FileStore::UploadState> state_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Upload>> FileStore::begin_put(std::string_view key,
+                                                     std::optional<std::uint64_t> expected_size,
+                                                     std::function<void()> when_writable) {
+  if (Status s = validate_key(key); !s) return s;
+  auto state = std::make_shared<UploadState>();
+  state->store = this;
+  state->key = std::string(key);
+  state->expected_size = expected_size;
+  state->when_writable = std::move(when_writable);
+  // Writes to one file are sequential: one part filling while one is written.
+  state->cap = std::min<std::size_t>(options_.parts_per_transfer, 2);
+  return std::unique_ptr<Upload>(new FileUpload(std::move(state)));
+}
+
+// --- downloads -------------------------------------------------------------------------
+
+struct FileStore::DownloadState : std::enable_shared_from_this<DownloadState> {
+  FileStore* store;
+  std::string key;
+  std::optional<ByteRange> range;
+  GetSink sink;
+  std::size_t cap;
+
+  std::mutex mutex;
+  std::size_t held = 0;  // parts with the consumer or being read
+  PartPool::Part spare;  // given by the pool while waiting
+  bool waiting = false;
+  PartPool::WaitId wait_id = 0;
+  bool scheduled = false, again = false;
+  bool cancelled = false;
+  bool ended = false;
+
+  // step() only.
+  int fd = -1;
+  bool started = false;
+  std::uint64_t next = 0, end = 0;
+
+  ~DownloadState() {
+    if (fd >= 0) ::close(fd);
+  }
+
+  void schedule() {
+    {
+      std::lock_guard lock(mutex);
+      if (scheduled) {
+        again = true;
+        return;
+      }
+      scheduled = true;
+    }
+    store->threads_.post([self = shared_from_this()] { self->step(); });
+  }
+
+  void end_with(Status s) {
+    PartPool::Part drop;
+    PartPool::WaitId id = 0;
+    {
+      std::lock_guard lock(mutex);
+      if (ended) return;
+      ended = true;
+      drop = std::move(spare);
+      if (waiting) id = wait_id;
+    }
+    if (id) store->pool_.cancel_wait(id);
+    drop.release();
+    if (fd >= 0) {
+      ::close(fd);
+      fd = -1;
+    }
+    auto on_done = std::move(sink.on_done);
+    sink = {};
+    if (on_done) on_done(std::move(s));
+  }
+
+  Status start() {
+    ObjectPath path = object_path(store->root_, store->layout_, key);
+    if (Status s = check_inside(store->root_, path.dir); !s) {
+      return s.kind() == ErrorKind::not_found ? Status::not_found("no object '" + key + "'") : s;
+    }
+    fd = ::open(path.file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+      int err = errno;
+      if (err == ENOENT || err == ELOOP || err == ENOTDIR)
+        return Status::not_found("no object '" + key + "'");
+      return io_status("open " + path.file.string(), err);
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return io_status("stat " + path.file.string(), errno);
+    if (!S_ISREG(st.st_mode)) return Status::not_found("no object '" + key + "'");
+    GetStart info;
+    info.object = {key, std::uint64_t(st.st_size), etag_of(fd, st), mtime_of(st)};
+    auto resolved = resolve_range(range, info.object.size);
+    if (!resolved) {
+      info.range_unsatisfiable = true;
+    } else {
+      info.offset = resolved->offset;
+      info.length = resolved->length;
+    }
+    next = info.offset;
+    end = info.offset + info.length;
+    if (sink.on_start) sink.on_start(info);
+    return {};
+  }
+
+  void step() {
+    while (true) {
+      bool stop;
+      {
+        std::lock_guard lock(mutex);
+        stop = cancelled;
+      }
+      if (stop) {
+        end_with(Status::invalid("cancelled"));
+      } else if (!ended) {
+        if (!started) {
+          started = true;
+          if (Status s = start(); !s) end_with(std::move(s));
+        }
+        while (!ended && next < end) {
+          PartPool::Part part;
+          {
+            std::lock_guard lock(mutex);
+            if (cancelled || held >= cap || waiting) break;
+            part = std::move(spare);
+            if (!part) {
+              part = store->pool_.acquire_or_wait(
+                  [weak = weak_from_this()](PartPool::Part p) {
+                    if (auto self = weak.lock()) self->on_part(std::move(p));
+                  },
+                  &wait_id);
+              if (!part) {
+                waiting = true;
+                break;
+              }
+            }
+            ++held;
+          }
+          std::size_t want = std::min<std::uint64_t>(part.bytes().size(), end - next);
+          std::size_t got = 0;
+          while (got < want) {
+            ssize_t n = ::pread(fd, part.bytes().data() + got, want - got, off_t(next + got));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            got += std::size_t(n);
+          }
+          if (got < want) {
+            part.release();
+            {
+              std::lock_guard lock(mutex);
+              --held;
+            }
+            end_with(Status::permanent("read of '" + key + "' ended early"));
+            break;
+          }
+          std::span<const std::byte> data(part.bytes().data(), got);
+          std::uint64_t offset = next;
+          next += got;
+          Chunk chunk(std::move(part), data, offset, [weak = weak_from_this()] {
+            if (auto self = weak.lock()) self->on_release();
+          });
+          if (sink.on_chunk) sink.on_chunk(std::move(chunk));
+        }
+        if (!ended && next >= end) end_with(Status());
+      }
+      std::lock_guard lock(mutex);
+      if (again && !ended) {
+        again = false;
+        continue;
+      }
+      scheduled = false;
+      again = false;
+      return;
+    }
+  }
+
+  void on_part(PartPool::Part part) {
+    {
+      std::lock_guard lock(mutex);
+      waiting = false;
+      if (!ended && !cancelled && !spare) spare = std::move(part);
+    }
+    part.release();
+    schedule();
+  }
+
+  void on_release() {
+    {
+      std::lock_guard lock(mutex);
+      --held;
+      if (ended) return;
+    }
+    schedule();
+  }
+
+  void cancel() {
+    PartPool::WaitId id = 0;
+    PartPool::Part drop;
+    {
+      std::lock_guard lock(mutex);
+      if (ended) return;
+      cancelled = true;
+      if (waiting) id = wait_id;
+      drop = std::move(spare);
+    }
+    if (id) store->pool_.cancel_wait(id);
+    drop.release();
+    schedule();
+  }
+};
+
+namespace {
+
+class FileDownload final : public Download {
+ public:
+  explicit FileDownload(std::shared_ptr<FileStore::DownloadState> state)
+      : state_(std::move(state)) {}
+  void cancel() override { state_->cancel(); }
+
+ private:
+  std::shared_ptr<FileStore::DownloadState> state_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Download>> FileStore::get(std::string_view key,
+                                                 std::optional<ByteRange> range, GetSink sink) {
+  if (Status s = validate_key(key); !s) return s;
+  if (range && range->suffix == 0 && range->last && *range->last < range->first)
+    return Status::invalid("range ends before it starts");
+  auto state = std::make_shared<DownloadState>();
+  state->store = this;
+  state->key = std::string(key);
+  state->range = range;
+  state->sink = std::move(sink);
+  // One chunk with the consumer while the next is read.
+  state->cap = std::min<std::size_t>(options_.parts_per_transfer, 2);
+  state->schedule();
+  return std::unique_ptr<Download>(new FileDownload(std::move(state)));
+}
+
+// --- head, remove --------------------------------------------------------------------------
+
+namespace {
+
+// Metadata of the object file at path (a regular file, not a symlink).
+Result<ObjectMeta> stat_object(const fs::path& path, std::string key) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT || err == ELOOP || err == ENOTDIR)
+      return Status::not_found("no object '" + key + "'");
+    return io_status("open " + path.string(), err);
+  }
+  struct stat st {};
+  Result<ObjectMeta> out = Status::not_found("no object '" + key + "'");
+  if (::fstat(fd, &st) != 0) {
+    out = io_status("stat " + path.string(), errno);
+  } else if (S_ISREG(st.st_mode)) {
+    out = ObjectMeta{std::move(key), std::uint64_t(st.st_size), etag_of(fd, st), mtime_of(st)};
+  }
+  ::close(fd);
+  return out;
+}
+
+}  // namespace
+
+void FileStore::head(std::string_view key, std::function<void(Result<ObjectMeta>)> done) {
+  Status valid = validate_key(key);
+  threads_.post([this, key = std::string(key), done = std::move(done), valid]() mutable {
+    if (!valid) return done(valid);
+    ObjectPath path = object_path(root_, layout_, key);
+    if (Status s = check_inside(root_, path.dir); !s) {
+      return done(s.kind() == ErrorKind::not_found ? Status::not_found("no object '" + key + "'")
+                                                   : s);
+    }
+    done(stat_object(path.file, key));
+  });
+}
+
+void FileStore::remove(std::string_view key, std::function<void(Status)> done) {
+  Status valid = validate_key(key);
+  threads_.post([this, key = std::string(key), done = std::move(done), valid]() mutable {
+    if (!valid) return done(valid);
+    ObjectPath path = object_path(root_, layout_, key);
+    if (Status s = check_inside(root_, path.dir); !s) {
+      return done(s.kind() == ErrorKind::not_found ? Status() : s);
+    }
+    struct stat st {};
+    if (::lstat(path.file.c_str(), &st) != 0) {
+      return done(errno == ENOENT || errno == ENOTDIR
+                      ? Status()
+                      : io_status("stat " + path.file.string(), errno));
+    }
+    if (!S_ISREG(st.st_mode)) return done(Status());  // a directory of other keys
+    if (::unlink(path.file.c_str()) != 0 && errno != ENOENT)
+      return done(io_status("remove " + path.file.string(), errno));
+    // Drop the directories this emptied, up to the partition's (best effort;
+    // rmdir refuses a directory that is not empty).
+    for (fs::path dir = path.dir; dir != path.partition_dir; dir = dir.parent_path()) {
+      if (::rmdir(dir.c_str()) != 0) break;
+    }
+    done(Status());
+  });
+}
+
+// --- listing --------------------------------------------------------------------------------
+
+// Keys of one partition in bytewise order, from a walk of its directory tree
+// that holds the sorted entries of the directories on the current path only.
+struct FileStore::Walk {
+  struct Entry {
+    std::string name;  // a directory's name ends in '/': "a/" sorts like the keys under it
+    bool dir;
+  };
+  struct Level {
+    std::string path;  // key prefix of this directory: "" or "a/b/"
+    std::vector<Entry> entries;
+    std::size_t pos = 0;
+  };
+
+  fs::path base;  // the partition directory
+  std::string prefix, after;
+  std::vector<Level> stack;
+  Status error;
+
+  Walk(fs::path dir, std::string p, std::string a)
+      : base(std::move(dir)), prefix(std::move(p)), after(std::move(a)) {
+    push("");
+  }
+
+  // Whether keys under `path` (a file key, or a directory prefix ending in
+  // '/') can be in the listing.
+  bool wanted(const std::string& path, bool dir) const {
+    if (dir) {
+      bool prefix_ok = path.starts_with(prefix) || prefix.starts_with(path);
+      bool after_ok = after.empty() || after.starts_with(path) || path > after;
+      return prefix_ok && after_ok;
+    }
+    return path.starts_with(prefix) && (after.empty() || path > after);
+  }
+
+  void push(std::string path) {
+    fs::path dir = path.empty() ? base : base / path;
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) {
+      if (errno != ENOENT && errno != ENOTDIR) error = io_status("list " + dir.string(), errno);
+      return;
+    }
+    Level level{std::move(path), {}, 0};
+    while (dirent* e = ::readdir(d)) {
+      std::string_view name = e->d_name;
+      if (name == "." || name == "..") continue;
+      unsigned char type = e->d_type;
+      if (type == DT_UNKNOWN) {
+        struct stat st {};
+        if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
+      }
+      if (type != DT_DIR && type != DT_REG) continue;  // symlinks and the rest are not objects
+      Entry entry{std::string(name), type == DT_DIR};
+      if (entry.dir) entry.name += '/';
+      if (wanted(level.path + entry.name, entry.dir)) level.entries.push_back(std::move(entry));
+    }
+    ::closedir(d);
+    std::sort(level.entries.begin(), level.entries.end(),
+              [](const Entry& a, const Entry& b) { return a.name < b.name; });
+    stack.push_back(std::move(level));
+  }
+
+  // The next key, or nullopt at the end (or on an error, kept in `error`).
+  std::optional<std::string> next() {
+    while (!stack.empty() && error.ok()) {
+      Level& top = stack.back();
+      if (top.pos == top.entries.size()) {
+        stack.pop_back();
+        continue;
+      }
+      Entry& e = top.entries[top.pos++];
+      std::string path = top.path + e.name;
+      if (e.dir) {
+        push(std::move(path));  // invalidates top
+        continue;
+      }
+      return path;
+    }
+    return std::nullopt;
+  }
+};
+
+void FileStore::list(ListRequest request, std::function<void(Result<ListPage>)> done) {
+  threads_.post([this, request = std::move(request), done = std::move(done)]() mutable {
+    if (Status s = validate_key_prefix(request.prefix, "prefix"); !s) return done(s);
+    if (Status s = validate_key_prefix(request.after, "after"); !s) return done(s);
+    if (request.limit < 1 || request.limit > 1000)
+      return done(Status::invalid("limit must be 1..1000"));
+    std::vector<Walk> walks;
+    walks.reserve(layout_.partition_count());
+    using Head = std::pair<std::string, std::size_t>;  // key, partition
+    std::priority_queue<Head, std::vector<Head>, std::greater<Head>> heads;
+    for (std::size_t p = 0; p < layout_.partition_count(); ++p) {
+      std::string partition = layout_.partition_prefix(p);
+      if (!partition.empty()) partition.pop_back();
+      walks.emplace_back(partition.empty() ? root_ : root_ / partition, request.prefix,
+                         request.after);
+      if (partition.empty() && !walks.back().stack.empty()) {
+        // One partition: the directory itself, whose .incoming is not a key.
+        auto& entries = walks.back().stack.back().entries;
+        std::erase_if(entries, [](const Walk::Entry& e) { return e.name == ".incoming/"; });
+      }
+      if (auto key = walks.back().next()) heads.emplace(std::move(*key), p);
+      if (!walks.back().error.ok()) return done(walks.back().error);
+    }
+    ListPage page;
+    while (!heads.empty()) {
+      auto [key, p] = heads.top();
+      heads.pop();
+      if (page.objects.size() == request.limit) {
+        page.next = page.objects.back().key;
+        break;
+      }
+      auto meta = stat_object(object_path(root_, layout_, key).file, key);
+      if (meta.ok()) page.objects.push_back(std::move(*meta));  // else removed meanwhile
+      if (auto following = walks[p].next()) heads.emplace(std::move(*following), p);
+      if (!walks[p].error.ok()) return done(walks[p].error);
+    }
+    done(std::move(page));
+  });
+}
+
+}  // namespace kiroku

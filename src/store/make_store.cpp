@@ -1,0 +1,121 @@
+// make_store.cpp - the ObjectStore for a --store URL, store options, byte ranges.
+#include <cstdlib>
+#include <string>
+
+#include "store/file/file_store.h"
+#include "store/object_store.h"
+#include "store/s3/s3_store.h"
+
+namespace kiroku {
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Percent-decoding of a URL component; nullopt for a bad escape.
+std::optional<std::string> percent_decode(std::string_view in) {
+  std::string out;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) return std::nullopt;
+    int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+Status validate_store_options(const StoreOptions& o) {
+  if (o.part_size < 64 * 1024 || o.part_size > (std::size_t{1} << 30))
+    return Status::invalid("store part size must be 64 KiB..1 GiB");
+  if (o.part_count < 2 || o.part_count > 4096)
+    return Status::invalid("store part count must be 2..4096");
+  if (o.parts_per_transfer < 2 || o.parts_per_transfer > o.part_count)
+    return Status::invalid("store parts per transfer must be 2..part count");
+  if (o.hash_prefix_chars < 0 || o.hash_prefix_chars > 4)
+    return Status::invalid("store hash prefix must be 0..4 hex characters");
+  if (o.threads < 1 || o.threads > 256) return Status::invalid("store threads must be 1..256");
+  return {};
+}
+
+std::optional<ResolvedRange> resolve_range(const std::optional<ByteRange>& range,
+                                           std::uint64_t size) {
+  if (!range) return ResolvedRange{0, size};
+  if (size == 0) return std::nullopt;
+  if (range->suffix > 0) {
+    std::uint64_t n = std::min(range->suffix, size);
+    return ResolvedRange{size - n, n};
+  }
+  if (range->first >= size) return std::nullopt;
+  std::uint64_t last = range->last ? std::min(*range->last, size - 1) : size - 1;
+  if (last < range->first) return std::nullopt;
+  return ResolvedRange{range->first, last - range->first + 1};
+}
+
+Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const StoreOptions& options) {
+  if (Status s = validate_store_options(options); !s)
+    return Status::invalid("--store: " + s.message());
+  if (url.starts_with("file://")) {
+    std::string_view rest = url.substr(7);
+    if (!rest.starts_with("/"))
+      return Status::invalid("--store: a file URL needs an absolute path (file:///dir)");
+    auto path = percent_decode(rest);
+    if (!path) return Status::invalid("--store: bad percent-encoding in the file URL");
+    auto store = FileStore::open(*path, options);
+    if (!store.ok()) return Status::invalid("--store: " + store.status().message());
+    return std::unique_ptr<ObjectStore>(std::move(*store));
+  }
+  if (url.starts_with("s3://")) {
+    std::string_view rest = url.substr(5);
+    std::string_view query;
+    if (auto q = rest.find('?'); q != std::string_view::npos) {
+      query = rest.substr(q + 1);
+      rest = rest.substr(0, q);
+    }
+    if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+    if (rest.empty() || rest.find('/') != std::string_view::npos)
+      return Status::invalid("--store: an S3 URL is s3://bucket?endpoint=...&region=...");
+    s3::S3Config config;
+    config.bucket = std::string(rest);
+    if (const char* region = std::getenv("AWS_REGION"); region && *region) config.region = region;
+    while (!query.empty()) {
+      std::string_view item = query.substr(0, query.find('&'));
+      query.remove_prefix(std::min(query.size(), item.size() + 1));
+      if (item.empty()) continue;
+      auto eq = item.find('=');
+      std::string_view name = item.substr(0, eq);
+      auto value = percent_decode(eq == std::string_view::npos ? "" : item.substr(eq + 1));
+      if (!value) return Status::invalid("--store: bad percent-encoding in " + std::string(name));
+      if (name == "endpoint") {
+        config.endpoint = *value;
+      } else if (name == "region") {
+        config.region = *value;
+      } else if (name == "path_style") {
+        config.path_style = *value != "false" && *value != "0";
+      } else {
+        return Status::invalid("--store: unknown S3 URL parameter '" + std::string(name) + "'");
+      }
+    }
+    if (config.endpoint.empty()) config.path_style = false;
+    auto credentials = s3::credentials_from_environment();
+    if (!credentials.ok()) return Status::invalid("--store: " + credentials.status().message());
+    config.credentials = std::move(*credentials);
+    auto store = S3Store::create(std::move(config), options);
+    if (!store.ok()) return Status::invalid("--store: " + store.status().message());
+    return std::unique_ptr<ObjectStore>(std::move(*store));
+  }
+  return Status::invalid("--store: unknown scheme in '" + std::string(url) +
+                         "' (file:///dir or s3://bucket?endpoint=...)");
+}
+
+}  // namespace kiroku

@@ -1,0 +1,74 @@
+// s3_store.h - the ObjectStore on an S3 bucket (s3://bucket?endpoint=...).
+//
+// Uploads: an object of at most one part goes up with one PUT; a larger one
+// with a multipart upload whose parts (StoreOptions::part_size, from the
+// pool) go up concurrently, parts_per_transfer - 1 at once while the next
+// fills. On any failure, or abort(), the multipart upload is aborted once the
+// parts in flight have ended (S3 may keep a part whose upload overlaps the
+// abort), so no parts are orphaned; the abort is tried up to 5 times over
+// about 15 s, each try with S3Client's retries. Downloads: HEAD for size and ETag, then ranged GETs
+// of one part each into pooled buffers, up to parts_per_transfer at once, delivered strictly in
+// order; a consumer that holds its chunks stops new GETs. A part whose ETag differs from the HEAD's
+// (the object was replaced meanwhile) fails the download (permanent). Listings run one
+// ListObjectsV2 per hash partition in parallel and merge them, fetching a partition's next page
+// only when the merge reaches its end.
+// Retries with backoff happen per request in S3Client. Threads: see
+// object_store.h; S3 completions run on the client thread, steps and
+// callbacks on the store's TransferThreads.
+#pragma once
+
+#include <memory>
+
+#include "store/key_layout.h"
+#include "store/object_store.h"
+#include "store/s3/s3_client.h"
+
+namespace kiroku {
+
+// Counters for metrics and tests; read with relaxed order.
+struct S3StoreStats {
+  std::atomic<std::uint64_t> multipart_started{0};
+  std::atomic<std::uint64_t> multipart_completed{0};
+  std::atomic<std::uint64_t> multipart_aborted{0};
+  std::atomic<std::uint64_t> abort_failures{0};  // aborts that failed after every try
+};
+
+class S3Store final : public ObjectStore {
+ public:
+  // invalid for bad options or a bad S3 configuration (see S3Client::create).
+  static Result<std::unique_ptr<S3Store>> create(s3::S3Config config, const StoreOptions& options);
+  ~S3Store() override;
+
+  Result<std::unique_ptr<Upload>> begin_put(std::string_view key,
+                                            std::optional<std::uint64_t> expected_size,
+                                            std::function<void()> when_writable) override;
+  Result<std::unique_ptr<Download>> get(std::string_view key, std::optional<ByteRange> range,
+                                        GetSink sink) override;
+  void head(std::string_view key, std::function<void(Result<ObjectMeta>)> done) override;
+  void remove(std::string_view key, std::function<void(Status)> done) override;
+  void list(ListRequest request, std::function<void(Result<ListPage>)> done) override;
+  const PartPool& pool() const override { return pool_; }
+
+  const HashPrefixLayout& layout() const { return layout_; }
+  const S3StoreStats& stats() const { return stats_; }
+  s3::S3Client& client() { return *client_; }
+
+  // The transfers and listings of s3_store.cpp.
+  struct UploadState;
+  struct DownloadState;
+  struct ListState;
+
+ private:
+  S3Store(const StoreOptions& options, std::unique_ptr<s3::S3Client> client);
+
+  StoreOptions options_;
+  HashPrefixLayout layout_;
+  S3StoreStats stats_;
+  PartPool pool_;
+  TransferThreads threads_;
+  // Destroyed first: its destructor completes every request, whose
+  // completions post to threads_.
+  std::unique_ptr<s3::S3Client> client_;
+};
+
+}  // namespace kiroku

@@ -1,0 +1,674 @@
+// s3_store_test.cpp - the S3 store against a real S3 server (s3rver, started by
+// scripts/with-s3rver.sh): round trips with SHA-256 compared, ranges, listings
+// merged across hash partitions, the server cut off mid-upload (through a
+// proxy the test can stop), concurrent uploads bounded by the pool.
+#include "store/s3/s3_store.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+namespace kiroku {
+namespace {
+
+using namespace std::chrono_literals;
+
+// --- environment and helpers -------------------------------------------------------
+
+struct Server {
+  std::string endpoint, bucket;
+};
+
+// The s3rver of scripts/with-s3rver.sh; fails the test without one.
+bool s3_env(Server& out) {
+  const char* endpoint = std::getenv("KIROKU_TEST_S3_ENDPOINT");
+  const char* bucket = std::getenv("KIROKU_TEST_S3_BUCKET");
+  if (!endpoint || !*endpoint || !bucket || !*bucket) {
+    ADD_FAILURE() << "KIROKU_TEST_S3_ENDPOINT / KIROKU_TEST_S3_BUCKET are not set: run this test "
+                     "under scripts/with-s3rver.sh";
+    return false;
+  }
+  out = {endpoint, bucket};
+  return true;
+}
+
+s3::S3Config config_for(const std::string& endpoint, const std::string& bucket) {
+  s3::S3Config c;
+  c.endpoint = endpoint;
+  c.bucket = bucket;
+  auto creds = s3::credentials_from_environment();
+  c.credentials = creds.ok() ? *creds : s3::Credentials{"S3RVER", "S3RVER", ""};
+  c.retry_base_delay = 10ms;
+  c.retry_max_delay = 100ms;
+  return c;
+}
+
+constexpr std::size_t kPart = 5 << 20;
+
+StoreOptions test_options() {
+  StoreOptions o;
+  o.part_size = kPart;
+  o.part_count = 6;
+  o.parts_per_transfer = 3;
+  o.threads = 2;
+  return o;
+}
+
+std::unique_ptr<S3Store> make(const s3::S3Config& config, const StoreOptions& options) {
+  auto store = S3Store::create(config, options);
+  EXPECT_TRUE(store.ok()) << store.status().message();
+  return store.ok() ? std::move(*store) : nullptr;
+}
+
+std::string run_prefix() {
+  static const std::string prefix =
+      "s3store-" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count()) +
+      "/";
+  return prefix;
+}
+
+std::byte pattern_byte(std::uint64_t seed, std::uint64_t i) {
+  std::uint64_t x = (i / 8 + 1) * 0x9E3779B97F4A7C15ull ^ seed * 0xBF58476D1CE4E5B9ull;
+  x ^= x >> 31;
+  return std::byte(x >> (8 * (i % 8)));
+}
+
+void fill_pattern(std::uint64_t seed, std::uint64_t offset, std::span<std::byte> out) {
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = pattern_byte(seed, offset + i);
+}
+
+// Feeds an upload as an HTTP connection does, waiting for when_writable.
+struct Feeder {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool writable = false;
+
+  std::function<void()> callback() {
+    return [this] {
+      std::lock_guard lock(mutex);
+      writable = true;
+      cv.notify_all();
+    };
+  }
+
+  // Feeds bytes [from, to) of pattern seed.
+  Status feed(Upload& upload, std::uint64_t seed, std::uint64_t from, std::uint64_t to,
+              Sha256Stream* sha = nullptr, std::chrono::seconds patience = 60s) {
+    std::vector<std::byte> buffer(256 * 1024);
+    for (std::uint64_t done = from; done < to;) {
+      std::size_t n = std::min<std::uint64_t>(buffer.size(), to - done);
+      fill_pattern(seed, done, std::span(buffer).first(n));
+      for (std::size_t off = 0; off < n;) {
+        {
+          std::lock_guard lock(mutex);
+          writable = false;
+        }
+        auto took = upload.write(std::span(buffer).subspan(off, n - off));
+        if (!took.ok()) return took.status();
+        if (sha) sha->update(std::span(buffer).subspan(off, *took));
+        off += *took;
+        if (*took == 0) {
+          std::unique_lock lock(mutex);
+          if (!cv.wait_for(lock, patience, [&] { return writable; }))
+            return Status::transient("when_writable did not run");
+        }
+      }
+      done += n;
+    }
+    return {};
+  }
+};
+
+Result<PutResult> finish(Upload& upload) {
+  std::promise<Result<PutResult>> promise;
+  auto future = promise.get_future();
+  upload.finish([&promise](Result<PutResult> r) { promise.set_value(std::move(r)); });
+  if (future.wait_for(120s) != std::future_status::ready) std::abort();
+  return future.get();
+}
+
+Result<PutResult> put_pattern(ObjectStore& store, const std::string& key, std::uint64_t seed,
+                              std::uint64_t size, std::string* sha_hex = nullptr) {
+  Feeder feeder;
+  auto upload = store.begin_put(key, size, feeder.callback());
+  if (!upload.ok()) return upload.status();
+  Sha256Stream sha;
+  if (Status s = feeder.feed(**upload, seed, 0, size, &sha); !s) return s;
+  if (sha_hex) *sha_hex = sha.finish_hex();
+  return finish(**upload);
+}
+
+struct Got {
+  Status status;
+  GetStart start;
+  std::vector<std::byte> data;
+  std::string sha256;
+  std::uint64_t bytes = 0;
+  bool in_order = true;
+};
+
+Got get_all(ObjectStore& store, const std::string& key, std::optional<ByteRange> range = {},
+            bool keep = true) {
+  auto got = std::make_shared<Got>();
+  auto sha = std::make_shared<Sha256Stream>();
+  auto finished = std::make_shared<std::promise<void>>();
+  auto future = finished->get_future();
+  GetSink sink;
+  sink.on_start = [got](const GetStart& s) { got->start = s; };
+  sink.on_chunk = [got, sha, keep](Chunk c) {
+    if (c.offset() != got->start.offset + got->bytes) got->in_order = false;
+    got->bytes += c.data().size();
+    sha->update(c.data());
+    if (keep) got->data.insert(got->data.end(), c.data().begin(), c.data().end());
+  };
+  sink.on_done = [got, sha, finished](Status s) {
+    got->status = std::move(s);
+    got->sha256 = sha->finish_hex();
+    finished->set_value();
+  };
+  auto download = store.get(key, range, std::move(sink));
+  if (!download.ok()) {
+    Got out;
+    out.status = download.status();
+    return out;
+  }
+  if (future.wait_for(120s) != std::future_status::ready) std::abort();
+  return *got;
+}
+
+Result<ObjectMeta> head(ObjectStore& store, const std::string& key) {
+  auto promise = std::make_shared<std::promise<Result<ObjectMeta>>>();
+  auto future = promise->get_future();
+  store.head(key, [promise](Result<ObjectMeta> r) { promise->set_value(std::move(r)); });
+  return future.get();
+}
+
+Result<ListPage> list(ObjectStore& store, ListRequest request) {
+  auto promise = std::make_shared<std::promise<Result<ListPage>>>();
+  auto future = promise->get_future();
+  store.list(std::move(request),
+             [promise](Result<ListPage> r) { promise->set_value(std::move(r)); });
+  return future.get();
+}
+
+std::string pattern_sha(std::uint64_t seed, std::uint64_t size) {
+  Sha256Stream sha;
+  std::vector<std::byte> buffer(256 * 1024);
+  for (std::uint64_t off = 0; off < size;) {
+    std::size_t n = std::min<std::uint64_t>(buffer.size(), size - off);
+    fill_pattern(seed, off, std::span(buffer).first(n));
+    sha.update(std::span(buffer).first(n));
+    off += n;
+  }
+  return sha.finish_hex();
+}
+
+// A TCP proxy on loopback in front of the S3 server that the test can cut
+// off (every connection dropped, new ones refused) and bring back on the
+// same port. It notes the request lines that pass, to find upload ids.
+class CuttableProxy {
+ public:
+  CuttableProxy(std::string host, int port)
+      : upstream_host_(std::move(host)), upstream_port_(port) {}
+  ~CuttableProxy() { stop(); }
+
+  bool start() {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(std::uint16_t(port_));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return false;
+    if (::listen(listen_fd_, 64) != 0) return false;
+    socklen_t len = sizeof(a);
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    running_ = true;
+    acceptor_ = std::thread([this] { accept_loop(); });
+    return true;
+  }
+
+  void stop() {
+    if (!running_.exchange(false)) return;
+    acceptor_.join();
+    ::close(listen_fd_);
+    {
+      std::lock_guard lock(mutex_);
+      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    for (auto& t : pumps_) t.join();
+    pumps_.clear();
+    std::lock_guard lock(mutex_);
+    for (int fd : fds_) ::close(fd);
+    fds_.clear();
+  }
+
+  int port() const { return port_; }
+  std::string seen() {
+    std::lock_guard lock(mutex_);
+    return seen_;
+  }
+
+ private:
+  void accept_loop() {
+    while (running_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (client < 0) continue;
+      int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(std::uint16_t(upstream_port_));
+      ::inet_pton(AF_INET, upstream_host_.c_str(), &a.sin_addr);
+      if (::connect(server, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+        ::close(client);
+        ::close(server);
+        continue;
+      }
+      std::lock_guard lock(mutex_);
+      fds_.push_back(client);
+      fds_.push_back(server);
+      pumps_.emplace_back([this, client, server] { pump(client, server); });
+    }
+  }
+
+  void pump(int client, int server) {
+    std::vector<char> buffer(256 * 1024);
+    pollfd p[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
+    while (running_) {
+      if (::poll(p, 2, 50) <= 0) continue;
+      for (int i = 0; i < 2; ++i) {
+        if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        ssize_t n = ::read(p[i].fd, buffer.data(), buffer.size());
+        if (n <= 0) {
+          ::shutdown(client, SHUT_RDWR);
+          ::shutdown(server, SHUT_RDWR);
+          return;
+        }
+        if (i == 0) note(std::string_view(buffer.data(), std::size_t(n)));
+        for (ssize_t off = 0; off < n;) {
+          ssize_t w = ::send(p[1 - i].fd, buffer.data() + off, std::size_t(n - off), MSG_NOSIGNAL);
+          if (w <= 0) return;
+          off += w;
+        }
+      }
+    }
+  }
+
+  // Keeps the request lines of what the client sends.
+  void note(std::string_view data) {
+    data = data.substr(0, 4096);
+    std::lock_guard lock(mutex_);
+    for (std::size_t end = data.find(" HTTP/1.1\r\n"); end != std::string_view::npos;
+         end = data.find(" HTTP/1.1\r\n", end + 1)) {
+      std::size_t begin = data.rfind('\n', end);
+      begin = begin == std::string_view::npos ? 0 : begin + 1;
+      seen_ += std::string(data.substr(begin, end - begin)) + "\n";
+    }
+  }
+
+  std::string upstream_host_;
+  int upstream_port_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> running_{false};
+  std::thread acceptor_;
+  std::mutex mutex_;
+  std::vector<int> fds_;
+  std::vector<std::thread> pumps_;
+  std::string seen_;
+};
+
+// --- tests ---------------------------------------------------------------------------------
+
+TEST(StoreS3Store, RoundTripsAroundThePartSize) {
+  Server server;
+  if (!s3_env(server)) return;
+  auto store = make(config_for(server.endpoint, server.bucket), test_options());
+  ASSERT_TRUE(store);
+  std::uint64_t seed = 100;
+  for (std::uint64_t size : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{kPart - 1},
+                             std::uint64_t{kPart}, std::uint64_t{kPart + 1}}) {
+    std::string key = run_prefix() + "round/" + std::to_string(size) + ".bin";
+    std::string fed;
+    auto put = put_pattern(*store, key, ++seed, size, &fed);
+    ASSERT_TRUE(put.ok()) << size << ": " << put.status().message();
+    EXPECT_EQ(put->key, key);
+    EXPECT_EQ(put->size, size);
+    EXPECT_EQ(put->sha256_hex, fed);
+    EXPECT_FALSE(put->etag.empty());
+    EXPECT_EQ(put->etag.find('"'), std::string::npos);
+    // One PUT up to a part; a multipart upload past it.
+    EXPECT_EQ(store->stats().multipart_completed.load(), size > kPart ? 1u : 0u) << size;
+
+    auto meta = head(*store, key);
+    ASSERT_TRUE(meta.ok()) << meta.status().message();
+    EXPECT_EQ(meta->size, size);
+    EXPECT_EQ(meta->etag, put->etag);
+    // The stored key carries the hash prefix; the user's key does not.
+    auto raw = std::make_shared<std::promise<Result<s3::ObjectInfo>>>();
+    store->client().head_object(store->layout().stored_key(key),
+                                [raw](Result<s3::ObjectInfo> r) { raw->set_value(std::move(r)); });
+    EXPECT_TRUE(raw->get_future().get().ok());
+
+    Got got = get_all(*store, key);
+    ASSERT_TRUE(got.status.ok()) << got.status.message();
+    EXPECT_EQ(got.start.length, size);
+    EXPECT_EQ(got.bytes, size);
+    EXPECT_TRUE(got.in_order);
+    EXPECT_EQ(got.sha256, fed);
+  }
+  EXPECT_EQ(store->pool().in_use(), 0u);
+  EXPECT_EQ(head(*store, run_prefix() + "round/missing").status().kind(), ErrorKind::not_found);
+  EXPECT_EQ(get_all(*store, run_prefix() + "round/missing").status.kind(), ErrorKind::not_found);
+}
+
+TEST(StoreS3Store, HundredMegabytesThroughFewBuffers) {
+  Server server;
+  if (!s3_env(server)) return;
+  StoreOptions options;  // the defaults: 8 MiB parts, 8 buffers, 4 per transfer
+  auto store = make(config_for(server.endpoint, server.bucket), options);
+  ASSERT_TRUE(store);
+  const std::uint64_t size = 100ull << 20;
+  std::string key = run_prefix() + "big/hundred.bin";
+  std::string fed;
+  auto put = put_pattern(*store, key, 7, size, &fed);
+  ASSERT_TRUE(put.ok()) << put.status().message();
+  EXPECT_EQ(put->sha256_hex, fed);
+  EXPECT_LE(store->pool().high_water(), options.parts_per_transfer);
+  EXPECT_EQ(store->stats().multipart_completed.load(), 1u);
+
+  store->pool().in_use();
+  Got got = get_all(*store, key, std::nullopt, /*keep=*/false);
+  ASSERT_TRUE(got.status.ok()) << got.status.message();
+  EXPECT_EQ(got.bytes, size);
+  EXPECT_TRUE(got.in_order);
+  EXPECT_EQ(got.sha256, fed);
+  EXPECT_LE(store->pool().high_water(), options.parts_per_transfer);
+  EXPECT_EQ(store->pool().in_use(), 0u);
+}
+
+TEST(StoreS3Store, RangeReads) {
+  Server server;
+  if (!s3_env(server)) return;
+  auto store = make(config_for(server.endpoint, server.bucket), test_options());
+  ASSERT_TRUE(store);
+  const std::uint64_t size = 3 * kPart + 1000;
+  std::string key = run_prefix() + "range/r.bin";
+  ASSERT_TRUE(put_pattern(*store, key, 9, size).ok());
+  std::vector<std::byte> all(size);
+  fill_pattern(9, 0, all);
+  struct Case {
+    ByteRange range;
+    std::uint64_t offset, length;
+  };
+  std::vector<Case> cases = {
+      // (Not bytes=0-0: s3rver answers it with the whole object.)
+      {{1, 1, 0}, 1, 1},
+      {{kPart - 5, kPart + 5, 0}, kPart - 5, 11},
+      {{kPart / 2, std::nullopt, 0}, kPart / 2, size - kPart / 2},  // over four GETs
+      {{0, std::nullopt, 700}, size - 700, 700},
+      {{size - 1, size + 50, 0}, size - 1, 1},
+  };
+  for (const auto& c : cases) {
+    Got got = get_all(*store, key, c.range);
+    ASSERT_TRUE(got.status.ok()) << got.status.message();
+    EXPECT_EQ(got.start.offset, c.offset);
+    EXPECT_EQ(got.start.length, c.length);
+    ASSERT_EQ(got.data.size(), c.length);
+    EXPECT_TRUE(std::equal(got.data.begin(), got.data.end(), all.begin() + c.offset));
+    EXPECT_TRUE(got.in_order);
+  }
+  Got past = get_all(*store, key, ByteRange{size, std::nullopt, 0});
+  EXPECT_TRUE(past.status.ok());
+  EXPECT_TRUE(past.start.range_unsatisfiable);
+  EXPECT_EQ(past.bytes, 0u);
+}
+
+TEST(StoreS3Store, ListingMergesPartitionsAndPaginates) {
+  Server server;
+  if (!s3_env(server)) return;
+  auto store = make(config_for(server.endpoint, server.bucket), test_options());
+  ASSERT_TRUE(store);
+  std::string base = run_prefix() + "list/";
+  std::vector<std::string> keys;
+  std::set<std::size_t> partitions;
+  for (int i = 0; i < 45; ++i) {
+    keys.push_back(base + (i % 3 == 0 ? "sub/" : "") + "k" + std::to_string(i * 37 % 100));
+    partitions.insert(store->layout().partition_of(keys.back()));
+  }
+  EXPECT_GE(partitions.size(), 12u);
+  std::sort(keys.begin(), keys.end());
+  for (const auto& k : keys) ASSERT_TRUE(put_pattern(*store, k, 1, k.size()).ok()) << k;
+
+  for (std::size_t limit : {std::size_t{1000}, std::size_t{7}, std::size_t{1}}) {
+    std::vector<std::string> got;
+    ListRequest request{base, "", limit};
+    int pages = 0;
+    while (true) {
+      auto page = list(*store, request);
+      ASSERT_TRUE(page.ok()) << page.status().message();
+      ++pages;
+      ASSERT_LE(page->objects.size(), limit);
+      for (auto& o : page->objects) {
+        got.push_back(o.key);
+        EXPECT_EQ(o.size, o.key.size());
+        EXPECT_FALSE(o.etag.empty());
+      }
+      if (page->next.empty()) break;
+      request.after = page->next;
+      ASSERT_LT(pages, 100);
+    }
+    EXPECT_EQ(got, keys) << "limit " << limit;
+    EXPECT_EQ(pages, int((keys.size() + limit - 1) / limit)) << "limit " << limit;
+  }
+  std::vector<std::string> sub;
+  for (auto& k : keys)
+    if (k.starts_with(base + "sub/")) sub.push_back(k);
+  auto page = list(*store, {base + "sub/", "", 1000});
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->objects.size(), sub.size());
+  for (std::size_t i = 0; i < sub.size(); ++i) EXPECT_EQ(page->objects[i].key, sub[i]);
+
+  // remove, then the listing no longer has it.
+  auto removed = std::make_shared<std::promise<Status>>();
+  store->remove(keys[0], [removed](Status s) { removed->set_value(s); });
+  EXPECT_TRUE(removed->get_future().get().ok());
+  auto after = list(*store, {base, "", 1000});
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->objects.size(), keys.size() - 1);
+  EXPECT_EQ(after->objects.front().key, keys[1]);
+}
+
+TEST(StoreS3Store, ServerGoneMidUploadAbortsTheMultipartUpload) {
+  Server server;
+  if (!s3_env(server)) return;
+  // host:port of the real server, behind a proxy the test can cut.
+  std::string hostport = server.endpoint.substr(server.endpoint.find("//") + 2);
+  CuttableProxy proxy(hostport.substr(0, hostport.find(':')),
+                      std::stoi(hostport.substr(hostport.find(':') + 1)));
+  ASSERT_TRUE(proxy.start());
+  auto config = config_for("http://127.0.0.1:" + std::to_string(proxy.port()), server.bucket);
+  config.max_attempts = 2;
+  config.connect_timeout = 1000ms;
+  config.stall_timeout = 2000ms;
+  auto store = make(config, test_options());
+  ASSERT_TRUE(store);
+  auto direct = make(config_for(server.endpoint, server.bucket), test_options());
+  ASSERT_TRUE(direct);
+
+  std::string key = run_prefix() + "cut/never.bin";
+  Feeder feeder;
+  auto upload = store->begin_put(key, std::nullopt, feeder.callback());
+  ASSERT_TRUE(upload.ok());
+  ASSERT_TRUE(feeder.feed(**upload, 5, 0, 2 * kPart + 100).ok());
+  // Wait until parts are on their way, then cut the server off.
+  for (int i = 0; i < 500 && proxy.seen().find("partNumber=") == std::string::npos; ++i)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_NE(proxy.seen().find("partNumber="), std::string::npos) << proxy.seen();
+  proxy.stop();
+  Status fed = feeder.feed(**upload, 5, 2 * kPart + 100, 40 * kPart, nullptr, 30s);
+  ASSERT_FALSE(fed.ok()) << "the upload went on without its server";
+  EXPECT_EQ(fed.kind(), ErrorKind::transient) << fed.message();
+  // The first abort fails too; the server is back before the store tries
+  // again a second later, and that abort gets through.
+  std::this_thread::sleep_for(500ms);
+  ASSERT_TRUE(proxy.start());
+  auto put = finish(**upload);
+  ASSERT_FALSE(put.ok());
+  EXPECT_EQ(put.status().kind(), ErrorKind::transient) << put.status().message();
+  EXPECT_EQ(store->stats().multipart_started.load(), 1u);
+  EXPECT_EQ(store->stats().multipart_aborted.load(), 1u);
+  EXPECT_EQ(store->stats().abort_failures.load(), 0u);
+
+  std::string seen = proxy.seen();
+  std::size_t del = seen.find("DELETE ");
+  ASSERT_NE(del, std::string::npos) << seen;
+  std::size_t id_at = seen.find("uploadId=", del);
+  ASSERT_NE(id_at, std::string::npos) << seen;
+  id_at += 9;
+  std::size_t id_end = id_at;
+  while (id_end < seen.size() && std::isalnum(static_cast<unsigned char>(seen[id_end]))) ++id_end;
+  std::string upload_id = seen.substr(id_at, id_end - id_at);
+  ASSERT_FALSE(upload_id.empty()) << seen;
+  // The upload is gone: aborting it again finds no such upload.
+  auto again = std::make_shared<std::promise<Status>>();
+  direct->client().abort_multipart_upload(direct->layout().stored_key(key), upload_id,
+                                          [again](Status s) { again->set_value(s); });
+  EXPECT_EQ(again->get_future().get().kind(), ErrorKind::not_found);
+  EXPECT_EQ(head(*direct, key).status().kind(), ErrorKind::not_found);
+  EXPECT_EQ(store->pool().in_use(), 0u);
+  proxy.stop();
+}
+
+TEST(StoreS3Store, HeldChunksStopTheRangedGets) {
+  Server server;
+  if (!s3_env(server)) return;
+  auto options = test_options();  // 3 buffers per transfer
+  auto store = make(config_for(server.endpoint, server.bucket), options);
+  ASSERT_TRUE(store);
+  const std::uint64_t size = 6 * kPart + 3;
+  std::string key = run_prefix() + "held/six.bin";
+  std::string fed;
+  ASSERT_TRUE(put_pattern(*store, key, 21, size, &fed).ok());
+  store->pool().in_use();
+
+  std::mutex mutex;
+  std::vector<Chunk> held;
+  auto sha = std::make_shared<Sha256Stream>();
+  auto done = std::make_shared<std::promise<Status>>();
+  GetSink sink;
+  sink.on_chunk = [&](Chunk c) {
+    std::lock_guard lock(mutex);
+    held.push_back(std::move(c));
+  };
+  sink.on_done = [done](Status s) { done->set_value(std::move(s)); };
+  auto download = store->get(key, std::nullopt, std::move(sink));
+  ASSERT_TRUE(download.ok());
+  std::this_thread::sleep_for(500ms);
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(held.size(), options.parts_per_transfer);  // and no more GETs meanwhile
+  }
+  EXPECT_EQ(store->pool().in_use(), options.parts_per_transfer);
+  auto future = done->get_future();
+  std::uint64_t bytes = 0;
+  while (future.wait_for(5ms) != std::future_status::ready) {
+    std::lock_guard lock(mutex);
+    for (auto& c : held) {
+      sha->update(c.data());
+      bytes += c.data().size();
+    }
+    held.clear();
+  }
+  ASSERT_TRUE(future.get().ok());
+  for (auto& c : held) {
+    sha->update(c.data());
+    bytes += c.data().size();
+  }
+  held.clear();
+  EXPECT_EQ(bytes, size);
+  EXPECT_EQ(sha->finish_hex(), fed);
+  EXPECT_EQ(store->pool().in_use(), 0u);
+}
+
+TEST(StoreS3Store, AbortRemovesTheParts) {
+  Server server;
+  if (!s3_env(server)) return;
+  auto store = make(config_for(server.endpoint, server.bucket), test_options());
+  ASSERT_TRUE(store);
+  std::string key = run_prefix() + "abort/dropped.bin";
+  Feeder feeder;
+  auto upload = store->begin_put(key, std::nullopt, feeder.callback());
+  ASSERT_TRUE(upload.ok());
+  ASSERT_TRUE(feeder.feed(**upload, 5, 0, 3 * kPart + 1).ok());
+  (*upload)->abort();
+  auto put = finish(**upload);
+  EXPECT_FALSE(put.ok());
+  EXPECT_EQ(store->stats().multipart_aborted.load(), 1u);
+  EXPECT_EQ(head(*store, key).status().kind(), ErrorKind::not_found);
+  EXPECT_EQ(store->pool().in_use(), 0u);
+}
+
+TEST(StoreS3Store, ConcurrentUploadsShareTheBoundedPool) {
+  Server server;
+  if (!s3_env(server)) return;
+  auto options = test_options();  // 6 buffers, 3 per transfer
+  auto store = make(config_for(server.endpoint, server.bucket), options);
+  ASSERT_TRUE(store);
+  constexpr int kUploads = 5;
+  const std::uint64_t size = 3 * kPart + 12345;
+  std::vector<std::thread> threads;
+  std::vector<Result<PutResult>> results(kUploads, Status::invalid("not run"));
+  for (int i = 0; i < kUploads; ++i) {
+    threads.emplace_back([&, i] {
+      results[i] = put_pattern(*store, run_prefix() + "many/" + std::to_string(i), 50 + i, size);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kUploads; ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << ": " << results[i].status().message();
+    EXPECT_EQ(results[i]->sha256_hex, pattern_sha(50 + i, size));
+    Got got = get_all(*store, run_prefix() + "many/" + std::to_string(i), std::nullopt, false);
+    ASSERT_TRUE(got.status.ok());
+    EXPECT_EQ(got.sha256, results[i]->sha256_hex);
+  }
+  EXPECT_LE(store->pool().high_water(), options.part_count);
+  EXPECT_EQ(store->pool().in_use(), 0u);
+}
+
+TEST(StoreS3Store, MakeStoreParsesS3Urls) {
+  Server server;
+  if (!s3_env(server)) return;
+  auto store =
+      make_store("s3://" + server.bucket + "?endpoint=" + server.endpoint + "&region=us-east-1",
+                 test_options());
+  ASSERT_TRUE(store.ok()) << store.status().message();
+  std::string key = run_prefix() + "url/k";
+  ASSERT_TRUE(put_pattern(**store, key, 1, 10).ok());
+  EXPECT_TRUE(head(**store, key).ok());
+  EXPECT_FALSE(make_store("s3://", test_options()).ok());
+  EXPECT_FALSE(make_store("s3://b?color=red", test_options()).ok());
+}
+
+}  // namespace
+}  // namespace kiroku
