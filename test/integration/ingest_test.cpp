@@ -60,7 +60,7 @@ TEST(Ingest, StoredRowMatchesTheRequest) {
   EXPECT_EQ(gif.header("Cache-Control"), "no-store");
   EXPECT_EQ(gif.body.size(), 43u);
   EXPECT_EQ(k.stop(), 0);
-  auto rows = sqlite_rows(db, "SELECT name, value, at, client_id, received_at > 0 FROM events ORDER BY id");
+  auto rows = sqlite_rows(db, "SELECT name, value, at, client_id, received_at > 0 FROM events ORDER BY received_at");
   ASSERT_EQ(rows.size(), 3u);
   EXPECT_EQ(rows[0], (std::vector<std::string>{"\xE8\xA8\x98\xE9\x8C\xB2", "-42", "1714564800500000", "req-1", "1"}));
   EXPECT_EQ(rows[1], (std::vector<std::string>{"arr", "9223372036854775807", "1714564800123000", "req-2", "1"}));
