@@ -9,6 +9,7 @@
 # gracefully and checks that every completed request is a row. kiroku runs
 # with the same one worker thread as nginx. Prints a Markdown table.
 # Needs: wrk, nginx, sqlite3 (scripts/setup.sh installs them), a built build/kiroku.
+# For MariaDB: scripts/with-mariadb.sh bench/http_vs_nginx.sh 3 5 process "$KIROKU_TEST_MYSQL_URL"
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 rounds="${1:-3}"
@@ -86,7 +87,12 @@ wait "$kiroku_pid" || true
 kiroku_pid=""
 
 rows="n/a"
-if [[ "$sink" == sqlite://* ]]; then rows=$(sqlite3 "${sink#sqlite://}" 'select count(*) from events'); fi
+if [[ "$sink" == sqlite://* ]]; then
+  rows=$(sqlite3 "${sink#sqlite://}" 'select count(*) from events')
+elif [[ "$sink" == mysql://* && -n "${KIROKU_TEST_MYSQL_CTL:-}" ]]; then
+  db=${sink##*/}; db=${db%%\?*}
+  rows=$("$KIROKU_TEST_MYSQL_CTL" sql "SELECT COUNT(*) FROM $db.events")
+fi
 
 echo "| round | nginx 204 (req/s) | kiroku $durability (req/s) | ratio |"
 echo "|---|---|---|---|"
