@@ -1,6 +1,8 @@
 // multipart.cpp - streaming multipart/form-data parser (see multipart.h).
 #include "http/multipart.h"
 
+#include "common/percent.h"
+
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -43,13 +45,6 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
   while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
   return s;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
 }
 
 Status check_boundary(std::string_view b) {

@@ -122,7 +122,6 @@ std::uint64_t Collector::pending_in_shards() const {
 }
 
 bool Collector::admit(Shard& s, std::size_t bytes, http::Reply& reply) {
-  (void)s;
   if (spool_) {
     if (spool_->would_exceed(bytes)) {
       if (metrics_.rejected_full) metrics_.rejected_full->inc(s.index);
@@ -151,7 +150,7 @@ void Collector::handle_query(const http::Request& req, http::Reply& reply, Answe
   EventView e{s.ids.next(now_us / 1000), now_us, in.at_us.value_or(now_us), in.value, in.name, in.client_id};
   const std::size_t before = s.current->bytes.size();
   s.current->append(e);
-  commit(s, req, reply, before, 1, answer);
+  commit(s, reply, before, 1, answer);
 }
 
 void Collector::handle_batch(const http::Request& req, http::Reply& reply) {
@@ -180,7 +179,7 @@ void Collector::handle_batch(const http::Request& req, http::Reply& reply) {
     return;
   }
   if (n == 0) {
-    answer_now(reply, Answer::accepted, 0);
+    send_answer(reply, Answer::accepted, 0);
     return;
   }
   // Admission is decided on the whole batch, after parsing.
@@ -188,12 +187,10 @@ void Collector::handle_batch(const http::Request& req, http::Reply& reply) {
     rollback();
     return;
   }
-  commit(s, req, reply, before, n, Answer::accepted);
+  commit(s, reply, before, n, Answer::accepted);
 }
 
-void Collector::commit(Shard& s, const http::Request& req, http::Reply& reply, std::size_t before,
-                       std::size_t n, Answer answer) {
-  (void)req;
+void Collector::commit(Shard& s, http::Reply& reply, std::size_t before, std::size_t n, Answer answer) {
   if (spool_) {
     Status st;
     if (!s.segment.is_open()) {
@@ -232,7 +229,7 @@ void Collector::commit(Shard& s, const http::Request& req, http::Reply& reply, s
   switch (options_.durability) {
     case Durability::none:
     case Durability::process:
-      answer_now(reply, answer, n);
+      send_answer(reply, answer, n);
       break;
     case Durability::fsync:
       s.sync_waiting.push_back({reply.defer(), answer, static_cast<std::uint32_t>(n)});
@@ -244,8 +241,6 @@ void Collector::commit(Shard& s, const http::Request& req, http::Reply& reply, s
   }
   if (s.current->count >= options_.batch_max) flush_shard(s);
 }
-
-void Collector::answer_now(http::Reply& reply, Answer answer, std::size_t n) { send_answer(reply, answer, n); }
 
 void Collector::schedule_sync(Shard& s) {
   if (s.sync_scheduled) return;

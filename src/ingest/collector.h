@@ -72,9 +72,7 @@ class Collector {
   void arm_timer(Shard& s);
   // Appends the records of `n` events (already in s.current from `before`)
   // to the spool and answers; rolls back on failure.
-  void commit(Shard& s, const http::Request& req, http::Reply& reply, std::size_t before,
-              std::size_t n, Answer answer);
-  void answer_now(http::Reply& reply, Answer answer, std::size_t n);
+  void commit(Shard& s, http::Reply& reply, std::size_t before, std::size_t n, Answer answer);
   bool admit(Shard& s, std::size_t bytes, http::Reply& reply);
   void schedule_sync(Shard& s);
   void run_sync(Shard& s);

@@ -54,11 +54,14 @@ enum class DecodeResult { ok, need_more, corrupt };
 
 // Decodes the record at the start of `bytes`. On ok, sets `e` and `size` (the
 // record's total length). need_more: `bytes` holds only the start of a record
-// (a torn tail, in a file). corrupt: bad length or checksum.
-DecodeResult decode_record(std::string_view bytes, EventView& e, std::size_t& size);
+// (a torn tail, in a file). corrupt: bad length or checksum (the checksum is
+// checked unless `verify` is false: bytes already checked or built here).
+DecodeResult decode_record(std::string_view bytes, EventView& e, std::size_t& size,
+                           bool verify = true);
 
 // Iterates the records of a buffer known to be well-formed (built by
-// append_record in this process).
+// append_record in this process, or handed out by read_segment, which has
+// checked them): checksums are not verified again.
 class RecordReader {
  public:
   explicit RecordReader(std::string_view bytes) : bytes_(bytes) {}

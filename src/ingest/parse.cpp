@@ -7,13 +7,6 @@
 namespace kiroku {
 namespace {
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 bool all_digits(std::string_view s) {
   if (s.empty()) return false;
   for (char c : s)
@@ -42,26 +35,6 @@ bool fixed_digits(std::string_view s, std::size_t pos, std::size_t n, unsigned& 
 }
 
 }  // namespace
-
-std::optional<std::size_t> percent_decode(std::string_view in, char* out, std::size_t cap,
-                                          bool plus_is_space) {
-  std::size_t n = 0;
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
-    if (c == '%') {
-      if (i + 2 >= in.size()) return std::nullopt;
-      const int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      c = static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
-      c = ' ';
-    }
-    if (n == cap) return std::nullopt;
-    out[n++] = c;
-  }
-  return n;
-}
 
 bool valid_utf8(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());

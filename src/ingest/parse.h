@@ -7,15 +7,10 @@
 #include <optional>
 #include <string_view>
 
+#include "common/percent.h"
 #include "ingest/event.h"
 
 namespace kiroku {
-
-// Percent-decodes `in` (and '+' as space when `plus_is_space`) into `out`,
-// which has room for `cap` bytes. Returns the decoded length, or nullopt if a
-// '%' is not followed by two hex digits or the result does not fit.
-std::optional<std::size_t> percent_decode(std::string_view in, char* out, std::size_t cap,
-                                          bool plus_is_space = true);
 
 // True if `s` is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
 bool valid_utf8(std::string_view s);

@@ -1,6 +1,8 @@
 // mysql_url.cpp - parsing of mysql:// sink URLs (grammar in mysql_url.h).
 #include "sink/mysql/mysql_url.h"
 
+#include "common/percent.h"
+
 #include <algorithm>
 #include <cstdio>
 
@@ -29,32 +31,14 @@ std::string quoted(std::string_view s) {
   return out;
 }
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // Percent-decodes `in` into `out`. `what` names the part for the error message;
 // the text itself is not shown (it may be a password).
 Status percent_decode(std::string_view in, std::string_view what, std::string& out) {
-  out.clear();
-  out.reserve(in.size());
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out += in[i];
-      continue;
-    }
-    const int hi = i + 1 < in.size() ? hex_digit(in[i + 1]) : -1;
-    const int lo = i + 2 < in.size() ? hex_digit(in[i + 2]) : -1;
-    if (hi < 0 || lo < 0) {
-      return bad("bad percent-encoding in " + std::string(what) +
-                 " (a '%' must be followed by two hex digits)");
-    }
-    out += static_cast<char>(hi * 16 + lo);
-    i += 2;
-  }
+  auto decoded = kiroku::percent_decode(in);
+  if (!decoded)
+    return bad("bad percent-encoding in " + std::string(what) +
+               " (a '%' must be followed by two hex digits)");
+  out = std::move(*decoded);
   if (out.find('\0') != std::string::npos) return bad(std::string(what) + " contains a NUL byte");
   return {};
 }
@@ -114,7 +98,7 @@ Result<MysqlUrl> parse_mysql_url(std::string_view url) {
     if (close == std::string_view::npos) return bad("missing ']' after IPv6 host");
     out.host = std::string(hostport.substr(1, close - 1));
     for (const char c : out.host) {
-      if (hex_digit(c) < 0 && c != ':' && c != '.') return bad("bad IPv6 host " + quoted(out.host));
+      if (hex_value(c) < 0 && c != ':' && c != '.') return bad("bad IPv6 host " + quoted(out.host));
     }
     if (out.host.empty()) return bad("empty IPv6 host");
     const std::string_view after = hostport.substr(close + 1);

@@ -476,32 +476,6 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
   }
 };
 
-namespace {
-
-class FileUpload final : public Upload {
- public:
-  explicit FileUpload(std::shared_ptr<FileStore::UploadState> state) : state_(std::move(state)) {}
-  ~FileUpload() override {
-    bool finishing;
-    {
-      std::lock_guard lock(state_->mutex);
-      finishing = state_->finishing;
-    }
-    if (!finishing) state_->abort();
-  }
-  Result<std::size_t> write(std::span<const std::byte> data) override {
-    return state_->write(data);
-  }
-  void finish(std::function<void(Result<PutResult>)> done) override {
-    state_->finish(std::move(done));
-  }
-  void abort() override { state_->abort(); }
-
- private:
-  std::shared_ptr<FileStore::UploadState> state_;
-};
-
-}  // namespace
 
 Result<std::unique_ptr<Upload>> FileStore::begin_put(std::string_view key,
                                                      std::optional<std::uint64_t> expected_size,
@@ -514,7 +488,7 @@ Result<std::unique_ptr<Upload>> FileStore::begin_put(std::string_view key,
   state->when_writable = std::move(when_writable);
   // Writes to one file are sequential: one part filling while one is written.
   state->cap = std::min<std::size_t>(options_.parts_per_transfer, 2);
-  return std::unique_ptr<Upload>(new FileUpload(std::move(state)));
+  return std::unique_ptr<Upload>(new UploadHandle<FileStore::UploadState>(std::move(state)));
 }
 
 // --- downloads -------------------------------------------------------------------------

@@ -448,32 +448,6 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
   }
 };
 
-namespace {
-
-class S3Upload final : public Upload {
- public:
-  explicit S3Upload(std::shared_ptr<S3Store::UploadState> state) : state_(std::move(state)) {}
-  ~S3Upload() override {
-    bool finishing;
-    {
-      std::lock_guard lock(state_->mutex);
-      finishing = state_->finishing;
-    }
-    if (!finishing) state_->abort();
-  }
-  Result<std::size_t> write(std::span<const std::byte> data) override {
-    return state_->write(data);
-  }
-  void finish(std::function<void(Result<PutResult>)> done) override {
-    state_->finish(std::move(done));
-  }
-  void abort() override { state_->abort(); }
-
- private:
-  std::shared_ptr<S3Store::UploadState> state_;
-};
-
-}  // namespace
 
 Result<std::unique_ptr<Upload>> S3Store::begin_put(std::string_view key,
                                                    std::optional<std::uint64_t> expected_size,
@@ -489,7 +463,7 @@ Result<std::unique_ptr<Upload>> S3Store::begin_put(std::string_view key,
   state->expected_size = expected_size;
   state->when_writable = std::move(when_writable);
   state->cap = options_.parts_per_transfer;
-  return std::unique_ptr<Upload>(new S3Upload(std::move(state)));
+  return std::unique_ptr<Upload>(new UploadHandle<S3Store::UploadState>(std::move(state)));
 }
 
 // --- downloads ----------------------------------------------------------------------------
