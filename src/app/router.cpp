@@ -6,6 +6,7 @@
 
 #include <chrono>
 
+#include "app/file_api.h"
 #include "ingest/batch_writer.h"
 #include "ingest/collector.h"
 #include "ops/dashboard.h"
@@ -14,6 +15,7 @@
 
 #include <boost/asio/post.hpp>
 #include <charconv>
+#include <limits>
 #include <memory>
 
 namespace kiroku {
@@ -31,6 +33,7 @@ const char* route_name(Route r) {
     case Route::dashboard: return "dashboard";
     case Route::pprof_profile: return "pprof_profile";
     case Route::pprof_heap: return "pprof_heap";
+    case Route::files: return "files";
     case Route::not_found: return "not_found";
     case Route::count_: break;
   }
@@ -69,12 +72,30 @@ Route Router::route_of(std::string_view path) {
   if (path == "/dashboard") return Route::dashboard;
   if (path == "/debug/pprof/profile") return Route::pprof_profile;
   if (path == "/debug/pprof/heap") return Route::pprof_heap;
+  if (path == "/files" || path.starts_with("/files/")) return Route::files;
   return Route::not_found;
 }
 
 std::uint64_t Router::body_limit(http::Method method, std::string_view path) {
-  if (method == http::Method::post && route_of(path) == Route::events) return deps_.max_body_bytes;
+  const Route route = route_of(path);
+  if (method == http::Method::post && route == Route::events) return deps_.max_body_bytes;
+  // Uploads are streamed through pooled buffers: any length.
+  if ((method == http::Method::put || method == http::Method::post) && route == Route::files)
+    return std::numeric_limits<std::uint64_t>::max();
   return 64 * 1024;  // small bodies elsewhere are read and ignored
+}
+
+std::shared_ptr<http::BodyReader> Router::stream_body(const http::Request& req, http::Reply& reply) {
+  using M = http::Method;
+  if (req.method != M::put && req.method != M::post) return nullptr;
+  if (route_of(req.path) != Route::files) return nullptr;
+  if (!requests_.empty()) requests_[static_cast<int>(Route::files)]->inc(req.shard);
+  if (!authorized(req, reply)) return nullptr;
+  if (!deps_.files) {
+    reply.error(503, "the file API is not available");
+    return nullptr;
+  }
+  return deps_.files->upload(req, reply);
 }
 
 void Router::readyz(http::Reply& reply) {
@@ -209,6 +230,11 @@ void Router::handle(const http::Request& req, http::Reply& reply) {
         if (heap.ok()) reply.send(200, kProfileContentType, heap.value());
         else reply.error(503, heap.status().message());
       }
+      break;
+    case Route::files:
+      if (!authorized(req, reply)) break;
+      if (!deps_.files) reply.error(503, "the file API is not available");
+      else deps_.files->handle(req, reply);
       break;
     case Route::not_found:
     case Route::count_:

@@ -15,6 +15,7 @@ class Registry;
 class Counter;
 class Histogram;
 class Profiler;
+class FileApi;
 
 enum class Route : std::uint8_t {
   collect,  // GET / and GET /collect
@@ -27,6 +28,7 @@ enum class Route : std::uint8_t {
   dashboard,
   pprof_profile,
   pprof_heap,
+  files,
   not_found,
   count_
 };
@@ -36,6 +38,7 @@ struct RouterDeps {
   BatchWriter* writer = nullptr;
   Registry* registry = nullptr;
   Profiler* profiler = nullptr;
+  FileApi* files = nullptr;  // the file API; null: /files answers 503
   std::size_t max_body_bytes = 8 * 1024 * 1024;
   // Guards the profiling endpoints (and the file API): a bearer token, or
   // loopback peers only when empty.
@@ -50,10 +53,14 @@ class Router final : public http::Handler {
 
   std::uint64_t body_limit(http::Method method, std::string_view path) override;
   void handle(const http::Request& req, http::Reply& reply) override;
+  // Uploads (PUT /files/{key}, POST /files) are streamed to the file API.
+  std::shared_ptr<http::BodyReader> stream_body(const http::Request& req, http::Reply& reply) override;
 
   // The collector is built after the server (it needs the shards).
   void set_collector(Collector* c) { deps_.collector = c; }
   void set_server(http::HttpServer* s) { server_ = s; }
+  // The file API is built after the server (it posts to the shards).
+  void set_files(FileApi* f) { deps_.files = f; }
 
   // On a stop signal: /readyz answers 503 from now on. Any thread.
   void set_draining() { draining_.store(true); }

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "app/file_api.h"
 #include "app/router.h"
 #include "http/server.h"
 #include "ingest/batch_writer.h"
@@ -21,6 +22,7 @@
 #include "ops/profiler.h"
 #include "ops/process_stats.h"
 #include "sink/sink.h"
+#include "store/object_store.h"
 
 namespace kiroku {
 namespace {
@@ -132,6 +134,20 @@ int serve(const ServeConfig& cfg) {
                  bytes);
   }
 
+  // The object store of the file API; it outlives the server (chunks still
+  // queued on a shard go back to its pool when the server is destroyed).
+  StoreOptions store_options;
+  store_options.part_size = cfg.part_size;
+  store_options.part_count = cfg.store_buffers;
+  store_options.parts_per_transfer = cfg.part_concurrency;
+  auto made_store = make_store(cfg.store, store_options);
+  if (!made_store.ok()) {
+    const std::string& m = made_store.status().message();
+    return m.starts_with("--store") ? config_error(m.substr(0, m.find(':')), m.substr(m.find(':') + 2))
+                                    : config_error("--store", m);
+  }
+  std::unique_ptr<ObjectStore> store = std::move(*made_store);
+
   Profiler profiler;
   RouterDeps deps;
   deps.profiler = &profiler;
@@ -167,6 +183,8 @@ int serve(const ServeConfig& cfg) {
   collector_ptr = &collector;
   router.set_collector(&collector);
   router.set_server(&server);
+  FileApi files(*store, server, &registry);
+  router.set_files(&files);
 
   // Gauges read at scrape time.
   registry.callback_gauge("kiroku_queue_events", "events accepted and not yet committed", [&] {
@@ -241,6 +259,8 @@ int serve(const ServeConfig& cfg) {
   collector.flush_all();
   const std::uint64_t left = writer.drain_and_stop(deadline);
   server.stop();
+  if (const std::size_t n = files.shut_down(deadline); n > 0)
+    spdlog::warn("stopped with {} object store operations still running", n);
   const auto accepted = cm.accepted->value();
   const auto committed = hooks.committed_events->value();
   if (left == 0) {

@@ -55,7 +55,9 @@ class Result {
   T& value() { return std::get<0>(v_); }
   const T& value() const { return std::get<0>(v_); }
   T& operator*() { return value(); }
+  const T& operator*() const { return value(); }
   T* operator->() { return &value(); }
+  const T* operator->() const { return &value(); }
   const Status& status() const {
     static const Status ok_status;
     return ok() ? ok_status : std::get<1>(v_);

@@ -181,8 +181,10 @@ const OptionSpec kOptions[] = {
      }},
     {"part-size", "S3 multipart part size",
      [](ServeConfig& c, std::string_view v) { return set_size(c.part_size, v, 5ull << 20, 5ull << 30); }},
-    {"part-concurrency", "S3 parts in flight per transfer",
-     [](ServeConfig& c, std::string_view v) { return set_uint(c.part_concurrency, v, 1, 64); }},
+    {"part-concurrency", "part buffers one transfer may hold: S3 parts or ranged GETs in flight",
+     [](ServeConfig& c, std::string_view v) { return set_uint(c.part_concurrency, v, 2, 64); }},
+    {"store-buffers", "part buffers shared by all transfers (memory bound: part-size x store-buffers)",
+     [](ServeConfig& c, std::string_view v) { return set_uint(c.store_buffers, v, 2, 4096); }},
     {"log-level", "trace, debug, info, warn, error",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        if (v != "trace" && v != "debug" && v != "info" && v != "warn" && v != "error")
@@ -353,6 +355,11 @@ bool ServeOptions::resolve(ServeConfig& out, ConfigError& err, const EnvLookup& 
   }
   if (out.threads == 0) out.threads = std::max(1u, std::min(64u, std::thread::hardware_concurrency()));
   if (out.db_max_idle > out.db_max_open) out.db_max_idle = out.db_max_open;
+  if (out.store_buffers < out.part_concurrency) {
+    err = {"--store-buffers", fmt::format("must be at least --part-concurrency ({}), got {}",
+                                          out.part_concurrency, out.store_buffers)};
+    return false;
+  }
   return true;
 }
 

@@ -60,6 +60,7 @@ struct ServeConfig {
   std::string auth_token;
   std::size_t part_size = 8 * 1024 * 1024;
   unsigned part_concurrency = 4;
+  unsigned store_buffers = 8;
 
   // Operations
   std::string log_level = "info";

@@ -20,6 +20,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
+#include <array>
 #include <chrono>
 #include <ctime>
 #include <fmt/format.h>
@@ -40,6 +41,16 @@ constexpr std::size_t kReadChunk = 8192;
 // A request body buffer larger than this is released after its request, so
 // one large POST does not pin memory on an idle keep-alive connection.
 constexpr std::size_t kKeepBodyCapacity = 256 * 1024;
+// A body answered before it was read (401, 400...) is read and dropped up to
+// this many bytes so that the client sees the answer; past it the connection
+// is closed.
+constexpr std::uint64_t kDiscardMax = 4 * 1024 * 1024;
+// A streamed answer is written in pieces of at most this size, each with its
+// own write deadline: a client must take 256 KiB per --write-timeout.
+constexpr std::size_t kStreamPiece = 256 * 1024;
+// How long a connection may wait for a handler: a deferred answer (always
+// sent, see Deferred) or a paused upload body (the store's own timeouts end it).
+constexpr std::chrono::minutes kWaitForHandler{10};
 
 Method to_method(beast::http::verb v) {
   using beast::http::verb;
@@ -187,6 +198,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool expired(Clock::time_point now) const { return deadline_ < now; }
   // Idle between requests: nothing buffered, nothing being answered.
   bool idle() const { return state_ == State::reading && !parser_ && rbuf_.size() == 0; }
+  // Streams (Deferred::begin/write/end), on the shard thread.
+  void stream_begin(int status, std::string_view content_type, std::uint64_t content_length,
+                    std::string_view extra_headers);
+  void stream_write(std::span<const std::byte> data, std::function<void(bool)> done);
+  void stream_end();
+  // BodyControl::resume.
+  void resume_body() {
+    if (!paused_ || state_ == State::closed) return;
+    paused_ = false;
+    auto self = std::move(paused_self_);
+    if (state_ == State::reading) process();
+  }
   Connection* next() const { return next_; }
 
   void close() {
@@ -195,10 +218,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
     error_code ec;
     socket_.shutdown(tcp::socket::shutdown_both, ec);
     socket_.close(ec);
+    if (reader_) {
+      auto reader = std::move(reader_);
+      reader->on_abort();
+    }
+    paused_self_.reset();
   }
 
   void append_response(int status, std::string_view content_type, std::string_view body,
                        std::string_view extra_headers);
+  // The status line and headers; content_length nullopt: none (no body).
+  void append_head(int status, std::string_view content_type, std::optional<std::uint64_t> content_length,
+                   std::string_view extra_headers);
   void resume_after_deferred();
   Shard& shard() { return shard_; }
 
@@ -224,18 +255,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
                        error_code&) override {
       c_.on_field(name, std::string_view(value));
     }
-    void on_header_impl(error_code&) override {}
+    void on_header_impl(error_code&) override { c_.on_head(); }
     void on_body_init_impl(const boost::optional<std::uint64_t>& length, error_code&) override {
+      if (c_.reader_ || c_.discarding_) return;
       if (length && *length <= c_.body_limit_) c_.body_.reserve(static_cast<std::size_t>(*length));
     }
     std::size_t on_body_impl(beast::string_view body, error_code&) override {
-      c_.body_.append(body.data(), body.size());
-      return body.size();
+      return c_.on_body(std::string_view(body.data(), body.size()));
     }
     void on_chunk_header_impl(std::uint64_t, beast::string_view, error_code&) override {}
     std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view body, error_code&) override {
-      c_.body_.append(body.data(), body.size());
-      return body.size();
+      return c_.on_body(std::string_view(body.data(), body.size()));
     }
     void on_finish_impl(error_code&) override {}
 
@@ -262,6 +292,64 @@ class Connection : public std::enable_shared_from_this<Connection> {
     target_ = store(target);
     const auto q = target.find('?');
     body_limit_ = shard_.server.handler_.body_limit(method_, target.substr(0, q));
+  }
+
+  // The head is complete: fill req_ (all but the body) and let the handler
+  // take the body as a stream, answer at once, or have it read whole.
+  void on_head() {
+    Request& r = req_;
+    r.method = method_;
+    r.method_name = view(method_name_);
+    r.target = view(target_);
+    const auto q = r.target.find('?');
+    r.path = r.target.substr(0, q);
+    r.query = q == std::string_view::npos ? std::string_view{} : r.target.substr(q + 1);
+    r.content_type = view(content_type_);
+    r.authorization = view(authorization_);
+    r.range = view(range_);
+    r.body = {};
+    const auto len = parser_->content_length();
+    r.content_length = len ? std::optional<std::uint64_t>(*len) : std::nullopt;
+    r.keep_alive = parser_->keep_alive();
+    r.peer_loopback = loopback_;
+    r.shard = shard_.index;
+    r.received_us = unix_us_now();
+
+    Reply reply(*this);
+    try {
+      reader_ = shard_.server.handler_.stream_body(r, reply);
+    } catch (const std::exception& e) {
+      spdlog::error("request {} {}: {}", r.method_name, r.path, e.what());
+      reader_.reset();
+      if (!reply.sent_) reply.error(500, "internal error");
+    }
+    if (reply.sent_ || reply.deferred_) {
+      // Answered before the body: drop the body, then close.
+      reader_.reset();
+      discarding_ = true;
+      discarded_ = 0;
+      close_after_ = true;
+      expect_continue_ = false;
+    } else if (reader_) {
+      if (!r.keep_alive) close_after_ = true;
+      // One body piece per put(), so that a pause stops the parser at once.
+      parser_->eager(false);
+    }
+  }
+
+  std::size_t on_body(std::string_view data) {
+    if (discarding_) {
+      discarded_ += data.size();
+      return data.size();
+    }
+    if (reader_) {
+      if (paused_) return 0;
+      const std::size_t n = reader_->on_body(data);
+      if (n < data.size()) paused_ = true;
+      return std::min(n, data.size());
+    }
+    body_.append(data);
+    return data.size();
   }
 
   void on_field(beast::http::field name, std::string_view value) {
@@ -308,7 +396,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Parses and answers every complete request in the read buffer, then
   // writes the answers, then reads again.
   void process() {
-    while (state_ == State::reading) {
+    while (state_ == State::reading && !paused_) {
       if (rbuf_.size() == 0) break;
       if (!parser_) {
         parser_.emplace(*this);
@@ -319,6 +407,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       error_code ec;
       const std::size_t used = parser_->put(rbuf_.data(), ec);
       rbuf_.consume(used);
+      if (state_ == State::closed) return;
       if (ec == beast::http::error::need_more) {
         maybe_continue();
         break;
@@ -327,13 +416,49 @@ class Connection : public std::enable_shared_from_this<Connection> {
         fail(ec);
         break;
       }
-      if (!parser_->is_done()) {
-        maybe_continue();
-        break;
+      if (discarding_ && discarded_ > kDiscardMax) {
+        close();
+        return;
       }
-      dispatch();
+      if (parser_->is_done()) {
+        if (discarding_) finish_discard();
+        else if (reader_) end_stream();
+        else dispatch();
+        continue;
+      }
+      maybe_continue();
+      // A streamed body is parsed one piece per put(); go on while bytes are left.
+      if (used == 0) break;
     }
     if (state_ == State::reading) flush_or_read();
+  }
+
+  // The body of a request answered early has been read: the connection closes
+  // once the answer is out.
+  void finish_discard() {
+    discarding_ = false;
+    parser_.reset();
+    rbuf_.consume(rbuf_.size());
+  }
+
+  void end_stream() {
+    auto reader = std::move(reader_);
+    parser_.reset();
+    paused_ = false;
+    Reply reply(*this);
+    try {
+      reader->on_end(reply);
+      if (!reply.sent_ && !reply.deferred_) reply.error(500, "the request was not answered");
+    } catch (const std::exception& e) {
+      spdlog::error("request {} {}: {}", req_.method_name, req_.path, e.what());
+      if (!reply.sent_ && !reply.deferred_) reply.error(500, "internal error");
+    }
+    if (reply.deferred_ && !reply.sent_) wait_for_reply();
+  }
+
+  void wait_for_reply() {
+    state_ = State::waiting_reply;
+    set_deadline(kWaitForHandler);
   }
 
   // Answers "Expect: 100-continue" once the head is accepted.
@@ -360,6 +485,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     // After a framing error the rest of the stream cannot be trusted.
     close_after_ = true;
+    discarding_ = false;
+    paused_ = false;
+    if (reader_) {
+      auto reader = std::move(reader_);
+      reader->on_abort();
+    }
     parser_.reset();
     rbuf_.consume(rbuf_.size());
     const std::string body = fmt::format("{{\"error\":\"{}\"}}\n", msg);
@@ -367,21 +498,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void dispatch() {
-    Request& r = req_;
-    r.method = method_;
-    r.method_name = view(method_name_);
-    r.target = view(target_);
-    const auto q = r.target.find('?');
-    r.path = r.target.substr(0, q);
-    r.query = q == std::string_view::npos ? std::string_view{} : r.target.substr(q + 1);
-    r.content_type = view(content_type_);
-    r.authorization = view(authorization_);
-    r.range = view(range_);
+    Request& r = req_;  // filled by on_head
     r.body = body_;
-    r.keep_alive = parser_->keep_alive();
-    r.peer_loopback = loopback_;
-    r.shard = shard_.index;
-    r.received_us = unix_us_now();
     if (!r.keep_alive) close_after_ = true;
     parser_.reset();
 
@@ -393,7 +511,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       spdlog::error("request {} {}: {}", r.method_name, r.path, e.what());
       if (!reply.sent_ && !reply.deferred_) reply.error(500, "internal error");
     }
-    if (reply.deferred_ && !reply.sent_) state_ = State::waiting_reply;
+    if (reply.deferred_ && !reply.sent_) wait_for_reply();
   }
 
   void flush_or_read() {
@@ -402,8 +520,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
       do_write();
       return;
     }
-    if (close_after_) {
+    if (close_after_ && !discarding_) {
       close();
+      return;
+    }
+    if (paused_) {
+      // No read is pending to keep this connection alive while it waits.
+      paused_self_ = shared_from_this();
+      set_deadline(kWaitForHandler);
       return;
     }
     do_read();
@@ -420,7 +544,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
       self->out_.clear();
       if (self->body_.capacity() > kKeepBodyCapacity) std::string().swap(self->body_);
-      if (self->close_after_) {
+      if (self->close_after_ && !self->discarding_) {
         self->close();
         return;
       }
@@ -438,6 +562,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string body_;
   std::optional<Parser> parser_;
   Request req_;
+  std::shared_ptr<BodyReader> reader_;  // the current request's body is streamed to it
+  bool paused_ = false;                 // reader_ took less than offered: wait for resume_body()
+  std::shared_ptr<Connection> paused_self_;  // held while paused
+  bool discarding_ = false;             // answered before its body: read and drop the body
+  std::uint64_t discarded_ = 0;
+  std::uint64_t stream_left_ = 0;  // body bytes a streamed answer still owes
   Method method_ = Method::other;
   Span method_name_, target_, content_type_, authorization_, range_;
   std::uint64_t body_limit_ = 0;
@@ -449,19 +579,75 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection* next_ = nullptr;
 };
 
-void Connection::append_response(int status, std::string_view content_type, std::string_view body,
-                                 std::string_view extra_headers) {
+void Connection::append_head(int status, std::string_view content_type,
+                             std::optional<std::uint64_t> content_length, std::string_view extra_headers) {
   if (shard_.draining) close_after_ = true;
-  const bool no_body = status == 204 || status == 304 || status < 200;
   auto out = std::back_inserter(out_);
   fmt::format_to(out, "HTTP/1.1 {} {}\r\nServer: kiroku\r\nDate: {}\r\n", status, reason_phrase(status),
                  std::string_view(shard_.date, shard_.date_len));
-  if (!no_body) fmt::format_to(out, "Content-Length: {}\r\n", body.size());
+  if (content_length) fmt::format_to(out, "Content-Length: {}\r\n", *content_length);
   if (!content_type.empty()) fmt::format_to(out, "Content-Type: {}\r\n", content_type);
   if (close_after_) out_.append("Connection: close\r\n");
   out_.append(extra_headers);
   out_.append("\r\n");
+}
+
+void Connection::append_response(int status, std::string_view content_type, std::string_view body,
+                                 std::string_view extra_headers) {
+  const bool no_body = status == 204 || status == 304 || status < 200;
+  append_head(status, content_type, no_body ? std::nullopt : std::optional<std::uint64_t>(body.size()),
+              extra_headers);
   if (!no_body && req_.method != Method::head) out_.append(body);
+}
+
+void Connection::stream_begin(int status, std::string_view content_type, std::uint64_t content_length,
+                              std::string_view extra_headers) {
+  append_head(status, content_type, content_length, extra_headers);
+  stream_left_ = req_.method == Method::head ? 0 : content_length;
+}
+
+void Connection::stream_write(std::span<const std::byte> data, std::function<void(bool)> done) {
+  // `done` never runs inside this call: the caller may be holding its own state.
+  if (state_ == State::closed || data.size() > stream_left_) {
+    close();
+    asio::post(shard_.ctx, [done = std::move(done)] { done(false); });
+    return;
+  }
+  if (req_.method == Method::head || data.empty()) {
+    asio::post(shard_.ctx, [done = std::move(done)] { done(true); });
+    return;
+  }
+  stream_left_ -= data.size();
+  const std::size_t piece = std::min(data.size(), kStreamPiece);
+  set_deadline(shard_.server.options_.write_timeout);
+  const std::array<asio::const_buffer, 2> bufs{asio::buffer(out_), asio::buffer(data.data(), piece)};
+  asio::async_write(socket_, bufs,
+                    [self = shared_from_this(), data, piece, done = std::move(done)](error_code ec,
+                                                                                      std::size_t) mutable {
+                      if (self->state_ == State::closed || ec) {
+                        self->close();
+                        done(false);
+                        return;
+                      }
+                      self->out_.clear();
+                      self->set_deadline(kWaitForHandler);
+                      if (piece == data.size()) {
+                        done(true);
+                        return;
+                      }
+                      // The rest of this piece; stream_left_ already counts it.
+                      self->stream_left_ += data.size() - piece;
+                      self->stream_write(data.subspan(piece), std::move(done));
+                    });
+}
+
+void Connection::stream_end() {
+  if (stream_left_ > 0) {
+    // Fewer bytes than the Content-Length announced: only closing tells the client.
+    close();
+    return;
+  }
+  resume_after_deferred();
 }
 
 void Connection::resume_after_deferred() {
@@ -498,23 +684,54 @@ Deferred Reply::defer() {
   return Deferred(conn_.shared_from_this());
 }
 
+BodyControl Reply::body_control() { return BodyControl(conn_.weak_from_this()); }
+
+void BodyControl::resume() const {
+  if (auto c = conn_.lock()) c->resume_body();
+}
+
 Deferred::Deferred(std::shared_ptr<Connection> c) : conn_(std::move(c)) {}
 
 Deferred& Deferred::operator=(Deferred&& o) noexcept {
   if (this != &o) {
-    if (conn_) send(500, "application/json", "{\"error\":\"the request was not answered\"}\n");
+    if (conn_ && begun_) conn_->close();
+    else if (conn_) send(500, "application/json", "{\"error\":\"the request was not answered\"}\n");
     conn_ = std::move(o.conn_);
+    begun_ = std::exchange(o.begun_, false);
   }
   return *this;
 }
 
 Deferred::~Deferred() {
-  if (conn_) send(500, "application/json", "{\"error\":\"the request was not answered\"}\n");
+  if (conn_ && begun_) conn_->close();
+  else if (conn_) send(500, "application/json", "{\"error\":\"the request was not answered\"}\n");
+}
+
+void Deferred::begin(int status, std::string_view content_type, std::uint64_t content_length,
+                     std::string_view extra_headers) {
+  if (!conn_ || begun_) return;
+  begun_ = true;
+  conn_->stream_begin(status, content_type, content_length, extra_headers);
+}
+
+void Deferred::write(std::span<const std::byte> data, std::function<void(bool)> done) {
+  if (!conn_ || !begun_) {
+    done(false);
+    return;
+  }
+  conn_->stream_write(data, std::move(done));
+}
+
+void Deferred::end() {
+  if (!conn_ || !begun_) return;
+  auto c = std::move(conn_);
+  begun_ = false;
+  c->stream_end();
 }
 
 void Deferred::send(int status, std::string_view content_type, std::string_view body,
                     std::string_view extra_headers) {
-  if (!conn_) return;
+  if (!conn_ || begun_) return;
   auto c = std::move(conn_);
   c->append_response(status, content_type, body, extra_headers);
   c->resume_after_deferred();

@@ -13,7 +13,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -38,7 +41,9 @@ struct Request {
   std::string_view content_type;
   std::string_view authorization;
   std::string_view range;
-  std::string_view body;  // whole body (bounded by the handler's body limit)
+  std::string_view body;  // whole body (bounded by the handler's body limit); empty when streamed
+  // Content-Length as sent; nullopt for a chunked body (or none).
+  std::optional<std::uint64_t> content_length;
   bool keep_alive = true;
   bool peer_loopback = false;
   unsigned shard = 0;
@@ -46,6 +51,37 @@ struct Request {
 };
 
 class Connection;
+class Reply;
+
+// Resumes a connection whose BodyReader took fewer bytes than offered. Call
+// resume() on the connection's shard thread; a no-op once the connection is
+// gone or when it is not paused.
+class BodyControl {
+ public:
+  BodyControl() = default;
+  explicit BodyControl(std::weak_ptr<Connection> c) : conn_(std::move(c)) {}
+  void resume() const;
+
+ private:
+  std::weak_ptr<Connection> conn_;
+};
+
+// Takes a request body as it arrives (uploads), instead of the engine reading
+// it whole. Every call runs on the connection's shard thread, in order:
+// on_body zero or more times, then on_end once, or on_abort once if the
+// connection fails first (client gone, timeout, bad framing).
+class BodyReader {
+ public:
+  virtual ~BodyReader() = default;
+  // Like write(2), may take fewer bytes than offered (0 included): the engine
+  // then reads nothing more until BodyControl::resume(), and offers the rest
+  // again. The view is valid only during the call.
+  virtual std::size_t on_body(std::string_view data) = 0;
+  // The whole body was taken: answer with reply (send, or defer and send later).
+  virtual void on_end(Reply& reply) = 0;
+  // The request will never be answered; drop what was started.
+  virtual void on_abort() = 0;
+};
 
 // An answer that a handler sends later (after a commit or an fsync). Holding
 // it keeps the connection alive; send() must be called on the shard thread
@@ -62,8 +98,22 @@ class Deferred {
   void send(int status, std::string_view content_type, std::string_view body,
             std::string_view extra_headers = {});
 
+  // A streamed answer instead of send(): begin() sends the head with the
+  // Content-Length to come, write() sends the next piece of the body, end()
+  // finishes after the last piece. One write at a time: `done` runs on the
+  // shard thread once the piece is in the socket (the bytes must stay valid
+  // until then), with false if the connection failed (stop writing then).
+  // A HEAD request gets the head only: write() just calls done(true).
+  // Dropping the Deferred after begin() without end(), or end() before
+  // content_length bytes, closes the connection (the client sees a short body).
+  void begin(int status, std::string_view content_type, std::uint64_t content_length,
+             std::string_view extra_headers = {});
+  void write(std::span<const std::byte> data, std::function<void(bool)> done);
+  void end();
+
  private:
   std::shared_ptr<Connection> conn_;
+  bool begun_ = false;
 };
 
 // The answer to one request. `extra_headers` is zero or more complete
@@ -78,6 +128,8 @@ class Reply {
   void error(int status, std::string_view message, std::string_view extra_headers = {});
   // Answer later; the connection reads nothing more until then.
   Deferred defer();
+  // For Handler::stream_body: resumes a paused body (see BodyReader::on_body).
+  BodyControl body_control();
   bool sent() const { return sent_; }
   // The status sent, 0 if none yet (deferred or unanswered).
   int status() const { return status_; }
@@ -99,6 +151,17 @@ class Handler {
   virtual std::uint64_t body_limit(Method method, std::string_view path) = 0;
   // Answers `req` with reply.send/error, or reply.defer() and later send.
   virtual void handle(const Request& req, Reply& reply) = 0;
+  // Called once the head is complete, before any of the body: a reader to
+  // take the body as it arrives (handle() is not called then; the reader
+  // answers in on_end), or nullptr to read the body whole and call handle().
+  // It may also answer at once with `reply` (401, 400...): the body is then
+  // read and dropped (up to a few MiB, else the connection is closed) and the
+  // connection closes after the answer. `req.body` is empty here.
+  virtual std::shared_ptr<BodyReader> stream_body(const Request& req, Reply& reply) {
+    (void)req;
+    (void)reply;
+    return nullptr;
+  }
 };
 
 struct ServerOptions {

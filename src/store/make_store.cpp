@@ -44,8 +44,10 @@ Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const Stor
     return Status::invalid("--store: " + s.message());
   if (url.starts_with("file://")) {
     std::string_view rest = url.substr(7);
-    if (!rest.starts_with("/"))
-      return Status::invalid("--store: a file URL needs an absolute path (file:///dir)");
+    // file:///abs/dir, or file://./rel/dir relative to the working directory
+    // (the default, ./kiroku-data/objects).
+    if (!rest.starts_with("/") && !rest.starts_with("./") && !rest.starts_with("../"))
+      return Status::invalid("--store: a file URL needs a path: file:///abs/dir or file://./relative/dir");
     auto path = percent_decode(rest);
     if (!path) return Status::invalid("--store: bad percent-encoding in the file URL");
     auto store = FileStore::open(*path, options);

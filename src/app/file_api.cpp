@@ -1,0 +1,706 @@
+// file_api.cpp - the file API's transfers. Layout:
+//   1. helpers: keys, ranges, dates, error answers;
+//   2. uploads: UploadReader (PUT's raw body), FormReader (POST's form);
+//   3. downloads: DownloadStream, HEAD, DELETE, the listing;
+//   4. FileApi: dispatch, metrics, shut-down.
+// Store callbacks run on store threads; each posts its work to the shard
+// thread of the request, where the connection and the transfer live.
+#include "app/file_api.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <cctype>
+#include <charconv>
+#include <ctime>
+#include <deque>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "common/percent.h"
+#include "http/multipart.h"
+#include "ops/metrics.h"
+#include "store/key_layout.h"
+
+namespace kiroku {
+namespace {
+
+namespace asio = boost::asio;
+using http::Method;
+
+constexpr std::string_view kFilesPrefix = "/files/";
+
+std::int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// JSON text; invalid UTF-8 (from a store's error text) is replaced, not thrown on.
+std::string dump(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+// The answer for a failed store operation (see the top of file_api.h).
+template <typename Answer>
+void send_error(Answer& answer, const Status& st) {
+  int status = 502;
+  std::string_view extra;
+  switch (st.kind()) {
+    case ErrorKind::invalid: status = 400; break;
+    case ErrorKind::not_found: status = 404; break;
+    case ErrorKind::full: status = 507; break;
+    case ErrorKind::transient:
+      status = 503;
+      extra = "Retry-After: 1\r\n";
+      break;
+    default: break;
+  }
+  const nlohmann::json j{{"error", st.message()}};
+  answer.send(status, "application/json", dump(j), extra);
+}
+
+std::string http_date(std::chrono::system_clock::time_point t) {
+  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[40];
+  const std::size_t n = std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return std::string(buf, n);
+}
+
+std::string rfc3339(std::chrono::system_clock::time_point t) {
+  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  const std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return std::string(buf, n);
+}
+
+// ETag, Last-Modified and Accept-Ranges of an object.
+std::string object_headers(const ObjectMeta& m) {
+  return fmt::format("ETag: \"{}\"\r\nLast-Modified: {}\r\nAccept-Ranges: bytes\r\n", m.etag,
+                     http_date(m.modified));
+}
+
+bool iequals_prefix(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Uploads
+
+// Streams a request body into an ObjectStore upload. A PUT's raw body goes
+// straight to the upload; FormReader below feeds it from a form part. When
+// the store's buffers are full the connection pauses until when_writable.
+class UploadReader : public http::BodyReader, public std::enable_shared_from_this<UploadReader> {
+ public:
+  UploadReader(FileApi& api, const http::Request& req)
+      : api_(api), shard_(req.shard), ctx_(api.server().shard_context(req.shard)), started_us_(now_us()) {}
+
+  ~UploadReader() override {
+    if (counted_) api_.operation_done();
+  }
+
+  // Starts the store upload of key; an error (a bad key) is answered by the caller.
+  Status start(const std::string& key, std::optional<std::uint64_t> size) {
+    std::weak_ptr<UploadReader> weak = weak_from_this();
+    asio::io_context& ctx = ctx_;
+    auto up = api_.store().begin_put(key, size, [weak, &ctx] {
+      asio::post(ctx, [weak] {
+        if (auto self = weak.lock(); self && !self->over_) self->writable();
+      });
+    });
+    if (!up.ok()) return up.status();
+    upload_ = std::move(*up);
+    api_.operation_started();
+    counted_ = true;
+    return {};
+  }
+  void set_control(http::BodyControl c) { control_ = std::move(c); }
+
+  std::size_t on_body(std::string_view data) override { return write(data); }
+
+  void on_end(http::Reply& reply) override {
+    if (!failed_.ok()) {
+      over_ = true;
+      api_.record(shard_, FileOp::put, started_us_, bytes_, false);
+      send_error(reply, failed_);
+      return;
+    }
+    finish(reply.defer());
+  }
+
+  void on_abort() override {
+    over_ = true;
+    if (upload_) upload_->abort();
+    api_.record(shard_, FileOp::put, started_us_, bytes_, false);
+  }
+
+ protected:
+  // Gives data to the upload; returns what it took (all of it once the upload
+  // failed: the rest of the body is read and dropped, the answer is an error).
+  std::size_t write(std::string_view data) {
+    if (!failed_.ok() || !upload_) return data.size();
+    auto r = upload_->write(std::as_bytes(std::span(data.data(), data.size())));
+    if (!r.ok()) {
+      fail(r.status());
+      return data.size();
+    }
+    bytes_ += *r;
+    return *r;
+  }
+
+  void fail(Status st) {
+    if (!failed_.ok()) return;
+    failed_ = std::move(st);
+    if (upload_) upload_->abort();
+  }
+
+  // The store can take more (or the upload failed).
+  virtual void writable() { control_.resume(); }
+
+  // Stores the object and answers 201 (or the store's error).
+  void finish(http::Deferred later) {
+    over_ = true;
+    auto self = shared_from_this();
+    auto answer = std::make_shared<http::Deferred>(std::move(later));
+    upload_->finish([self, answer](Result<PutResult> r) {
+      asio::post(self->ctx_, [self, answer, r = std::move(r)] {
+        self->api_.record(self->shard_, FileOp::put, self->started_us_, self->bytes_, r.ok());
+        if (!r.ok()) {
+          send_error(*answer, r.status());
+          return;
+        }
+        const nlohmann::json j{{"key", r->key}, {"size", r->size}, {"etag", r->etag}, {"sha256", r->sha256_hex}};
+        answer->send(201, "application/json", dump(j));
+      });
+    });
+  }
+
+  FileApi& api_;
+  const unsigned shard_;
+  asio::io_context& ctx_;
+  const std::int64_t started_us_;
+  std::unique_ptr<Upload> upload_;
+  http::BodyControl control_;
+  Status failed_;
+  std::uint64_t bytes_ = 0;
+  bool over_ = false;  // answered or aborted: when_writable has nothing to do
+  bool counted_ = false;
+};
+
+// POST /files: a multipart/form-data body with an optional `key` field and a
+// `file` part, parsed as it arrives. The key must come before the file (the
+// upload starts at the file part's head); without one the file part's
+// filename is the key. Other fields are ignored.
+class FormReader final : public UploadReader, public MultipartHandler {
+ public:
+  FormReader(FileApi& api, const http::Request& req, std::string_view boundary)
+      : UploadReader(api, req), parser_(boundary, *this) {}
+
+  std::size_t on_body(std::string_view data) override {
+    if (!failed_.ok()) return data.size();
+    if (!pending_.empty() || parser_.paused()) return 0;
+    auto r = parser_.feed(data);
+    if (!r.ok()) {
+      fail(r.status());
+      return data.size();
+    }
+    return *r;
+  }
+
+  void on_end(http::Reply& reply) override {
+    if (!pending_.empty()) {
+      // The last bytes of the file still wait for a buffer: answer once they are in.
+      later_ = reply.defer();
+      end_waiting_ = true;
+      return;
+    }
+    complete(reply.defer());
+  }
+
+  Status on_part_begin(const PartHeaders& h) override {
+    in_key_ = in_file_ = false;
+    if (h.name == "key") {
+      if (file_seen_) return Status::invalid("form: the key field must come before the file part");
+      in_key_ = true;
+      key_given_ = true;
+      key_.clear();
+      return {};
+    }
+    if (h.name != "file") return {};
+    if (file_seen_) return Status::invalid("form: more than one file part");
+    file_seen_ = true;
+    std::string key = key_given_ ? key_ : std::string(h.filename);
+    if (key.empty())
+      return Status::invalid("form: no key: send a key field before the file part, or a file part with a filename");
+    if (Status st = start(key, std::nullopt); !st.ok()) return st;
+    in_file_ = true;
+    return {};
+  }
+
+  PartFlow on_part_data(std::string_view data) override {
+    if (in_key_) {
+      // One byte past the limit is enough for validate_key to name the rule.
+      const std::size_t room = kMaxKeySize + 1 - std::min(key_.size(), kMaxKeySize + 1);
+      key_.append(data.substr(0, room));
+      return PartFlow::proceed;
+    }
+    if (!in_file_) return PartFlow::proceed;
+    const std::size_t n = write(data);
+    if (n < data.size()) {
+      // At most one read's worth (the engine reads 8 KiB at a time).
+      pending_.assign(data.substr(n));
+      return PartFlow::pause;
+    }
+    return PartFlow::proceed;
+  }
+
+  void on_part_end() override { in_key_ = in_file_ = false; }
+  void on_body_end() override {}
+
+ private:
+  void writable() override {
+    if (!pending_.empty()) {
+      const std::size_t n = write(pending_);
+      pending_.erase(0, n);
+      if (!pending_.empty()) return;  // when_writable comes again
+    }
+    parser_.resume();
+    if (end_waiting_) {
+      end_waiting_ = false;
+      complete(std::move(later_));
+      return;
+    }
+    control_.resume();
+  }
+
+  void complete(http::Deferred later) {
+    Status st = failed_;
+    if (st.ok()) st = parser_.finish();
+    if (st.ok() && !upload_) st = Status::invalid("form: no file part");
+    if (!st.ok()) {
+      fail(st);
+      over_ = true;
+      api_.record(shard_, FileOp::put, started_us_, bytes_, false);
+      send_error(later, st);
+      return;
+    }
+    finish(std::move(later));
+  }
+
+  MultipartParser parser_;
+  std::string key_;
+  std::string pending_;  // file bytes of the current slice the upload did not take yet
+  http::Deferred later_;
+  bool in_key_ = false, in_file_ = false, key_given_ = false, file_seen_ = false;
+  bool end_waiting_ = false;
+};
+
+// ---------------------------------------------------------------------------
+// Downloads
+
+// GET /files/{key}: the store's chunks, in order, into the connection; a
+// chunk goes back to the pool once written, so a slow client holds at most
+// the transfer's share of buffers and the fetch waits for it.
+class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
+ public:
+  DownloadStream(FileApi& api, const http::Request& req, bool ranged, http::Deferred later)
+      : api_(api),
+        shard_(req.shard),
+        ctx_(api.server().shard_context(req.shard)),
+        ranged_(ranged),
+        later_(std::move(later)),
+        started_us_(now_us()) {}
+
+  void start(const std::string& key, std::optional<ByteRange> range) {
+    auto self = shared_from_this();
+    GetSink sink;
+    sink.on_start = [self](const GetStart& s) {
+      asio::post(self->ctx_, [self, s] { self->on_start(s); });
+    };
+    sink.on_chunk = [self](Chunk c) {
+      asio::post(self->ctx_, [self, c = std::move(c)]() mutable { self->on_chunk(std::move(c)); });
+    };
+    sink.on_done = [self](Status st) {
+      FileApi& api = self->api_;
+      asio::post(self->ctx_, [self, st = std::move(st)]() mutable { self->on_done(std::move(st)); });
+      api.operation_done();
+    };
+    api_.operation_started();
+    auto dl = api_.store().get(key, range, std::move(sink));
+    if (!dl.ok()) {
+      // The sink was dropped unused: nothing will call back. A Deferred is
+      // not answered inside the handler's call, hence the post.
+      api_.operation_done();
+      asio::post(ctx_, [self, st = dl.status()] {
+        self->over_ = true;
+        self->api_.record(self->shard_, FileOp::get, self->started_us_, 0, false);
+        send_error(self->later_, st);
+      });
+      return;
+    }
+    download_ = std::move(*dl);
+    api_.track(download_.get());
+  }
+
+ private:
+  void on_start(const GetStart& s) {
+    if (over_) return;
+    if (s.range_unsatisfiable) {
+      over_ = true;
+      later_.send(416, "application/json", "{\"error\":\"Range: outside the object\"}\n",
+                  fmt::format("Content-Range: bytes */{}\r\n", s.object.size));
+      return;
+    }
+    std::string headers = object_headers(s.object);
+    if (ranged_)
+      headers += fmt::format("Content-Range: bytes {}-{}/{}\r\n", s.offset, s.offset + s.length - 1, s.object.size);
+    later_.begin(ranged_ ? 206 : 200, "application/octet-stream", s.length, headers);
+    started_ = true;
+  }
+
+  void on_chunk(Chunk c) {
+    if (over_ && !started_) return;  // dropped: the buffer goes back
+    queue_.push_back(std::move(c));
+    pump();
+  }
+
+  void on_done(Status st) {
+    done_ = true;
+    result_ = std::move(st);
+    if (download_) {
+      api_.untrack(download_.get());
+      download_.reset();  // lets go of the sink, and so of this stream
+    }
+    if (!started_) {
+      if (!over_) {
+        over_ = true;
+        send_error(later_, result_);
+      }
+      api_.record(shard_, FileOp::get, started_us_, 0, result_.ok());
+      return;
+    }
+    pump();
+  }
+
+  void pump() {
+    if (writing_ || broken_ || !started_) return;
+    if (queue_.empty()) {
+      if (!done_) return;
+      started_ = false;
+      over_ = true;
+      api_.record(shard_, FileOp::get, started_us_, bytes_, result_.ok());
+      if (result_.ok()) later_.end();
+      else later_ = http::Deferred();  // a short body: the connection closes
+      return;
+    }
+    writing_ = true;
+    auto self = shared_from_this();
+    later_.write(queue_.front().data(), [self](bool ok) {
+      self->writing_ = false;
+      self->bytes_ += self->queue_.front().data().size();
+      self->queue_.pop_front();  // the buffer goes back to the pool
+      if (!ok) {
+        // The client is gone: stop fetching; on_done follows.
+        self->broken_ = true;
+        self->queue_.clear();
+        if (self->download_) self->download_->cancel();
+        return;
+      }
+      self->pump();
+    });
+  }
+
+  FileApi& api_;
+  const unsigned shard_;
+  asio::io_context& ctx_;
+  const bool ranged_;
+  http::Deferred later_;
+  const std::int64_t started_us_;
+  std::unique_ptr<Download> download_;
+  std::deque<Chunk> queue_;
+  Status result_;
+  std::uint64_t bytes_ = 0;
+  bool started_ = false;  // the head went out: the body follows
+  bool over_ = false;     // answered (or the answer was dropped)
+  bool done_ = false;     // the store called on_done
+  bool writing_ = false;
+  bool broken_ = false;   // the connection failed
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+Result<std::string> file_key_of(std::string_view path) {
+  if (!path.starts_with(kFilesPrefix)) return Status::invalid("key: missing (use /files/{key})");
+  auto key = percent_decode(path.substr(kFilesPrefix.size()));
+  if (!key) return Status::invalid("key: bad percent-encoding");
+  if (Status st = validate_key(*key); !st.ok()) return st;
+  return std::move(*key);
+}
+
+std::optional<ByteRange> parse_range_header(std::string_view v) {
+  constexpr std::string_view unit = "bytes=";
+  if (!v.starts_with(unit)) return std::nullopt;
+  v.remove_prefix(unit.size());
+  if (v.find(',') != std::string_view::npos) return std::nullopt;
+  const auto dash = v.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  auto number = [](std::string_view s) -> std::optional<std::uint64_t> {
+    if (s.empty() || s.size() > 19) return std::nullopt;
+    std::uint64_t n = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+    return n;
+  };
+  ByteRange r;
+  const std::string_view a = v.substr(0, dash), b = v.substr(dash + 1);
+  if (a.empty()) {
+    const auto n = number(b);
+    if (!n || *n == 0) return std::nullopt;
+    r.suffix = *n;
+    return r;
+  }
+  const auto first = number(a);
+  if (!first) return std::nullopt;
+  r.first = *first;
+  if (!b.empty()) {
+    const auto last = number(b);
+    if (!last || *last < *first) return std::nullopt;
+    r.last = *last;
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------------------
+// FileApi
+
+FileApi::FileApi(ObjectStore& store, http::HttpServer& server, Registry* registry)
+    : store_(store), server_(server) {
+  if (!registry) return;
+  auto& ops = registry->counter("kiroku_object_operations_total", "object store operations by result",
+                                {"op", "result"});
+  auto& bytes = registry->counter("kiroku_object_bytes_total", "bytes uploaded (put) and downloaded (get)",
+                                  {"op"});
+  auto& seconds = registry->histogram("kiroku_object_operation_seconds",
+                                      "object store operation time, first byte to answer", {"op"},
+                                      exponential_buckets(1e-3, 2, 18));  // 1 ms .. 131 s
+  static constexpr const char* names[] = {"put", "get", "head", "delete", "list"};
+  for (int i = 0; i < static_cast<int>(FileOp::count_); ++i) {
+    metrics_[i].ok = ops.with({names[i], "ok"});
+    metrics_[i].errors = ops.with({names[i], "error"});
+    metrics_[i].bytes = bytes.with({names[i]});
+    metrics_[i].seconds = seconds.with({names[i]});
+  }
+  const PartPool& pool = store_.pool();
+  registry->callback_gauge("kiroku_object_buffers_in_use", "pooled part buffers in use",
+                           [&pool] { return static_cast<double>(pool.in_use()); });
+  registry->callback_gauge("kiroku_object_buffers", "pooled part buffers",
+                           [&pool] { return static_cast<double>(pool.part_count()); });
+  registry->callback_gauge("kiroku_object_buffer_waiters", "transfers waiting for a part buffer",
+                           [&pool] { return static_cast<double>(pool.waiting()); });
+}
+
+void FileApi::record(unsigned shard, FileOp op, std::int64_t started_us, std::uint64_t bytes, bool ok) {
+  OpMetrics& m = metrics_[static_cast<int>(op)];
+  if (!m.ok) return;
+  (ok ? m.ok : m.errors)->inc(shard);
+  if (bytes) m.bytes->add(shard, bytes);
+  m.seconds->observe(shard, static_cast<std::uint64_t>(std::max<std::int64_t>(0, now_us() - started_us)));
+}
+
+void FileApi::operation_started() {
+  std::lock_guard lock(mutex_);
+  ++running_;
+}
+
+void FileApi::operation_done() {
+  std::lock_guard lock(mutex_);
+  if (running_ > 0) --running_;
+  if (running_ == 0) idle_.notify_all();
+}
+
+void FileApi::track(Download* d) {
+  std::lock_guard lock(mutex_);
+  downloads_.insert(d);
+}
+
+void FileApi::untrack(Download* d) {
+  std::lock_guard lock(mutex_);
+  downloads_.erase(d);
+}
+
+std::size_t FileApi::shut_down(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mutex_);
+  for (Download* d : downloads_) d->cancel();
+  idle_.wait_until(lock, deadline, [this] { return running_ == 0; });
+  return running_;
+}
+
+std::shared_ptr<http::BodyReader> FileApi::upload(const http::Request& req, http::Reply& reply) {
+  if (req.method == Method::put) {
+    if (!req.path.starts_with(kFilesPrefix)) {
+      reply.error(405, "use PUT /files/{key} or POST /files with multipart/form-data", "Allow: GET, POST\r\n");
+      return nullptr;
+    }
+    auto key = file_key_of(req.path);
+    if (!key.ok()) {
+      reply.error(400, key.status().message());
+      return nullptr;
+    }
+    auto reader = std::make_shared<UploadReader>(*this, req);
+    if (Status st = reader->start(*key, req.content_length); !st.ok()) {
+      send_error(reply, st);
+      return nullptr;
+    }
+    reader->set_control(reply.body_control());
+    return reader;
+  }
+  // POST
+  if (req.path != "/files") {
+    reply.error(405, "use PUT /files/{key}, or POST /files with multipart/form-data",
+                "Allow: GET, HEAD, PUT, DELETE\r\n");
+    return nullptr;
+  }
+  if (!iequals_prefix(req.content_type, "multipart/form-data")) {
+    reply.error(415, "Content-Type: POST /files takes multipart/form-data (or use PUT /files/{key})");
+    return nullptr;
+  }
+  auto boundary = multipart_boundary(req.content_type);
+  if (!boundary.ok()) {
+    reply.error(400, "Content-Type: " + boundary.status().message());
+    return nullptr;
+  }
+  auto reader = std::make_shared<FormReader>(*this, req, *boundary);
+  reader->set_control(reply.body_control());
+  return reader;
+}
+
+void FileApi::handle(const http::Request& req, http::Reply& reply) {
+  if (req.path == "/files") {
+    if (req.method == Method::get || req.method == Method::head) list(req, reply);
+    else reply.error(405, "use GET /files to list, POST /files to upload a form", "Allow: GET, HEAD, POST\r\n");
+    return;
+  }
+  auto key = file_key_of(req.path);
+  if (!key.ok()) {
+    reply.error(400, key.status().message());
+    return;
+  }
+  switch (req.method) {
+    case Method::get: download(req, reply, std::move(*key)); break;
+    case Method::head: head(req, reply, std::move(*key)); break;
+    case Method::delete_: remove(req, reply, std::move(*key)); break;
+    default: reply.error(405, "use GET, HEAD, PUT or DELETE", "Allow: GET, HEAD, PUT, DELETE\r\n"); break;
+  }
+}
+
+void FileApi::download(const http::Request& req, http::Reply& reply, std::string key) {
+  const auto range = req.range.empty() ? std::nullopt : parse_range_header(req.range);
+  auto stream = std::make_shared<DownloadStream>(*this, req, range.has_value(), reply.defer());
+  stream->start(key, range);
+}
+
+void FileApi::head(const http::Request& req, http::Reply& reply, std::string key) {
+  auto answer = std::make_shared<http::Deferred>(reply.defer());
+  asio::io_context& ctx = server_.shard_context(req.shard);
+  const unsigned shard = req.shard;
+  const std::int64_t t0 = now_us();
+  operation_started();
+  store_.head(key, [this, answer, &ctx, shard, t0](Result<ObjectMeta> r) {
+    asio::post(ctx, [this, answer, shard, t0, r = std::move(r)] {
+      record(shard, FileOp::head, t0, 0, r.ok());
+      if (!r.ok()) {
+        send_error(*answer, r.status());
+        return;
+      }
+      answer->begin(200, "application/octet-stream", r->size, object_headers(*r));
+      answer->end();
+    });
+    operation_done();
+  });
+}
+
+void FileApi::remove(const http::Request& req, http::Reply& reply, std::string key) {
+  auto answer = std::make_shared<http::Deferred>(reply.defer());
+  asio::io_context& ctx = server_.shard_context(req.shard);
+  const unsigned shard = req.shard;
+  const std::int64_t t0 = now_us();
+  operation_started();
+  store_.remove(key, [this, answer, &ctx, shard, t0](Status st) {
+    asio::post(ctx, [this, answer, shard, t0, st = std::move(st)] {
+      record(shard, FileOp::remove, t0, 0, st.ok());
+      if (!st.ok()) send_error(*answer, st);
+      else answer->send(204, {}, {});
+    });
+    operation_done();
+  });
+}
+
+void FileApi::list(const http::Request& req, http::Reply& reply) {
+  ListRequest lr;
+  for (std::string_view q = req.query; !q.empty();) {
+    const auto amp = q.find('&');
+    const std::string_view pair = q.substr(0, amp);
+    q = amp == std::string_view::npos ? std::string_view{} : q.substr(amp + 1);
+    const auto eq = pair.find('=');
+    const std::string_view name = pair.substr(0, eq);
+    const std::string_view raw = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    if (name != "prefix" && name != "after" && name != "limit") continue;  // others are ignored
+    auto value = percent_decode(raw);
+    if (!value) {
+      reply.error(400, fmt::format("{}: bad percent-encoding", name));
+      return;
+    }
+    if (name == "limit") {
+      std::size_t n = 0;
+      auto [p, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
+      if (ec != std::errc() || p != value->data() + value->size() || n < 1 || n > 1000) {
+        reply.error(400, "limit: must be an integer from 1 to 1000");
+        return;
+      }
+      lr.limit = n;
+    } else {
+      if (Status st = validate_key_prefix(*value, name); !st.ok()) {
+        reply.error(400, st.message());
+        return;
+      }
+      (name == "prefix" ? lr.prefix : lr.after) = std::move(*value);
+    }
+  }
+  auto answer = std::make_shared<http::Deferred>(reply.defer());
+  asio::io_context& ctx = server_.shard_context(req.shard);
+  const unsigned shard = req.shard;
+  const std::int64_t t0 = now_us();
+  operation_started();
+  store_.list(std::move(lr), [this, answer, &ctx, shard, t0](Result<ListPage> r) {
+    // The JSON is built here, on the store thread, not on the IO thread.
+    std::string body;
+    Status st;
+    if (r.ok()) {
+      nlohmann::json objects = nlohmann::json::array();
+      for (const auto& o : r->objects)
+        objects.push_back({{"key", o.key}, {"size", o.size}, {"etag", o.etag}, {"modified", rfc3339(o.modified)}});
+      nlohmann::json j{{"objects", std::move(objects)}};
+      j["next"] = r->next.empty() ? nlohmann::json(nullptr) : nlohmann::json(r->next);
+      body = dump(j);
+    } else {
+      st = r.status();
+    }
+    asio::post(ctx, [this, answer, shard, t0, st = std::move(st), body = std::move(body)] {
+      record(shard, FileOp::list, t0, 0, st.ok());
+      if (!st.ok()) send_error(*answer, st);
+      else answer->send(200, "application/json", body);
+    });
+    operation_done();
+  });
+}
+
+}  // namespace kiroku
