@@ -220,7 +220,12 @@ class FormReader final : public UploadReader, public MultipartHandler {
       end_waiting_ = true;
       return;
     }
-    complete(reply.defer());
+    if (Status st = check(); !st.ok()) {
+      refuse(st);
+      send_error(reply, st);
+      return;
+    }
+    finish(reply.defer());
   }
 
   Status on_part_begin(const PartHeaders& h) override {
@@ -279,14 +284,23 @@ class FormReader final : public UploadReader, public MultipartHandler {
     control_.resume();
   }
 
-  void complete(http::Deferred later) {
+  // Whether the whole form was read and had a file part.
+  Status check() {
     Status st = failed_;
     if (st.ok()) st = parser_.finish();
     if (st.ok() && !upload_) st = Status::invalid("form: no file part");
-    if (!st.ok()) {
-      fail(st);
-      over_ = true;
-      api_.record(shard_, FileOp::put, started_us_, bytes_, false);
+    return st;
+  }
+
+  void refuse(const Status& st) {
+    fail(st);
+    over_ = true;
+    api_.record(shard_, FileOp::put, started_us_, bytes_, false);
+  }
+
+  void complete(http::Deferred later) {
+    if (Status st = check(); !st.ok()) {
+      refuse(st);
       send_error(later, st);
       return;
     }

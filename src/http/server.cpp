@@ -457,6 +457,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void wait_for_reply() {
+    // A Deferred answered before the handler returned needs no waiting.
+    if (std::exchange(answered_early_, false)) return;
     state_ = State::waiting_reply;
     set_deadline(kWaitForHandler);
   }
@@ -566,6 +568,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool paused_ = false;                 // reader_ took less than offered: wait for resume_body()
   std::shared_ptr<Connection> paused_self_;  // held while paused
   bool discarding_ = false;             // answered before its body: read and drop the body
+  bool answered_early_ = false;         // a Deferred was sent before its handler returned
   std::uint64_t discarded_ = 0;
   std::uint64_t stream_left_ = 0;  // body bytes a streamed answer still owes
   Method method_ = Method::other;
@@ -651,7 +654,11 @@ void Connection::stream_end() {
 }
 
 void Connection::resume_after_deferred() {
-  if (state_ != State::waiting_reply) return;
+  if (state_ != State::waiting_reply) {
+    // Sent inside the handler's own call: dispatch() goes on by itself.
+    if (state_ != State::closed) answered_early_ = true;
+    return;
+  }
   state_ = State::reading;
   process();
 }

@@ -100,7 +100,7 @@ class Deferred {
 
   // A streamed answer instead of send(): begin() sends the head with the
   // Content-Length to come, write() sends the next piece of the body, end()
-  // finishes after the last piece. One write at a time: `done` runs on the
+  // finishes after the last piece; never from inside the handler's own call. One write at a time: `done` runs on the
   // shard thread once the piece is in the socket (the bytes must stay valid
   // until then), with false if the connection failed (stop writing then).
   // A HEAD request gets the head only: write() just calls done(true).

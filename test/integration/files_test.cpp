@@ -1,0 +1,547 @@
+// files_test.cpp - the file API through the real kiroku binary, once with the
+// file store and once with S3 (s3rver from scripts/with-s3rver.sh): round
+// trips around the part size and of 100 MiB with SHA-256 compared, raw,
+// chunked and form uploads, ranges, HEAD, DELETE, listings across hash
+// partitions in order and paginated, bad keys, the bearer token, a client
+// gone mid-upload, and (S3) the server cut off mid-upload.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "integration/cuttable_proxy.h"
+#include "integration/harness.h"
+#include "store/part_pool.h"
+
+namespace kiroku::test {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+constexpr std::uint64_t kPart = 5 << 20;  // --part-size 5MiB (the S3 minimum)
+
+// Deterministic content: byte i of pattern `seed`.
+void fill_pattern(std::uint64_t seed, std::uint64_t offset, std::span<char> out) {
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    std::uint64_t x = (offset + i) / 8 * 0x9E3779B97F4A7C15ull + seed * 0xBF58476D1CE4E5B9ull + 1;
+    x ^= x >> 29;
+    x *= 0x94D049BB133111EBull;
+    out[i] = static_cast<char>(x >> (8 * ((offset + i) % 8)));
+  }
+}
+
+std::string pattern(std::uint64_t seed, std::uint64_t size) {
+  std::string s(size, '\0');
+  fill_pattern(seed, 0, s);
+  return s;
+}
+
+std::string sha256_of(std::string_view data) {
+  Sha256Stream sha;
+  sha.update(std::as_bytes(std::span(data.data(), data.size())));
+  return sha.finish_hex();
+}
+
+struct Answer {
+  int status = 0;  // 0: no answer
+  std::string headers;
+  std::string body;
+  std::string header(std::string_view name) const {
+    Response r;
+    r.headers = headers;
+    return r.header(name);
+  }
+  nlohmann::json json() const { return nlohmann::json::parse(body, nullptr, false); }
+};
+
+// A blocking HTTP/1.1 client for large bodies: the request body is produced
+// piece by piece, the answer's body is kept (tests use at most ~100 MiB).
+class FileClient {
+ public:
+  explicit FileClient(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~FileClient() { close(); }
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+  bool send(std::string_view data) {
+    while (!data.empty()) {
+      pollfd p{fd_, POLLOUT, 0};
+      if (::poll(&p, 1, 60000) <= 0) return false;
+      const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+
+  // Sends a pattern body of `size` bytes in 256 KiB pieces (chunked framing if asked).
+  bool send_pattern(std::uint64_t seed, std::uint64_t size, bool chunked) {
+    std::string piece;
+    for (std::uint64_t off = 0; off < size;) {
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(256 * 1024, size - off));
+      piece.resize(n);
+      fill_pattern(seed, off, piece);
+      if (chunked && !send(fmt_hex(n) + "\r\n")) return false;
+      if (!send(piece)) return false;
+      if (chunked && !send("\r\n")) return false;
+      off += n;
+    }
+    return !chunked || send("0\r\n\r\n");
+  }
+
+  // Reads one answer; a HEAD answer has no body whatever its Content-Length.
+  Answer read(bool head = false) {
+    Answer r;
+    std::size_t end;
+    for (;;) {
+      while ((end = buf_.find("\r\n\r\n")) == std::string::npos)
+        if (!fill()) return r;
+      if (buf_.compare(0, 12, "HTTP/1.1 100") == 0) {
+        buf_.erase(0, end + 4);
+        continue;
+      }
+      break;
+    }
+    r.headers = buf_.substr(0, end + 2);
+    const int status = std::atoi(buf_.c_str() + 9);
+    buf_.erase(0, end + 4);
+    const std::string cl = r.header("Content-Length");
+    const std::size_t len = head || cl.empty() ? 0 : std::stoul(cl);
+    while (buf_.size() < len)
+      if (!fill()) return r;
+    r.body = buf_.substr(0, len);
+    buf_.erase(0, len);
+    r.status = status;
+    return r;
+  }
+
+  // True if the server closed the connection within the timeout.
+  bool closed_by_peer(int timeout_ms) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) <= 0) return false;
+    char c;
+    return ::recv(fd_, &c, 1, 0) <= 0;
+  }
+
+ private:
+  static std::string fmt_hex(std::size_t n) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%zx", n);
+    return b;
+  }
+  bool fill() {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 60000) <= 0) return false;
+    char tmp[256 * 1024];
+    const ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+    if (n <= 0) return false;
+    buf_.append(tmp, static_cast<std::size_t>(n));
+    return true;
+  }
+
+  int fd_ = -1;
+  std::string buf_;
+};
+
+// One request on a fresh connection. `body` is sent as is.
+Answer request(int port, std::string_view method, std::string_view target, std::string_view headers = {},
+               std::string_view body = {}) {
+  FileClient c(port);
+  std::string head = std::string(method) + " " + std::string(target) + " HTTP/1.1\r\nHost: t\r\n";
+  head += headers;
+  if (!body.empty() || method == "PUT" || method == "POST")
+    head += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  head += "\r\n";
+  if (!c.send(head) || !c.send(body)) return {};
+  return c.read(method == "HEAD");
+}
+
+// PUT /files/KEY with a pattern body.
+Answer put_pattern(int port, const std::string& key, std::uint64_t seed, std::uint64_t size,
+                   bool chunked = false, std::string_view headers = {}) {
+  FileClient c(port);
+  std::string head = "PUT /files/" + key + " HTTP/1.1\r\nHost: t\r\n" + std::string(headers);
+  head += chunked ? "Transfer-Encoding: chunked\r\n" : "Content-Length: " + std::to_string(size) + "\r\n";
+  head += "\r\n";
+  if (!c.send(head) || !c.send_pattern(seed, size, chunked)) return {};
+  return c.read();
+}
+
+std::string multipart(const std::string& boundary, const std::vector<std::pair<std::string, std::string>>& parts,
+                      const std::string& file_name, const std::string& file_data, bool file_first = false) {
+  std::string file = "--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"" +
+                     (file_name.empty() ? std::string() : "; filename=\"" + file_name + "\"") +
+                     "\r\nContent-Type: application/octet-stream\r\n\r\n" + file_data + "\r\n";
+  std::string fields;
+  for (const auto& [name, value] : parts)
+    fields += "--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + name + "\"\r\n\r\n" + value + "\r\n";
+  return (file_first ? file + fields : fields + file) + "--" + boundary + "--\r\n";
+}
+
+long long vm_hwm_bytes(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+
+class Files : public ::testing::TestWithParam<std::string> {
+ protected:
+  bool s3() const { return GetParam() == "s3"; }
+
+  // The --store URL: a directory of the test, or the s3rver bucket (through
+  // `endpoint` when given, e.g. a proxy).
+  std::string store_url(std::string endpoint = {}) {
+    if (!s3()) return "file://" + dir_.path() + "/objects";
+    if (endpoint.empty()) endpoint = std::getenv("KIROKU_TEST_S3_ENDPOINT");
+    return "s3://" + std::string(std::getenv("KIROKU_TEST_S3_BUCKET")) + "?endpoint=" + endpoint +
+           "&region=us-east-1";
+  }
+
+  void SetUp() override {
+    if (s3() && (!std::getenv("KIROKU_TEST_S3_ENDPOINT") || !std::getenv("KIROKU_TEST_S3_BUCKET")))
+      FAIL() << "KIROKU_TEST_S3_ENDPOINT is not set: run under scripts/with-s3rver.sh";
+    // Keys of this test and run only: the bucket is shared by every test.
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    prefix_ = std::string(info->name()).substr(0, std::string(info->name()).find('/')) + "-" +
+              std::to_string(::getpid()) + "/";
+  }
+
+  std::unique_ptr<Kiroku> start(std::vector<std::string> extra = {}, std::string endpoint = {}) {
+    std::vector<std::string> args{"--sink", "sqlite://" + dir_.path() + "/events.db", "--spool-dir",
+                                  dir_.path() + "/spool", "--store", store_url(endpoint), "--part-size", "5MiB"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return std::make_unique<Kiroku>(dir_.path(), args);
+  }
+
+  TempDir dir_;
+  std::string prefix_;
+};
+
+TEST_P(Files, RoundTripsAroundThePartSizeAndOf100MiB) {
+  auto k = start();
+  const std::uint64_t sizes[] = {0, 1, kPart - 1, kPart, kPart + 1, 100ull << 20};
+  std::uint64_t seed = 1;
+  for (std::uint64_t size : sizes) {
+    SCOPED_TRACE("size " + std::to_string(size));
+    const std::string key = prefix_ + "rt/" + std::to_string(size) + ".bin";
+    const std::string expect_sha = sha256_of(pattern(seed, size));
+    Answer put = put_pattern(k->port(), key, seed, size);
+    ASSERT_EQ(put.status, 201) << put.body;
+    auto j = put.json();
+    EXPECT_EQ(j["key"], key);
+    EXPECT_EQ(j["size"], size);
+    EXPECT_EQ(j["sha256"], expect_sha);
+    ASSERT_TRUE(j["etag"].is_string());
+
+    Answer get = request(k->port(), "GET", "/files/" + key);
+    ASSERT_EQ(get.status, 200);
+    EXPECT_EQ(get.body.size(), size);
+    EXPECT_EQ(sha256_of(get.body), expect_sha);
+    EXPECT_EQ(get.header("ETag"), "\"" + j["etag"].get<std::string>() + "\"");
+
+    Answer head = request(k->port(), "HEAD", "/files/" + key);
+    ASSERT_EQ(head.status, 200);
+    EXPECT_EQ(head.header("Content-Length"), std::to_string(size));
+    EXPECT_EQ(head.header("Accept-Ranges"), "bytes");
+    ++seed;
+  }
+  // A 100 MiB upload and download went through the pool: far below 100 MiB.
+  EXPECT_LT(vm_hwm_bytes(k->pid()), 96ll << 20);
+  EXPECT_EQ(k->stop(), 0);
+}
+
+TEST_P(Files, ChunkedAndFormUploads) {
+  auto k = start();
+  // Chunked, with Expect: 100-continue as curl sends it.
+  const std::string chunked_key = prefix_ + "chunked.bin";
+  Answer put = put_pattern(k->port(), chunked_key, 7, kPart + 3, true, "Expect: 100-continue\r\n");
+  ASSERT_EQ(put.status, 201) << put.body;
+  EXPECT_EQ(put.json()["size"], kPart + 3);
+  EXPECT_EQ(put.json()["sha256"], sha256_of(pattern(7, kPart + 3)));
+
+  // A form with a key field, then one that names the object by its filename.
+  const std::string data = pattern(8, 300'000);
+  const std::string form_key = prefix_ + "form/one.bin";
+  const std::string ct = "Content-Type: multipart/form-data; boundary=XyZ\r\n";
+  Answer post = request(k->port(), "POST", "/files", ct,
+                        multipart("XyZ", {{"note", "ignored"}, {"key", form_key}}, "local.bin", data));
+  ASSERT_EQ(post.status, 201) << post.body;
+  EXPECT_EQ(post.json()["key"], form_key);
+  EXPECT_EQ(post.json()["sha256"], sha256_of(data));
+  EXPECT_EQ(request(k->port(), "GET", "/files/" + form_key).body, data);
+
+  const std::string by_name = prefix_ + "named.txt";
+  post = request(k->port(), "POST", "/files", ct, multipart("XyZ", {}, by_name, "hello"));
+  ASSERT_EQ(post.status, 201) << post.body;
+  EXPECT_EQ(request(k->port(), "GET", "/files/" + by_name).body, "hello");
+
+  // Forms that cannot be stored: 400 naming the problem, nothing stored.
+  post = request(k->port(), "POST", "/files", ct, multipart("XyZ", {{"key", prefix_ + "late"}}, "", "x", true));
+  EXPECT_EQ(post.status, 400);
+  post = request(k->port(), "POST", "/files", ct, multipart("XyZ", {{"key", prefix_ + "empty"}}, "", ""));
+  EXPECT_EQ(post.status, 201);  // an empty file part is an empty object
+  post = request(k->port(), "POST", "/files", ct,
+                 "--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\n" + prefix_ + "k\r\n--XyZ--\r\n");
+  EXPECT_EQ(post.status, 400);
+  EXPECT_NE(post.body.find("no file part"), std::string::npos) << post.body;
+  post = request(k->port(), "POST", "/files", ct, "--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc");
+  EXPECT_EQ(post.status, 400) << post.body;  // no closing delimiter
+  post = request(k->port(), "POST", "/files", "Content-Type: application/json\r\n", "{}");
+  EXPECT_EQ(post.status, 415);
+  EXPECT_EQ(request(k->port(), "HEAD", "/files/" + prefix_ + "late").status, 404);
+  EXPECT_EQ(request(k->port(), "HEAD", "/files/" + prefix_ + "k").status, 404);
+  EXPECT_EQ(k->stop(), 0);
+}
+
+TEST_P(Files, Ranges) {
+  auto k = start();
+  const std::uint64_t size = 3 * kPart + 5;
+  const std::string key = prefix_ + "ranges.bin";
+  ASSERT_EQ(put_pattern(k->port(), key, 3, size).status, 201);
+  const std::string all = pattern(3, size);
+  auto get = [&](const std::string& range) {
+    return request(k->port(), "GET", "/files/" + key, "Range: " + range + "\r\n");
+  };
+  Answer r = get("bytes=10-19");
+  ASSERT_EQ(r.status, 206);
+  EXPECT_EQ(r.body, all.substr(10, 10));
+  EXPECT_EQ(r.header("Content-Range"), "bytes 10-19/" + std::to_string(size));
+  r = get("bytes=-100");
+  ASSERT_EQ(r.status, 206);
+  EXPECT_EQ(r.body, all.substr(size - 100));
+  // Across part boundaries, open-ended.
+  r = get("bytes=" + std::to_string(kPart - 5) + "-");
+  ASSERT_EQ(r.status, 206);
+  EXPECT_EQ(sha256_of(r.body), sha256_of(std::string_view(all).substr(kPart - 5)));
+  r = get("bytes=" + std::to_string(kPart - 5) + "-" + std::to_string(2 * kPart + 5));
+  ASSERT_EQ(r.status, 206);
+  EXPECT_EQ(r.body.size(), kPart + 11);
+  EXPECT_EQ(r.body, all.substr(kPart - 5, kPart + 11));
+  // Past the end: 416 with the size.
+  r = get("bytes=" + std::to_string(size) + "-");
+  EXPECT_EQ(r.status, 416);
+  EXPECT_EQ(r.header("Content-Range"), "bytes */" + std::to_string(size));
+  // Several ranges, or nonsense: the whole object (RFC 9110 lets a server ignore Range).
+  r = get("bytes=0-1,5-6");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body.size(), size);
+  r = get("bytes=9-3");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(k->stop(), 0);
+}
+
+TEST_P(Files, ListingIsMergedAcrossPartitionsInOrderAndPaginated) {
+  auto k = start();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 12; ++i) keys.push_back(prefix_ + "list/" + std::string(1, static_cast<char>('a' + i)) + ".txt");
+  for (const auto& key : keys) ASSERT_EQ(request(k->port(), "PUT", "/files/" + key, {}, key).status, 201);
+  ASSERT_EQ(request(k->port(), "PUT", "/files/" + prefix_ + "other", {}, "x").status, 201);
+
+  Answer all = request(k->port(), "GET", "/files?prefix=" + prefix_ + "list/");
+  ASSERT_EQ(all.status, 200) << all.body;
+  const auto j = all.json();
+  std::vector<std::string> listed;
+  for (const auto& o : j["objects"]) listed.push_back(o["key"]);
+  EXPECT_EQ(listed, keys);
+  EXPECT_TRUE(j["next"].is_null());
+  EXPECT_EQ(j["objects"][0]["size"], keys[0].size());
+  EXPECT_TRUE(j["objects"][0]["modified"].is_string());
+
+  std::vector<std::string> paged;
+  std::string after;
+  for (int page = 0; page < 10; ++page) {
+    Answer p = request(k->port(), "GET", "/files?prefix=" + prefix_ + "list/&limit=5" + (after.empty() ? "" : "&after=" + after));
+    ASSERT_EQ(p.status, 200) << p.body;
+    auto j = p.json();
+    EXPECT_LE(j["objects"].size(), 5u);
+    for (const auto& o : j["objects"]) paged.push_back(o["key"]);
+    if (j["next"].is_null()) break;
+    after = j["next"];
+  }
+  EXPECT_EQ(paged, keys);
+  EXPECT_EQ(request(k->port(), "GET", "/files?limit=0").status, 400);
+  EXPECT_EQ(request(k->port(), "GET", "/files?limit=1001").status, 400);
+  EXPECT_EQ(request(k->port(), "GET", "/files?prefix=%00").status, 400);
+  EXPECT_EQ(k->stop(), 0);
+}
+
+TEST_P(Files, DeleteAndMissingObjects) {
+  auto k = start();
+  const std::string key = prefix_ + "gone.txt";
+  ASSERT_EQ(request(k->port(), "PUT", "/files/" + key, {}, "bye").status, 201);
+  EXPECT_EQ(request(k->port(), "DELETE", "/files/" + key).status, 204);
+  Answer get = request(k->port(), "GET", "/files/" + key);
+  EXPECT_EQ(get.status, 404);
+  EXPECT_NE(get.body.find("error"), std::string::npos);
+  EXPECT_EQ(request(k->port(), "HEAD", "/files/" + key).status, 404);
+  EXPECT_EQ(request(k->port(), "DELETE", "/files/" + key).status, 204);  // like S3
+  EXPECT_EQ(request(k->port(), "POST", "/files/" + key, {}, "x").status, 405);
+  EXPECT_EQ(k->stop(), 0);
+}
+
+TEST_P(Files, BadKeysAreRejectedAndNothingEscapes) {
+  auto k = start();
+  const std::string p = "/files/" + prefix_;
+  struct Case {
+    std::string target, rule;
+  };
+  const std::vector<Case> cases = {
+      {p + "a/../../escape", ".."},        {p + "a/%2e%2e/%2E%2E/escape", ".."},
+      {"/files/../escape", ".."},          {p + "nul%00byte", "NUL"},
+      {p + std::string(1100, 'k'), "1024"}, {"/files/", "empty"},
+      {p + "a//b", "empty"},               {p + "bad%zz", "percent"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.target.substr(0, 80));
+    Answer put = request(k->port(), "PUT", c.target, {}, "x");
+    EXPECT_EQ(put.status, 400);
+    EXPECT_NE(put.body.find(c.rule), std::string::npos) << put.body;
+    EXPECT_EQ(request(k->port(), "GET", c.target).status, 400);
+  }
+  if (!s3()) {
+    // Nothing was written outside the store's directory.
+    for (const auto& e : fs::directory_iterator(dir_.path()))
+      EXPECT_NE(e.path().filename(), "escape") << e.path();
+    EXPECT_FALSE(fs::exists(fs::path(dir_.path()).parent_path() / "escape"));
+  }
+  EXPECT_EQ(k->stop(), 0);
+}
+
+TEST_P(Files, BearerTokenGuardsTheFileApi) {
+  const std::string token_file = dir_.path() + "/token";
+  std::ofstream(token_file) << "s3cret\n";
+  auto k = start({"--auth-token-file", token_file});
+  const std::string key = prefix_ + "guarded.txt";
+  // No token: 401 at once, before the body (no 100 Continue), connection closed after.
+  {
+    FileClient c(k->port());
+    ASSERT_TRUE(c.send("PUT /files/" + key + " HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"));
+    Answer a = c.read();
+    EXPECT_EQ(a.status, 401);
+    EXPECT_EQ(a.header("WWW-Authenticate"), "Bearer");
+    c.send("hello");
+    EXPECT_TRUE(c.closed_by_peer(5000));
+  }
+  EXPECT_EQ(request(k->port(), "PUT", "/files/" + key, "Authorization: Bearer wrong\r\n", "hello").status, 401);
+  EXPECT_EQ(request(k->port(), "GET", "/files").status, 401);
+  EXPECT_EQ(request(k->port(), "PUT", "/files/" + key, "Authorization: Bearer s3cret\r\n", "hello").status, 201);
+  EXPECT_EQ(request(k->port(), "GET", "/files/" + key, "Authorization: Bearer s3cret\r\n").body, "hello");
+  EXPECT_EQ(request(k->port(), "GET", "/files/" + key).status, 401);
+  // The ingestion API needs no token.
+  EXPECT_EQ(request(k->port(), "GET", "/?name=n&value=1").status, 204);
+  EXPECT_EQ(k->stop(), 0);
+}
+
+TEST_P(Files, ClientGoneMidUploadLeavesNothing) {
+  auto k = start();
+  const std::string key = prefix_ + "half.bin";
+  {
+    FileClient c(k->port());
+    ASSERT_TRUE(c.send("PUT /files/" + key + " HTTP/1.1\r\nHost: t\r\nContent-Length: " +
+                       std::to_string(3 * kPart) + "\r\n\r\n"));
+    ASSERT_TRUE(c.send_pattern(4, kPart + kPart / 2, false));
+  }  // closed with half the body sent
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(request(k->port(), "HEAD", "/files/" + key).status, 404);
+  // The pool's buffers all came back.
+  for (int i = 0; i < 50 && metric_value(k->port(), "kiroku_object_buffers_in_use") != 0; ++i)
+    std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_object_buffers_in_use"), 0);
+  if (!s3()) {
+    // No temporary file is left behind.
+    std::size_t files = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir_.path() + "/objects"))
+      if (e.is_regular_file()) ++files;
+    EXPECT_EQ(files, 0u);
+  }
+  // A body shorter than its Content-Length never becomes an object either.
+  EXPECT_GE(metric_value(k->port(), "kiroku_object_operations_total{op=\"put\",result=\"error\"}"), 1);
+  EXPECT_EQ(k->stop(), 0);
+}
+
+TEST_P(Files, MetricsCountTransfers) {
+  auto k = start();
+  const std::string key = prefix_ + "m.bin";
+  ASSERT_EQ(put_pattern(k->port(), key, 5, 1000).status, 201);
+  ASSERT_EQ(request(k->port(), "GET", "/files/" + key).status, 200);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_object_bytes_total{op=\"put\"}"), 1000);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_object_bytes_total{op=\"get\"}"), 1000);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_object_operations_total{op=\"put\",result=\"ok\"}"), 1);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_object_operation_seconds_count{op=\"get\"}"), 1);
+  EXPECT_EQ(k->stop(), 0);
+}
+
+// S3 only: the server disappears in the middle of an upload. The client gets
+// a 5xx, and no object (and no half of one) is visible afterwards.
+TEST_P(Files, S3GoneMidUploadAnswers5xxAndLeavesNothing) {
+  if (!s3()) GTEST_SKIP() << "S3 only";
+  const std::string endpoint = std::getenv("KIROKU_TEST_S3_ENDPOINT");
+  const std::string hostport = endpoint.substr(endpoint.find("//") + 2);
+  CuttableProxy proxy(hostport.substr(0, hostport.find(':')), std::stoi(hostport.substr(hostport.find(':') + 1)));
+  ASSERT_TRUE(proxy.start());
+  auto k = start({}, "http://127.0.0.1:" + std::to_string(proxy.port()));
+  const std::string key = prefix_ + "cut.bin";
+  const std::uint64_t size = 12 * kPart;
+
+  FileClient c(k->port());
+  ASSERT_TRUE(c.send("PUT /files/" + key + " HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(size) +
+                     "\r\n\r\n"));
+  std::thread cutter([&] {
+    for (int i = 0; i < 1000 && proxy.seen().find("partNumber=") == std::string::npos; ++i)
+      std::this_thread::sleep_for(10ms);
+    proxy.stop();
+  });
+  c.send_pattern(9, size, false);  // may stop early if kiroku answers first
+  cutter.join();
+  Answer a = c.read();
+  EXPECT_GE(a.status, 500) << a.headers << a.body;
+  EXPECT_LT(a.status, 600);
+  EXPECT_NE(proxy.seen().find("partNumber="), std::string::npos);
+
+  // Back on the same port: the object does not exist, not even in part.
+  ASSERT_TRUE(proxy.start());
+  EXPECT_EQ(request(k->port(), "HEAD", "/files/" + key).status, 404);
+  Answer list = request(k->port(), "GET", "/files?prefix=" + prefix_);
+  ASSERT_EQ(list.status, 200) << list.body;
+  EXPECT_EQ(list.json()["objects"].size(), 0u) << list.body;
+  // And kiroku still works.
+  EXPECT_EQ(request(k->port(), "PUT", "/files/" + prefix_ + "after.txt", {}, "ok").status, 201);
+  EXPECT_EQ(k->stop(), 0);
+  proxy.stop();
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, Files, ::testing::Values("file", "s3"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace kiroku::test
