@@ -51,6 +51,9 @@ constexpr std::size_t kStreamPiece = 256 * 1024;
 // How long a connection may wait for a handler: a deferred answer (always
 // sent, see Deferred) or a paused upload body (the store's own timeouts end it).
 constexpr std::chrono::minutes kWaitForHandler{10};
+// A keep-alive connection idle this long gives its buffers back and waits for
+// readability without one (10,000 idle connections then hold no read buffers).
+constexpr std::chrono::seconds kParkAfter{2};
 
 Method to_method(beast::http::verb v) {
   using beast::http::verb;
@@ -175,7 +178,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
     shard_.connections = this;
     shard_.server.counters_.open_connections.fetch_add(1, std::memory_order_relaxed);
     rbuf_.max_size(std::max<std::size_t>(shard_.server.options_.max_header_bytes + kReadChunk, 64 * 1024));
-    out_.reserve(512);
   }
 
   ~Connection() {
@@ -187,7 +189,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void start() {
     set_deadline(shard_.server.options_.idle_timeout);
-    do_read();
+    idle_since_ = shard_.now;
+    // No read buffer until the client has sent something.
+    wait_readable();
   }
 
   // Called by the sweep when the deadline has passed.
@@ -198,6 +202,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool expired(Clock::time_point now) const { return deadline_ < now; }
   // Idle between requests: nothing buffered, nothing being answered.
   bool idle() const { return state_ == State::reading && !parser_ && rbuf_.size() == 0; }
+  bool idle_since(Clock::time_point t) const { return idle() && !parked_ && idle_since_ < t; }
+  // Idle for a while: cancel the pending read; on_read then releases the
+  // buffers and waits for readability instead.
+  void park() {
+    if (parked_ || !idle()) return;
+    parked_ = true;
+    error_code ignored;
+    socket_.cancel(ignored);
+  }
   // Streams (Deferred::begin/write/end), on the shard thread.
   void stream_begin(int status, std::string_view content_type, std::uint64_t content_length,
                     std::string_view extra_headers);
@@ -376,6 +389,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return;
     }
     set_deadline(partial ? shard_.server.options_.read_timeout : shard_.server.options_.idle_timeout);
+    if (!partial) idle_since_ = shard_.now;
     const std::size_t room = rbuf_.max_size() - rbuf_.size();
     socket_.async_read_some(rbuf_.prepare(std::min(kReadChunk, room)),
                             [self = shared_from_this()](error_code ec, std::size_t n) {
@@ -385,12 +399,41 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void on_read(error_code ec, std::size_t n) {
     if (state_ == State::closed) return;
+    if (ec == asio::error::operation_aborted && parked_) {
+      rbuf_.clear();
+      rbuf_.shrink_to_fit();
+      std::string().swap(out_);
+      std::string().swap(head_);
+      wait_readable();
+      return;
+    }
+    parked_ = false;
     if (ec) {
       close();
       return;
     }
     rbuf_.commit(n);
     process();
+  }
+
+  // Parked: read again once there is something to read. Bytes that came in
+  // since the cancel are seen by available(); later ones wake the wait.
+  void wait_readable() {
+    error_code ec;
+    if (socket_.available(ec) > 0 || ec) {
+      parked_ = false;
+      do_read();
+      return;
+    }
+    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code e) {
+      if (self->state_ == State::closed) return;
+      self->parked_ = false;
+      if (e) {
+        self->close();
+        return;
+      }
+      self->do_read();
+    });
   }
 
   // Parses and answers every complete request in the read buffer, then
@@ -569,6 +612,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::shared_ptr<Connection> paused_self_;  // held while paused
   bool discarding_ = false;             // answered before its body: read and drop the body
   bool answered_early_ = false;         // a Deferred was sent before its handler returned
+  bool parked_ = false;                 // idle without buffers (park())
+  Clock::time_point idle_since_{};
   std::uint64_t discarded_ = 0;
   std::uint64_t stream_left_ = 0;  // body bytes a streamed answer still owes
   Method method_ = Method::other;
@@ -789,9 +834,11 @@ void Shard::do_accept() {
 void Shard::sweep() {
   now = Clock::now();
   refresh_date();
+  const auto park_before = now - kParkAfter;
   for (Connection* c = connections; c;) {
     Connection* next = c->next();
     if (c->expired(now) || (draining && c->idle())) c->expire();
+    else if (c->idle_since(park_before)) c->park();
     c = next;
   }
   sweep_timer.expires_after(std::chrono::milliseconds(250));
