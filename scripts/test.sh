@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # test.sh - sets everything up on a bare Debian 12 machine and runs every
-# test: the unit tests (warnings as errors), the unit tests again under
-# AddressSanitizer + UndefinedBehaviorSanitizer, and the integration tests
+# test: the unit tests (warnings as errors), the benchmark suite in its quick
+# mode, the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer,
+# and the integration tests
 # against the real binary, a real MariaDB and a real S3 server (s3rver), each
 # started in a temporary directory on a free loopback port and removed after.
 #
 #   scripts/test.sh            everything
-#   scripts/test.sh quick      unit and integration tests, no sanitizer build
+#   scripts/test.sh quick      unit and integration tests only
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mode="${1:-all}"
@@ -26,6 +27,9 @@ scripts/with-mariadb.sh scripts/with-s3rver.sh \
   bash -c 'cd build && ctest -L integration --output-on-failure' || status=1
 
 if [[ "$mode" == "all" ]]; then
+  echo "== benchmark suite, quick mode (report in a temporary directory)"
+  KIROKU_BENCH_BUILD=0 bench/run.sh quick || status=1
+
   echo "== unit tests under ASan + UBSan"
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKIROKU_SANITIZE=ON -DKIROKU_WERROR=ON \
     -DKIROKU_BENCH=OFF >/dev/null

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# files.sh - one large file up and down through kiroku's file API, to the
+# file store and to S3 (s3rver), against curl talking to s3rver directly.
+#
+#   bench/files.sh SIZE_MIB
+#   scripts/with-s3rver.sh bench/files.sh 1024      # with the S3 part
+#
+# Writes SIZE_MIB MiB of random bytes to a file, then for each store:
+# `PUT /files/KEY` with `curl -T` (checks 201 and the size and sha256 in the
+# answer), `GET /files/KEY` to /dev/null (timed), and a second GET checked
+# against the file's sha256 (not timed). kiroku's peak RSS (VmHWM, reset
+# before each transfer) is read after each transfer. The S3 part runs when
+# scripts/with-s3rver.sh exported KIROKU_TEST_S3_ENDPOINT; the same transfers
+# with curl straight to s3rver (SigV4) are the reference. If kiroku answers
+# the first PUT with 404 the file API is not there: the script says so and
+# exits 0. Prints a Markdown table; with BENCH_JSON=FILE also writes JSON.
+# Exits 1 if a transfer fails or a checksum differs.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
+size_mib="$1"
+
+work=$(mktemp -d /tmp/kiroku-files-XXXXXX)
+trap 'bench_cleanup; rm -rf "$work"' EXIT
+results="$work/results.jsonl"
+: > "$results"
+
+head -c "$((size_mib * 1024 * 1024))" /dev/urandom > "$work/data"
+sha=$(sha256sum "$work/data" | cut -d' ' -f1)
+bytes=$(stat -c %s "$work/data")
+
+# curl_put URL OUT [CURL_ARGS...]: prints "HTTP_CODE SECONDS"; the answer goes to OUT.
+curl_put() {
+  local url="$1" out="$2"
+  shift 2
+  curl -sS -H 'Expect:' -T "$work/data" "$@" -o "$out" -w '%{http_code} %{time_total}\n' "$url"
+}
+curl_get() {
+  local url="$1"
+  shift
+  curl -sS "$@" -o /dev/null -w '%{http_code} %{time_total}\n' "$url"
+}
+# record STORE DIRECTION SECONDS PEAK_RSS_KB
+record() {
+  printf '{"store":"%s","direction":"%s","seconds":%s,"peak_rss_kb":%s}\n' "$1" "$2" "$3" "$4" >> "$results"
+}
+
+# kiroku_transfers STORE_NAME STORE_URL: one PUT and one GET through kiroku.
+kiroku_transfers() {
+  local name="$1" store="$2" code secs key="bench/$1-$size_mib"
+  start_kiroku "$work/kiroku-$name" "sqlite://$work/kiroku-$name/events.db" process events --store "$store"
+  local base="http://127.0.0.1:$kiroku_port/files"
+  reset_peak_rss "$kiroku_pid"
+  read -r code secs < <(curl_put "$base/$key" "$work/put.json")
+  [[ "$code" == 201 ]] || { cat "$work/put.json" >&2; bench_die "PUT through kiroku ($name): $code"; }
+  python3 - "$work/put.json" "$bytes" "$sha" <<'PY' || bench_die "PUT through kiroku ($name): wrong answer"
+import json, sys
+a = json.load(open(sys.argv[1]))
+ok = a.get("size") == int(sys.argv[2]) and a.get("sha256") == sys.argv[3]
+print(("" if ok else "unexpected answer: ") + json.dumps(a), file=sys.stderr)
+sys.exit(0 if ok else 1)
+PY
+  record "kiroku → $name" upload "$secs" "$(status_kb "$kiroku_pid" VmHWM)"
+  reset_peak_rss "$kiroku_pid"
+  read -r code secs < <(curl_get "$base/$key")
+  [[ "$code" == 200 ]] || bench_die "GET through kiroku ($name): $code"
+  record "kiroku → $name" download "$secs" "$(status_kb "$kiroku_pid" VmHWM)"
+  [[ "$(curl -sS "$base/$key" | sha256sum | cut -d' ' -f1)" == "$sha" ]] ||
+    bench_die "GET through kiroku ($name): the bytes differ from what was uploaded"
+  stop_kiroku
+}
+
+# Is the file API there?
+start_kiroku "$work/probe" "sqlite://$work/probe/events.db" process events --store "file://$work/probe/objects"
+probe=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT --data-binary probe \
+  "http://127.0.0.1:$kiroku_port/files/bench-probe")
+stop_kiroku
+if [[ "$probe" == 404 ]]; then
+  echo "not measured: file API missing (PUT /files/KEY answers 404)"
+  [[ -z "${BENCH_JSON:-}" ]] || echo "{\"status\": \"missing\", \"size_mib\": $size_mib}" > "$BENCH_JSON"
+  exit 0
+fi
+[[ "$probe" == 201 ]] || bench_die "PUT /files/bench-probe answered $probe"
+
+kiroku_transfers file "file://$work/objects"
+
+if [[ -n "${KIROKU_TEST_S3_ENDPOINT:-}" ]]; then
+  sigv4=(--aws-sigv4 "aws:amz:${AWS_REGION:-us-east-1}:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY"
+    -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD')
+  direct="$KIROKU_TEST_S3_ENDPOINT/$KIROKU_TEST_S3_BUCKET/direct-$size_mib"
+  read -r code secs < <(curl_put "$direct" "$work/direct.txt" "${sigv4[@]}")
+  [[ "$code" == 200 ]] || { cat "$work/direct.txt" >&2; bench_die "PUT to s3rver: $code"; }
+  record "curl → s3rver" upload "$secs" 0
+  read -r code secs < <(curl_get "$direct" "${sigv4[@]}")
+  [[ "$code" == 200 ]] || bench_die "GET from s3rver: $code"
+  record "curl → s3rver" download "$secs" 0
+  kiroku_transfers s3rver \
+    "s3://$KIROKU_TEST_S3_BUCKET?endpoint=$KIROKU_TEST_S3_ENDPOINT&region=${AWS_REGION:-us-east-1}"
+fi
+
+cat > "$work/report.py" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+size_mib, as_json = int(sys.argv[2]), sys.argv[3] == "json"
+ref = {r["direction"]: r["seconds"] for r in rows if r["store"] == "curl → s3rver"}
+for r in rows:
+    r["mib_per_s"] = size_mib / r["seconds"]
+    base = ref.get(r["direction"]) if r["store"] == "kiroku → s3rver" else None
+    r["ratio_to_direct"] = base / r["seconds"] if base else None
+if as_json:
+    print(json.dumps({"status": "measured", "size_mib": size_mib, "transfers": rows}))
+    sys.exit(0)
+print(f"| path | direction | {size_mib} MiB in (s) | MiB/s | ratio to curl → s3rver | kiroku peak RSS (MiB) |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    ratio = f"{r['ratio_to_direct']:.2f}" if r["ratio_to_direct"] else "–"
+    rss = f"{r['peak_rss_kb'] / 1024:.0f}" if r["peak_rss_kb"] else "–"
+    print(f"| {r['store']} | {r['direction']} | {r['seconds']:.2f} | {r['mib_per_s']:.0f} | {ratio} | {rss} |")
+PY
+python3 "$work/report.py" "$results" "$size_mib" table
+[[ -z "${BENCH_JSON:-}" ]] || python3 "$work/report.py" "$results" "$size_mib" json > "$BENCH_JSON"
