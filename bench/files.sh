@@ -40,6 +40,47 @@ curl_get() {
   shift
   curl -sS "$@" -o /dev/null -w '%{http_code} %{time_total}\n' "$url"
 }
+# curl_multipart URL: prints the seconds of the multipart upload kiroku makes
+# of the same file (8 MiB parts, 4 at once: create, parts, complete), done
+# with curl. s3rver assembles a multipart object by reading every part back
+# and writing the object again, so this is the reference for the S3 side's
+# share of an upload. Splitting the file is not timed.
+curl_multipart() {
+  local url="$1" parts="$work/parts" t0 id
+  rm -rf "$parts" && mkdir -p "$parts"
+  split -b 8M -d -a 5 "$work/data" "$parts/p"
+  t0=$(date +%s.%N)
+  id=$(curl -sS -X POST "${sigv4[@]}" "$url?uploads" | sed -n 's:.*<UploadId>\(.*\)</UploadId>.*:\1:p')
+  [[ -n "$id" ]] || bench_die "multipart upload to s3rver: no upload id"
+  local i=0 running=0
+  for f in "$parts"/p*; do
+    i=$((i + 1))
+    curl -sS -H 'Expect:' -T "$f" -D "$parts/h$i" -o /dev/null "${sigv4[@]}" \
+      "$url?partNumber=$i&uploadId=$id" &
+    running=$((running + 1))
+    if ((running == 4)); then
+      wait -n || bench_die "multipart upload to s3rver: a part failed"
+      running=$((running - 1))
+    fi
+  done
+  wait || bench_die "multipart upload to s3rver: a part failed"
+  {
+    echo "<CompleteMultipartUpload>"
+    for ((n = 1; n <= i; n++)); do
+      etag=$(sed -n 's/^[Ee][Tt]ag: *\(.*\)\r$/\1/p' "$parts/h$n")
+      echo "<Part><PartNumber>$n</PartNumber><ETag>$etag</ETag></Part>"
+    done
+    echo "</CompleteMultipartUpload>"
+  } > "$parts/complete.xml"
+  local code
+  code=$(curl -sS -X POST "${sigv4[@]}" --data-binary @"$parts/complete.xml" -o "$parts/answer" \
+    -w '%{http_code}' "$url?uploadId=$id")
+  [[ "$code" == 200 ]] && ! grep -q "<Error>" "$parts/answer" ||
+    { cat "$parts/answer" >&2; bench_die "multipart upload to s3rver: complete answered $code"; }
+  python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$t0" "$(date +%s.%N)"
+  rm -rf "$parts"
+}
+
 # record STORE DIRECTION SECONDS PEAK_RSS_KB
 record() {
   printf '{"store":"%s","direction":"%s","seconds":%s,"peak_rss_kb":%s}\n' "$1" "$2" "$3" "$4" >> "$results"
@@ -94,6 +135,8 @@ if [[ -n "${KIROKU_TEST_S3_ENDPOINT:-}" ]]; then
   read -r code secs < <(curl_get "$direct" "${sigv4[@]}")
   [[ "$code" == 200 ]] || bench_die "GET from s3rver: $code"
   record "curl → s3rver" download "$secs" 0
+  read -r secs < <(curl_multipart "$KIROKU_TEST_S3_ENDPOINT/$KIROKU_TEST_S3_BUCKET/direct-mp-$size_mib")
+  record "curl → s3rver, multipart" upload "$secs" 0
   kiroku_transfers s3rver \
     "s3://$KIROKU_TEST_S3_BUCKET?endpoint=$KIROKU_TEST_S3_ENDPOINT&region=${AWS_REGION:-us-east-1}"
 fi
@@ -103,19 +146,23 @@ import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 size_mib, as_json = int(sys.argv[2]), sys.argv[3] == "json"
 ref = {r["direction"]: r["seconds"] for r in rows if r["store"] == "curl → s3rver"}
+mp = {r["direction"]: r["seconds"] for r in rows if r["store"] == "curl → s3rver, multipart"}
 for r in rows:
     r["mib_per_s"] = size_mib / r["seconds"]
     base = ref.get(r["direction"]) if r["store"] == "kiroku → s3rver" else None
     r["ratio_to_direct"] = base / r["seconds"] if base else None
+    base = mp.get(r["direction"]) if r["store"] == "kiroku → s3rver" else None
+    r["ratio_to_multipart"] = base / r["seconds"] if base else None
 if as_json:
     print(json.dumps({"status": "measured", "size_mib": size_mib, "transfers": rows}))
     sys.exit(0)
-print(f"| path | direction | {size_mib} MiB in (s) | MiB/s | ratio to curl → s3rver | kiroku peak RSS (MiB) |")
-print("|---|---|---|---|---|---|")
+print(f"| path | direction | {size_mib} MiB in (s) | MiB/s | ratio to curl → s3rver | ratio to curl multipart | kiroku peak RSS (MiB) |")
+print("|---|---|---|---|---|---|---|")
 for r in rows:
     ratio = f"{r['ratio_to_direct']:.2f}" if r["ratio_to_direct"] else "–"
+    ratio_mp = f"{r['ratio_to_multipart']:.2f}" if r["ratio_to_multipart"] else "–"
     rss = f"{r['peak_rss_kb'] / 1024:.0f}" if r["peak_rss_kb"] else "–"
-    print(f"| {r['store']} | {r['direction']} | {r['seconds']:.2f} | {r['mib_per_s']:.0f} | {ratio} | {rss} |")
+    print(f"| {r['store']} | {r['direction']} | {r['seconds']:.2f} | {r['mib_per_s']:.0f} | {ratio} | {ratio_mp} | {rss} |")
 PY
 python3 "$work/report.py" "$results" "$size_mib" table
 [[ -z "${BENCH_JSON:-}" ]] || python3 "$work/report.py" "$results" "$size_mib" json > "$BENCH_JSON"
