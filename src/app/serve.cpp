@@ -162,6 +162,14 @@ int serve(const ServeConfig& cfg) {
   so.listen = cfg.listen;
   so.threads = cfg.threads;
   so.max_connections = cfg.max_connections;
+  // Connections must leave descriptors for the spool, the database and the
+  // object store: past the limit they are closed at once instead.
+  const std::uint64_t reserve = std::min<std::uint64_t>(nofile / 2, 256);
+  if (nofile > 0 && so.max_connections > nofile - reserve) {
+    so.max_connections = static_cast<unsigned>(nofile - reserve);
+    spdlog::warn("--max-connections {} lowered to {}: the open-file limit is {}", cfg.max_connections,
+                 so.max_connections, nofile);
+  }
   so.max_header_bytes = cfg.max_header_bytes;
   so.idle_timeout = cfg.idle_timeout;
   so.read_timeout = cfg.read_timeout;

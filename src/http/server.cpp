@@ -190,7 +190,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void start() {
     set_deadline(shard_.server.options_.idle_timeout);
     idle_since_ = shard_.now;
-    // No read buffer until the client has sent something.
+    // No read buffer until the client has sent something. Parked from the
+    // start, so that the sweep does not cancel this wait (which would close it).
+    parked_ = true;
     wait_readable();
   }
 
@@ -268,7 +270,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
                        error_code&) override {
       c_.on_field(name, std::string_view(value));
     }
-    void on_header_impl(error_code&) override { c_.on_head(); }
+    void on_header_impl(error_code& ec) override {
+      // RFC 9112 6.3: a Transfer-Encoding that does not end in chunked leaves
+      // the length unknown (Beast would read no body): 400 and close.
+      if (c_.transfer_encoding_ && !chunked()) {
+        ec = beast::http::error::bad_transfer_encoding;
+        return;
+      }
+      c_.on_head();
+    }
     void on_body_init_impl(const boost::optional<std::uint64_t>& length, error_code&) override {
       if (c_.reader_ || c_.discarding_) return;
       if (length && *length <= c_.body_limit_) c_.body_.reserve(static_cast<std::size_t>(*length));
@@ -300,6 +310,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     head_.clear();
     content_type_ = authorization_ = range_ = Span{};
     expect_continue_ = false;
+    transfer_encoding_ = false;
     method_ = to_method(method);
     method_name_ = store(method_str);
     target_ = store(target);
@@ -310,6 +321,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // The head is complete: fill req_ (all but the body) and let the handler
   // take the body as a stream, answer at once, or have it read whole.
   void on_head() {
+    head_started_ = false;
     Request& r = req_;
     r.method = method_;
     r.method_name = view(method_name_);
@@ -371,6 +383,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       case field::content_type: content_type_ = store(value); break;
       case field::authorization: authorization_ = store(value); break;
       case field::range: range_ = store(value); break;
+      case field::transfer_encoding: transfer_encoding_ = true; break;
       case field::expect:
         expect_continue_ = beast::iequals(value, "100-continue");
         break;
@@ -388,9 +401,24 @@ class Connection : public std::enable_shared_from_this<Connection> {
       close();
       return;
     }
-    set_deadline(partial ? shard_.server.options_.read_timeout : shard_.server.options_.idle_timeout);
-    if (!partial) idle_since_ = shard_.now;
+    if (!partial) {
+      set_deadline(shard_.server.options_.idle_timeout);
+      idle_since_ = shard_.now;
+      head_started_ = false;
+    } else if (parser_ && parser_->is_header_done()) {
+      set_deadline(shard_.server.options_.read_timeout);  // a body: the most time between reads
+    } else if (!head_started_) {
+      head_started_ = true;  // a head: the whole of it within the read timeout
+      set_deadline(shard_.server.options_.read_timeout);
+    }
     const std::size_t room = rbuf_.max_size() - rbuf_.size();
+    if (room == 0) {
+      // A line (chunk size, trailer) longer than the buffer: reading zero
+      // bytes would complete at once, forever.
+      fail(beast::http::error::bad_chunk);
+      flush_or_read();
+      return;
+    }
     socket_.async_read_some(rbuf_.prepare(std::min(kReadChunk, room)),
                             [self = shared_from_this()](error_code ec, std::size_t n) {
                               self->on_read(ec, n);
@@ -448,6 +476,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
         body_.clear();
       }
       error_code ec;
+      if (!parser_->is_header_done() && has_obs_fold()) {
+        fail(beast::http::error::bad_obs_fold);
+        break;
+      }
       const std::size_t used = parser_->put(rbuf_.data(), ec);
       rbuf_.consume(used);
       if (state_ == State::closed) return;
@@ -504,6 +536,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (std::exchange(answered_early_, false)) return;
     state_ = State::waiting_reply;
     set_deadline(kWaitForHandler);
+  }
+
+  // True if the head at the front of the read buffer (complete or not) folds
+  // a field over two lines (RFC 9112 5.2): rejected rather than unfolded.
+  bool has_obs_fold() const {
+    const auto d = rbuf_.data();
+    std::string_view b(static_cast<const char*>(d.data()), d.size());
+    b = b.substr(0, b.find("\r\n\r\n"));
+    return b.find("\n ") != std::string_view::npos || b.find("\n\t") != std::string_view::npos;
   }
 
   // Answers "Expect: 100-continue" once the head is accepted.
@@ -620,6 +661,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Span method_name_, target_, content_type_, authorization_, range_;
   std::uint64_t body_limit_ = 0;
   bool expect_continue_ = false;
+  bool transfer_encoding_ = false;  // the current request has a Transfer-Encoding field
+  bool head_started_ = false;       // the read deadline of the current head is set
   bool close_after_ = false;
   State state_ = State::reading;
   Clock::time_point deadline_{};

@@ -8,12 +8,14 @@
 #include <poll.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -314,6 +316,111 @@ std::vector<std::vector<std::string>> sqlite_rows(const std::string& db, const s
 long long sqlite_count(const std::string& db, const std::string& table) {
   auto rows = sqlite_rows(db, "SELECT COUNT(*) FROM " + table);
   return rows.empty() ? -1 : std::stoll(rows[0][0]);
+}
+
+// ---- Helpers for hostile-client and fault tests
+
+long long percentile(std::vector<long long>& samples, double p) {
+  if (samples.empty()) return 0;
+  std::sort(samples.begin(), samples.end());
+  const auto rank = static_cast<std::size_t>(p / 100.0 * static_cast<double>(samples.size() - 1) + 0.5);
+  return samples[std::min(rank, samples.size() - 1)];
+}
+
+SteadyClient::SteadyClient(int port, std::string name)
+    : thread_([this, port, name = std::move(name)] { run(port, name); }) {}
+
+SteadyClient::~SteadyClient() { stop(); }
+
+void SteadyClient::stop() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+void SteadyClient::reset() {
+  std::lock_guard l(mu_);
+  samples_us_.clear();
+  failures_ = 0;
+  last_failure_.clear();
+}
+
+SteadyClient::Figures SteadyClient::figures() {
+  std::vector<long long> s;
+  Figures f;
+  {
+    std::lock_guard l(mu_);
+    s = samples_us_;
+    f.failures = failures_;
+    f.last_failure = last_failure_;
+  }
+  f.requests = static_cast<long long>(s.size()) + f.failures;
+  f.p50_us = percentile(s, 50);
+  f.p99_us = percentile(s, 99);
+  f.max_us = s.empty() ? 0 : s.back();
+  return f;
+}
+
+void SteadyClient::run(int port, std::string name) {
+  using Clock = std::chrono::steady_clock;
+  const std::string target = "/?name=" + name + "&value=1";
+  auto client = std::make_unique<Client>(port, 5000);
+  while (!stop_) {
+    const auto t0 = Clock::now();
+    const Response r = client->get(target);
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
+    {
+      std::lock_guard l(mu_);
+      if (r.status == 204) {
+        samples_us_.push_back(us);
+      } else {
+        ++failures_;
+        last_failure_ = std::to_string(r.status) + " " + r.body;
+      }
+    }
+    if (r.status == 204) served_++;
+    else client = std::make_unique<Client>(port, 5000);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+long long cpu_time_ms(int pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  // Fields after the command name (which may hold spaces) start past the last ')'.
+  const auto close = all.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream in(all.substr(close + 2));
+  std::vector<std::string> fields;
+  std::string x;
+  while (in >> x) fields.push_back(x);
+  // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here (from 1).
+  if (fields.size() < 13) return -1;
+  const long long ticks = std::stoll(fields[11]) + std::stoll(fields[12]);
+  return ticks * 1000 / ::sysconf(_SC_CLK_TCK);
+}
+
+long long raise_nofile_limit(long long want) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;
+  const rlim_t target = std::min<rlim_t>(static_cast<rlim_t>(want), rl.rlim_max);
+  if (rl.rlim_cur < target) {
+    rl.rlim_cur = target;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+    ::getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  return static_cast<long long>(rl.rlim_cur);
+}
+
+double metric_value(int port, std::string_view name) {
+  const Response r = http_get(port, "/metrics");
+  std::istringstream in(r.body);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.size() <= name.size() || line.compare(0, name.size(), name) != 0) continue;
+    if (line[name.size()] != ' ') continue;
+    return std::stod(line.substr(name.size() + 1));
+  }
+  return -1;
 }
 
 }  // namespace kiroku::test

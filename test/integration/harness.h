@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace kiroku::test {
@@ -100,5 +101,56 @@ Response http_get(int port, std::string_view target);
 // Rows of a SQLite query, each column as text ("NULL" for null).
 std::vector<std::vector<std::string>> sqlite_rows(const std::string& db, const std::string& sql);
 long long sqlite_count(const std::string& db, const std::string& table = "events");
+
+// ---- Helpers for hostile-client and fault tests
+
+// The p-th percentile (0..100) of `samples`, sorted in place; 0 if empty.
+long long percentile(std::vector<long long>& samples, double p);
+
+// A normal client beside an attack: on its own thread, one keep-alive
+// connection sends `GET /?name=NAME&value=1` about once a millisecond and
+// times each answer. An answer other than 204 counts as a failure and the
+// connection is opened again.
+class SteadyClient {
+ public:
+  struct Figures {
+    long long requests = 0;
+    long long failures = 0;
+    long long p50_us = 0;
+    long long p99_us = 0;
+    long long max_us = 0;
+    std::string last_failure;  // "STATUS BODY" of the last failed request, empty if none
+  };
+  SteadyClient(int port, std::string name = "steady");
+  ~SteadyClient();  // stops
+  // Starts a new measurement window.
+  void reset();
+  // Figures of the window since the last reset (or the start).
+  Figures figures();
+  // Requests answered 204 since the start (every window).
+  long long served() const { return served_.load(); }
+  void stop();
+
+ private:
+  void run(int port, std::string name);
+  std::mutex mu_;
+  std::vector<long long> samples_us_;
+  long long failures_ = 0;
+  std::string last_failure_;
+  std::atomic<long long> served_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// User plus system CPU time of process `pid` in milliseconds; -1 if gone.
+long long cpu_time_ms(int pid);
+
+// Raises this process's open-file soft limit towards `want` (at most the hard
+// limit); returns the soft limit now in force.
+long long raise_nofile_limit(long long want);
+
+// The value of the first /metrics sample whose line starts with `name` (a
+// metric name, with labels if any); -1 if there is none.
+double metric_value(int port, std::string_view name);
 
 }  // namespace kiroku::test
