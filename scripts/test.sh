@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # test.sh - sets everything up on a bare Debian 12 machine and runs every
-# test: the unit tests (warnings as errors), the benchmark suite in its quick
-# mode, the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer,
-# and the integration tests
-# against the real binary, a real MariaDB and a real S3 server (s3rver), each
-# started in a temporary directory on a free loopback port and removed after.
+# test: the unit tests (warnings as errors); the integration tests against the
+# real binary, a real MariaDB and a real S3 server (s3rver), each started in a
+# temporary directory on a free loopback port and removed after; the
+# benchmark suite in its quick mode; the unit tests again under
+# AddressSanitizer + UndefinedBehaviorSanitizer; every fuzz target for a
+# bounded time (libFuzzer); the concurrent parts under ThreadSanitizer.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh quick      unit and integration tests only
@@ -36,5 +37,11 @@ if [[ "$mode" == "all" ]]; then
   cmake --build build-asan --target kiroku_unit_tests
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest -L unit --output-on-failure -j2) || status=1
+
+  echo "== fuzzing: every target for ${KIROKU_FUZZ_SECONDS:-20} s (clang, libFuzzer, ASan + UBSan)"
+  scripts/fuzz.sh "${KIROKU_FUZZ_SECONDS:-20}" || status=1
+
+  echo "== the concurrent parts under ThreadSanitizer (unit tests, then the binary under integration tests)"
+  scripts/tsan.sh --integration || status=1
 fi
 exit $status

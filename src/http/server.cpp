@@ -469,6 +469,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void process() {
     while (state_ == State::reading && !paused_) {
       if (rbuf_.size() == 0) break;
+      if (!parser_ && close_after_) {
+        // The last answer closes the connection: what the client sent after
+        // that request is not read.
+        rbuf_.consume(rbuf_.size());
+        break;
+      }
       if (!parser_) {
         parser_.emplace(*this);
         parser_->header_limit(static_cast<std::uint32_t>(shard_.server.options_.max_header_bytes));
@@ -577,8 +583,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
       auto reader = std::move(reader_);
       reader->on_abort();
     }
+    if (!(parser_ && parser_->is_header_done())) {
+      // The head was not read: nothing of req_ (a previous request's) applies.
+      req_.method_name = req_.target = req_.path = req_.query = {};
+      req_.content_type = req_.authorization = req_.range = req_.body = {};
+      req_.shard = shard_.index;
+      req_.peer_loopback = loopback_;
+      req_.received_us = 0;
+    }
     parser_.reset();
     rbuf_.consume(rbuf_.size());
+    // The engine's errors always carry their JSON body, even for a HEAD (the
+    // connection closes after it): not the method of an earlier request.
+    req_.method = Method::other;
     const std::string body = fmt::format("{{\"error\":\"{}\"}}\n", msg);
     append_response(status, "application/json", body, {});
   }
@@ -673,6 +690,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 void Connection::append_head(int status, std::string_view content_type,
                              std::optional<std::uint64_t> content_length, std::string_view extra_headers) {
   if (shard_.draining) close_after_ = true;
+  const std::int64_t took = req_.received_us ? unix_us_now() - req_.received_us : 0;
+  shard_.server.handler_.answered(req_, status, took > 0 ? static_cast<std::uint64_t>(took) : 0);
   auto out = std::back_inserter(out_);
   fmt::format_to(out, "HTTP/1.1 {} {}\r\nServer: kiroku\r\nDate: {}\r\n", status, reason_phrase(status),
                  std::string_view(shard_.date, shard_.date_len));
@@ -748,7 +767,15 @@ void Connection::resume_after_deferred() {
     return;
   }
   state_ = State::reading;
-  process();
+  if (rbuf_.size() == 0) {
+    flush_or_read();
+    return;
+  }
+  // Pipelined requests are handled in a later turn: the sender may be
+  // answering a list of waiters and must not be called back from send().
+  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    if (self->state_ == State::reading) self->process();
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -789,17 +816,38 @@ Deferred::Deferred(std::shared_ptr<Connection> c) : conn_(std::move(c)) {}
 
 Deferred& Deferred::operator=(Deferred&& o) noexcept {
   if (this != &o) {
-    if (conn_ && begun_) conn_->close();
-    else if (conn_) send(500, "application/json", "{\"error\":\"the request was not answered\"}\n");
+    drop();
     conn_ = std::move(o.conn_);
     begun_ = std::exchange(o.begun_, false);
   }
   return *this;
 }
 
-Deferred::~Deferred() {
-  if (conn_ && begun_) conn_->close();
-  else if (conn_) send(500, "application/json", "{\"error\":\"the request was not answered\"}\n");
+Deferred::~Deferred() { drop(); }
+
+void Deferred::drop() noexcept {
+  if (!conn_) return;
+  asio::io_context& ctx = conn_->shard().ctx;
+  if (!ctx.get_executor().running_in_this_thread()) {
+    // Dropped on another thread (a store callback let go of it): the
+    // connection is only touched on its own shard thread.
+    Deferred moved;
+    moved.conn_ = std::move(conn_);
+    moved.begun_ = std::exchange(begun_, false);
+    if (ctx.stopped()) {
+      moved.conn_.reset();  // shutting down: the socket closes with the context
+      return;
+    }
+    asio::post(ctx, [d = std::move(moved)]() mutable { d.drop(); });
+    return;
+  }
+  if (begun_) {
+    auto c = std::move(conn_);
+    begun_ = false;
+    c->close();
+  } else {
+    send(500, "application/json", "{\"error\":\"the request was not answered\"}\n");
+  }
 }
 
 void Deferred::begin(int status, std::string_view content_type, std::uint64_t content_length,

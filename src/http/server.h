@@ -86,7 +86,9 @@ class BodyReader {
 // An answer that a handler sends later (after a commit or an fsync). Holding
 // it keeps the connection alive; send() must be called on the shard thread
 // that produced it (post to shard_context(request.shard)). Sending twice or
-// never is a bug: a Deferred destroyed unsent answers 500.
+// never is a bug: a Deferred destroyed unsent answers 500. send() and end()
+// never call back into the handler (pipelined requests wait for a later turn). It may be
+// destroyed on any thread: the connection is then finished on its own.
 class Deferred {
  public:
   Deferred() = default;
@@ -112,6 +114,9 @@ class Deferred {
   void end();
 
  private:
+  // Answers 500 (or closes a begun stream) if unanswered; from any thread.
+  void drop() noexcept;
+
   std::shared_ptr<Connection> conn_;
   bool begun_ = false;
 };
@@ -161,6 +166,15 @@ class Handler {
     (void)req;
     (void)reply;
     return nullptr;
+  }
+  // The answer's head is queued: once per request, deferred answers and the
+  // engine's own errors (400, 413, 431) included. `took_us` runs from the
+  // complete head (or, for a head that could not be read, is 0). For a
+  // head that could not be read, req.path is empty.
+  virtual void answered(const Request& req, int status, std::uint64_t took_us) {
+    (void)req;
+    (void)status;
+    (void)took_us;
   }
 };
 

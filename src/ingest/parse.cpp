@@ -73,7 +73,10 @@ bool valid_utf8(std::string_view s) {
 }
 
 std::optional<std::int64_t> parse_int64(std::string_view s) {
-  if (!s.empty() && s.front() == '+') s.remove_prefix(1);
+  if (!s.empty() && s.front() == '+') {
+    s.remove_prefix(1);
+    if (!s.empty() && s.front() == '-') return std::nullopt;  // "+-1"
+  }
   if (s.empty() || s.size() > 20) return std::nullopt;
   std::int64_t v = 0;
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);

@@ -37,6 +37,8 @@ TEST(Parse, Int64) {
   EXPECT_FALSE(parse_int64("-9223372036854775809"));
   EXPECT_FALSE(parse_int64(""));
   EXPECT_FALSE(parse_int64("-"));
+  EXPECT_FALSE(parse_int64("+-8"));  // found by fuzzing
+  EXPECT_FALSE(parse_int64("+"));
   EXPECT_FALSE(parse_int64("1.5"));
   EXPECT_FALSE(parse_int64("1e3"));
   EXPECT_FALSE(parse_int64(" 1"));

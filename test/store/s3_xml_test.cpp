@@ -245,6 +245,9 @@ TEST(S3Xml, Iso8601) {
   EXPECT_FALSE(parse_iso8601("2009-10-12T25:50:30Z").ok());
   EXPECT_FALSE(parse_iso8601("2009-10-12T17:50:30.Z").ok());
   EXPECT_FALSE(parse_iso8601("").ok());
+  // Outside what system_clock holds (found by fuzzing: an overflow).
+  EXPECT_FALSE(parse_iso8601("0001-01-01T00:00:00Z").ok());
+  EXPECT_FALSE(parse_iso8601("9999-12-31T23:59:59Z").ok());
 }
 
 }  // namespace

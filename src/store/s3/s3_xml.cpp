@@ -324,7 +324,8 @@ Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view s) 
     return Status::invalid("not a UTC ISO 8601 time: '" + std::string(s) + "'");
   }
   year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)}, day{static_cast<unsigned>(d)}};
-  if (!ymd.ok() || h > 23 || mi > 59 || sec > 60) {
+  // system_clock counts nanoseconds in 64 bits: about 1678 to 2261.
+  if (!ymd.ok() || y < 1900 || y > 2200 || h > 23 || mi > 59 || sec > 60) {
     return Status::invalid("not a valid time: '" + std::string(s) + "'");
   }
   auto tp = sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec} + milliseconds{millis};
