@@ -371,11 +371,20 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
                   fmt::format("Content-Range: bytes */{}\r\n", s.object.size));
       return;
     }
-    std::string headers = object_headers(s.object);
+    head_ = object_headers(s.object);
     if (ranged_)
-      headers += fmt::format("Content-Range: bytes {}-{}/{}\r\n", s.offset, s.offset + s.length - 1, s.object.size);
-    later_.begin(ranged_ ? 206 : 200, "application/octet-stream", s.length, headers);
-    started_ = true;
+      head_ += fmt::format("Content-Range: bytes {}-{}/{}\r\n", s.offset, s.offset + s.length - 1, s.object.size);
+    length_ = s.length;
+    started_ = true;  // the head goes out with the first chunk (pump)
+  }
+
+  // Sends the head kept by on_start, once: only when there is a body to
+  // follow, so that a fetch failing before its first chunk is a clean error.
+  void begin() {
+    if (begun_) return;
+    begun_ = true;
+    later_.begin(ranged_ ? 206 : 200, "application/octet-stream", length_, head_);
+    std::string().swap(head_);
   }
 
   void on_chunk(Chunk c) {
@@ -409,10 +418,17 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
       started_ = false;
       over_ = true;
       api_.record(shard_, FileOp::get, started_us_, bytes_, result_.ok());
-      if (result_.ok()) later_.end();
-      else later_ = http::Deferred();  // a short body: the connection closes
+      if (!begun_ && !result_.ok()) {
+        send_error(later_, result_);  // nothing was sent yet: a clean error
+      } else if (result_.ok()) {
+        begin();  // an empty body
+        later_.end();
+      } else {
+        later_ = http::Deferred();  // a short body: the connection closes
+      }
       return;
     }
+    begin();
     writing_ = true;
     auto self = shared_from_this();
     later_.write(queue_.front().data(), [self](bool ok) {
@@ -440,7 +456,10 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
   std::deque<Chunk> queue_;
   Status result_;
   std::uint64_t bytes_ = 0;
-  bool started_ = false;  // the head went out: the body follows
+  std::string head_;          // the answer's headers, kept until begin()
+  std::uint64_t length_ = 0;  // its Content-Length
+  bool started_ = false;  // the store started: the body follows
+  bool begun_ = false;    // the head was given to the connection
   bool over_ = false;     // answered (or the answer was dropped)
   bool done_ = false;     // the store called on_done
   bool writing_ = false;

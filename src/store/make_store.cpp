@@ -1,4 +1,5 @@
 // make_store.cpp - the ObjectStore for a --store URL, store options, byte ranges.
+#include <charconv>
 #include <cstdlib>
 #include <string>
 
@@ -9,6 +10,19 @@
 
 namespace kiroku {
 namespace {
+
+// An S3 URL parameter that must be a whole number in [lo, hi].
+Status parse_s3_int(std::string_view name, const std::string& value, long long lo, long long hi,
+                    long long& out) {
+  long long v = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+  if (value.empty() || ec != std::errc() || end != value.data() + value.size() || v < lo || v > hi)
+    return Status::invalid("--store: S3 URL parameter " + std::string(name) +
+                           " must be an integer from " + std::to_string(lo) + " to " +
+                           std::to_string(hi) + ", got '" + value + "'");
+  out = v;
+  return {};
+}
 
 }  // namespace
 
@@ -81,6 +95,15 @@ Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const Stor
         config.region = *value;
       } else if (name == "path_style") {
         config.path_style = *value != "false" && *value != "0";
+      } else if (name == "connect_timeout_ms" || name == "stall_timeout_ms") {
+        long long ms = 0;
+        if (Status s = parse_s3_int(name, *value, 1, 3'600'000, ms); !s) return s;
+        (name == "connect_timeout_ms" ? config.connect_timeout : config.stall_timeout) =
+            std::chrono::milliseconds(ms);
+      } else if (name == "max_attempts") {
+        long long n = 0;
+        if (Status s = parse_s3_int(name, *value, 1, 100, n); !s) return s;
+        config.max_attempts = static_cast<int>(n);
       } else {
         return Status::invalid("--store: unknown S3 URL parameter '" + std::string(name) + "'");
       }
