@@ -2,6 +2,8 @@
 #include "app/router.h"
 
 #include <nlohmann/json.hpp>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -35,22 +37,30 @@ const char* route_name(Route r) {
     case Route::pprof_heap: return "pprof_heap";
     case Route::files: return "files";
     case Route::not_found: return "not_found";
+    case Route::malformed: return "malformed";
     case Route::count_: break;
   }
   return "?";
 }
 
+// Answers are counted by status class: 1xx is never a final answer.
+constexpr const char* kStatusClasses[] = {"2xx", "3xx", "4xx", "5xx"};
+constexpr int kClasses = 4;
+
+int status_class(int status) { return status < 300 ? 0 : status < 400 ? 1 : status < 500 ? 2 : 3; }
+
 }  // namespace
 
 Router::Router(RouterDeps deps) : deps_(deps) {
   if (deps_.registry) {
-    auto& fam = deps_.registry->counter("kiroku_http_requests_total", "HTTP requests by route", {"route"});
+    auto& fam = deps_.registry->counter("kiroku_http_requests_total", "HTTP requests answered, by route and status class",
+                                        {"route", "status"});
     for (int r = 0; r < static_cast<int>(Route::count_); ++r)
-      requests_.push_back(fam.with({route_name(static_cast<Route>(r))}));
+      for (const char* c : kStatusClasses) requests_.push_back(fam.with({route_name(static_cast<Route>(r)), c}));
     latency_ = deps_.registry
-                   ->histogram("kiroku_http_handler_seconds",
-                               "time to handle a request on its IO thread (answer sent or deferred)", {},
-                               exponential_buckets(1e-6, 2, 24))  // 1 us .. 8 s
+                   ->histogram("kiroku_http_request_seconds",
+                               "time from a request's complete head to its answer (durability waits included)",
+                               {}, exponential_buckets(1e-6, 2, 24))  // 1 us .. 8 s
                    .with({});
     scrape_buffers_.resize(deps_.registry->shards());
   }
@@ -89,7 +99,6 @@ std::shared_ptr<http::BodyReader> Router::stream_body(const http::Request& req, 
   using M = http::Method;
   if (req.method != M::put && req.method != M::post) return nullptr;
   if (route_of(req.path) != Route::files) return nullptr;
-  if (!requests_.empty()) requests_[static_cast<int>(Route::files)]->inc(req.shard);
   if (!authorized(req, reply)) return nullptr;
   if (!deps_.files) {
     reply.error(503, "the file API is not available");
@@ -111,6 +120,19 @@ void Router::readyz(http::Reply& reply) {
   reply.send(200, "application/json", "{\"ready\":true}\n");
 }
 
+namespace {
+
+// Compares the SHA-256 digests of both in constant time: how long the
+// comparison takes tells nothing of the token, not even its length.
+bool same_secret(std::string_view given, std::string_view secret) {
+  unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(given.data()), given.size(), a);
+  SHA256(reinterpret_cast<const unsigned char*>(secret.data()), secret.size(), b);
+  return CRYPTO_memcmp(a, b, sizeof a) == 0;
+}
+
+}  // namespace
+
 bool Router::authorized(const http::Request& req, http::Reply& reply) {
   if (deps_.auth_token.empty()) {
     if (req.peer_loopback) return true;
@@ -119,9 +141,7 @@ bool Router::authorized(const http::Request& req, http::Reply& reply) {
   }
   constexpr std::string_view bearer = "Bearer ";
   const std::string_view a = req.authorization;
-  if (a.size() == bearer.size() + deps_.auth_token.size() && a.starts_with(bearer) &&
-      a.substr(bearer.size()) == deps_.auth_token)
-    return true;
+  if (a.starts_with(bearer) && same_secret(a.substr(bearer.size()), deps_.auth_token)) return true;
   reply.error(401, "missing or wrong bearer token", "WWW-Authenticate: Bearer\r\n");
   return false;
 }
@@ -168,9 +188,7 @@ void Router::cpu_profile(const http::Request& req, http::Reply& reply) {
 }
 
 void Router::handle(const http::Request& req, http::Reply& reply) {
-  const auto t0 = std::chrono::steady_clock::now();
   const Route route = route_of(req.path);
-  if (!requests_.empty()) requests_[static_cast<int>(route)]->inc(req.shard);
   using M = http::Method;
   const bool get = req.method == M::get;
   const bool read = get || req.method == M::head;
@@ -237,20 +255,23 @@ void Router::handle(const http::Request& req, http::Reply& reply) {
       else deps_.files->handle(req, reply);
       break;
     case Route::not_found:
+    case Route::malformed:
     case Route::count_:
       reply.error(404, "no such endpoint");
       break;
   }
-  const auto took_us = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
+}
+
+void Router::answered(const http::Request& req, int status, std::uint64_t took_us) {
+  const Route route = req.path.empty() ? Route::malformed : route_of(req.path);
+  if (!requests_.empty()) requests_[static_cast<int>(route) * kClasses + status_class(status)]->inc(req.shard);
   if (latency_) latency_->observe(req.shard, took_us);
   // Access log: off by default; when on, one request in access_log_every_ per shard.
   if (access_log_every_ && req.shard < access_log_seq_.size() &&
       access_log_seq_[req.shard]++ % access_log_every_ == 0) {
-    const int status = reply.status();
-    spdlog::info("access {} {} {} {}us{}", req.method_name, req.target,
-                 status ? std::to_string(status) : std::string("deferred"), took_us,
-                 req.peer_loopback ? " loopback" : "");
+    if (req.path.empty()) spdlog::info("access (unreadable request) {} {}us", status, took_us);
+    else spdlog::info("access {} {} {} {}us{}", req.method_name, req.target, status, took_us,
+                      req.peer_loopback ? " loopback" : "");
   }
 }
 

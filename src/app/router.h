@@ -30,6 +30,7 @@ enum class Route : std::uint8_t {
   pprof_heap,
   files,
   not_found,
+  malformed,  // the request's head could not be read (400, 431)
   count_
 };
 
@@ -55,6 +56,8 @@ class Router final : public http::Handler {
   void handle(const http::Request& req, http::Reply& reply) override;
   // Uploads (PUT /files/{key}, POST /files) are streamed to the file API.
   std::shared_ptr<http::BodyReader> stream_body(const http::Request& req, http::Reply& reply) override;
+  // Counts the answer by route and status class, times it, samples the access log.
+  void answered(const http::Request& req, int status, std::uint64_t took_us) override;
 
   // The collector is built after the server (it needs the shards).
   void set_collector(Collector* c) { deps_.collector = c; }
@@ -75,8 +78,8 @@ class Router final : public http::Handler {
   RouterDeps deps_;
   http::HttpServer* server_ = nullptr;
   std::atomic<bool> draining_{false};
-  std::vector<Counter*> requests_;  // by Route
-  Histogram* latency_ = nullptr;
+  std::vector<Counter*> requests_;  // by Route x status class (kStatusClasses)
+  Histogram* latency_ = nullptr;    // request head to answer
   std::vector<std::string> scrape_buffers_;  // one per shard, reused
   std::vector<std::uint64_t> access_log_seq_;  // per shard: requests seen, for sampling
   std::uint64_t access_log_every_ = 0;        // log one request in this many; 0: off

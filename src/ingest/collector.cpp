@@ -42,6 +42,16 @@ void send_json_error(http::Deferred& d, int status, std::string_view msg, std::s
   d.send(status, "application/json", fmt::format("{{\"error\":\"{}\"}}\n", msg), headers);
 }
 
+void send_json_error(http::Reply& r, int status, std::string_view msg, std::string_view headers = {}) {
+  r.error(status, msg, headers);
+}
+
+// The answer to a request whose events could not be written to the spool.
+void answer_spool_error(auto& r, const Status& st) {
+  if (st.kind() == ErrorKind::full) send_json_error(r, 503, "spool disk full; retry later", "Retry-After: 5\r\n");
+  else send_json_error(r, 500, "spool write failed; nothing was stored");
+}
+
 }  // namespace
 
 // A request waiting for its events to become durable.
@@ -67,10 +77,13 @@ struct Collector::Shard {
   bool stopped = false;
   std::atomic<std::uint64_t> pending{0};  // events in `current`, for other threads
 
-  // durability=fsync: group commit on this thread.
-  std::vector<Waiter> sync_waiting;
-  std::vector<Waiter> sync_running;
-  bool sync_scheduled = false;
+  // durability=process/fsync: requests whose events are in `current` but not
+  // yet in the spool. One write (and for fsync one fdatasync) at the end of
+  // the loop turn serves every request the turn handled.
+  std::size_t spooled = 0;  // bytes at the front of `current` already in the spool
+  std::vector<Waiter> write_waiting;
+  std::vector<Waiter> write_running;
+  bool write_scheduled = false;
 
   // durability=sink: requests waiting for the current batch, and for the
   // batches handed to the writer (in order).
@@ -192,80 +205,88 @@ void Collector::handle_batch(const http::Request& req, http::Reply& reply) {
 
 void Collector::commit(Shard& s, http::Reply& reply, std::size_t before, std::size_t n, Answer answer) {
   if (spool_) {
-    Status st;
     if (!s.segment.is_open()) {
       auto w = spool_->create(s.index);
-      if (w.ok()) s.segment = std::move(*w);
-      else st = w.status();
-    }
-    if (st.ok()) {
-      const auto& bytes = s.current->bytes;
-      st = s.segment.append(std::string_view(reinterpret_cast<const char*>(bytes.data()) + before,
-                                             bytes.size() - before));
-    }
-    if (!st.ok()) {
-      s.current->bytes.resize(before);
-      s.current->count -= n;
-      if (s.current->count == 0) s.current->oldest_received_us = 0;
-      if (metrics_.spool_errors) metrics_.spool_errors->inc(s.index);
-      static std::atomic<std::int64_t> last_log{0};
-      const auto sec = std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
-      if (last_log.exchange(sec) != sec) spdlog::error("spool write failed: {}", st.message());
-      // The segment refuses further appends after a failure: start a new one.
-      flush_shard(s);
-      if (s.segment.is_open()) spool_->remove(s.segment.seal());
-      if (st.kind() == ErrorKind::full) {
-        if (metrics_.rejected_full) metrics_.rejected_full->inc(s.index);
-        reply.error(503, "spool disk full; retry later", "Retry-After: 5\r\n");
-      } else {
-        reply.error(500, "spool write failed; nothing was stored");
+      if (!w.ok()) {
+        s.current->bytes.resize(before);
+        s.current->count -= n;
+        if (s.current->count == 0) s.current->oldest_received_us = 0;
+        spool_failed(s, w.status(), 1);
+        answer_spool_error(reply, w.status());
+        return;
       }
-      return;
+      s.segment = std::move(*w);
     }
+    // Answered once the loop turn's events are written (run_write).
+    s.write_waiting.push_back({reply.defer(), answer, static_cast<std::uint32_t>(n)});
+    s.pending.store(s.current->count, std::memory_order_relaxed);
+    schedule_write(s);
+    if (s.current->count >= options_.batch_max) flush_shard(s);
+    return;
   }
   s.pending.store(s.current->count, std::memory_order_relaxed);
   if (metrics_.accepted) metrics_.accepted->add(s.index, n);
-
-  switch (options_.durability) {
-    case Durability::none:
-    case Durability::process:
-      send_answer(reply, answer, n);
-      break;
-    case Durability::fsync:
-      s.sync_waiting.push_back({reply.defer(), answer, static_cast<std::uint32_t>(n)});
-      schedule_sync(s);
-      break;
-    case Durability::sink:
-      s.waiting_current.push_back({reply.defer(), answer, static_cast<std::uint32_t>(n)});
-      break;
+  if (options_.durability == Durability::sink) {
+    s.waiting_current.push_back({reply.defer(), answer, static_cast<std::uint32_t>(n)});
+  } else {
+    send_answer(reply, answer, n);
   }
   if (s.current->count >= options_.batch_max) flush_shard(s);
 }
 
-void Collector::schedule_sync(Shard& s) {
-  if (s.sync_scheduled) return;
-  s.sync_scheduled = true;
-  // Posted: every request this loop turn still handles joins the same fsync.
-  boost::asio::post(s.ctx, [this, &s] { run_sync(s); });
+void Collector::schedule_write(Shard& s) {
+  if (s.write_scheduled) return;
+  s.write_scheduled = true;
+  // Posted: it runs after the reads this turn of the loop already has.
+  boost::asio::post(s.ctx, [this, &s] { run_write(s); });
 }
 
-void Collector::run_sync(Shard& s) {
-  s.sync_scheduled = false;
-  if (s.sync_waiting.empty()) return;
-  s.sync_running.swap(s.sync_waiting);
-  Status st = s.segment.is_open() ? s.segment.sync() : Status{};
-  for (auto& w : s.sync_running) {
+void Collector::run_write(Shard& s) {
+  s.write_scheduled = false;
+  if (s.write_waiting.empty()) return;
+  s.write_running.swap(s.write_waiting);
+  std::size_t events = 0;
+  for (const Waiter& w : s.write_running) events += w.count;
+  const auto& bytes = s.current->bytes;
+  Status st = s.segment.append(std::string_view(reinterpret_cast<const char*>(bytes.data()) + s.spooled,
+                                                bytes.size() - s.spooled));
+  if (!st.ok()) {
+    // Nothing of these requests is kept: their records leave the batch.
+    s.current->bytes.resize(s.spooled);
+    s.current->count -= events;
+    if (s.current->count == 0) s.current->oldest_received_us = 0;
+    s.pending.store(s.current->count, std::memory_order_relaxed);
+    spool_failed(s, st, s.write_running.size());
+    for (auto& w : s.write_running) answer_spool_error(w.reply, st);
+    s.write_running.clear();
+    // The segment refuses further appends after a failure: start a new one.
+    flush_shard(s);
+    if (s.segment.is_open()) spool_->remove(s.segment.seal());
+    return;
+  }
+  s.spooled = bytes.size();
+  if (options_.durability == Durability::fsync) st = s.segment.sync();
+  if (metrics_.accepted) metrics_.accepted->add(s.index, events);
+  for (auto& w : s.write_running) {
     if (st.ok()) send_answer(w.reply, w.answer, w.count);
     else send_json_error(w.reply, 500, "fsync of the spool failed; the events may be lost on a machine crash");
   }
-  s.sync_running.clear();
+  s.write_running.clear();
   if (!st.ok()) spdlog::error("spool fsync failed: {}", st.message());
 }
 
+void Collector::spool_failed(Shard& s, const Status& st, std::size_t requests) {
+  if (metrics_.spool_errors) metrics_.spool_errors->inc(s.index);
+  if (st.kind() == ErrorKind::full && metrics_.rejected_full) metrics_.rejected_full->add(s.index, requests);
+  static std::atomic<std::int64_t> last_log{0};
+  const auto sec = std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
+  if (last_log.exchange(sec) != sec) spdlog::error("spool write failed: {}", st.message());
+}
+
 void Collector::flush_shard(Shard& s) {
+  // The batch leaves with its segment: what it holds must be written first.
+  if (!s.write_waiting.empty()) run_write(s);
   if (s.current->empty()) return;
-  // fsync waiters of this segment are synced before it is sealed.
-  if (!s.sync_waiting.empty()) run_sync(s);
   Batch b;
   b.shard = s.index;
   b.seq = s.seq++;
@@ -277,6 +298,7 @@ void Collector::flush_shard(Shard& s) {
     s.waiting_current.clear();
   }
   s.current = writer_.take_buffer();
+  s.spooled = 0;
   s.pending.store(0, std::memory_order_relaxed);
   writer_.submit(std::move(b));
 }

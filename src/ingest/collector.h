@@ -2,11 +2,12 @@
 //
 // Each shard (IO thread) owns its batch, id generator and spool segment, so
 // accepting an event takes no lock: validate, assign an id, append the
-// record to the batch (and to the spool segment for process/fsync), answer.
-// Every --flush-interval, or at --batch-max events, the shard hands the batch
-// to the BatchWriter and starts a new one. What a 2xx means depends on
-// --durability (PRODUCT.md): none answers at once, process after the spool
-// write, fsync after a group-commit fdatasync, sink after the database commit.
+// record to the batch, answer. Every --flush-interval, or at --batch-max
+// events, the shard hands the batch to the BatchWriter and starts a new one.
+// What a 2xx means depends on --durability (PRODUCT.md): none answers at
+// once; process after the spool write and fsync after its fdatasync, both
+// done once per loop turn for every request the turn handled (group commit);
+// sink after the database commit.
 #pragma once
 
 #include <chrono>
@@ -70,12 +71,15 @@ class Collector {
   struct Shard;
   void flush_shard(Shard& s);
   void arm_timer(Shard& s);
-  // Appends the records of `n` events (already in s.current from `before`)
-  // to the spool and answers; rolls back on failure.
+  // The records of `n` events are in s.current from `before`: answers, or
+  // has them written to the spool first (process, fsync).
   void commit(Shard& s, http::Reply& reply, std::size_t before, std::size_t n, Answer answer);
   bool admit(Shard& s, std::size_t bytes, http::Reply& reply);
-  void schedule_sync(Shard& s);
-  void run_sync(Shard& s);
+  void schedule_write(Shard& s);
+  // Writes the events of the requests in write_waiting to the spool (and
+  // syncs for fsync), then answers them; on failure drops their events.
+  void run_write(Shard& s);
+  void spool_failed(Shard& s, const Status& st, std::size_t requests);
   void expire_waiters(Shard& s);
 
   CollectorOptions options_;

@@ -121,7 +121,9 @@ TEST(Ingest, PipelinedRequestsAnsweredInOrder) {
                          : "GET /?name=p&value=" + std::to_string(i) + " HTTP/1.1\r\nHost: t\r\n\r\n";
   ASSERT_TRUE(c.send_raw(burst));
   for (int i = 0; i < 50; ++i) EXPECT_EQ(c.read_response().status, i % 10 == 9 ? 404 : 204) << i;
-  c.send_raw("GET /?name=p&value=100 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+  // A request pipelined after "Connection: close" is neither answered nor stored.
+  c.send_raw("GET /?name=p&value=100 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+             "GET /?name=p&value=101 HTTP/1.1\r\nHost: t\r\n\r\n");
   auto last = c.read_response();
   EXPECT_EQ(last.status, 204);
   EXPECT_EQ(last.header("Connection"), "close");
@@ -279,9 +281,26 @@ TEST(Ingest, OperationsEndpoints) {
   for (int i = 0; i < 10; ++i) http_get(k.port(), "/?name=ops&value=1");
   EXPECT_EQ(http_get(k.port(), "/healthz").status, 200);
   EXPECT_EQ(http_get(k.port(), "/readyz").status, 200);
+  EXPECT_EQ(http_get(k.port(), "/nowhere").status, 404);
+  {
+    Client bad(k.port());
+    ASSERT_TRUE(bad.send_raw("NOT HTTP AT ALL\r\n\r\n"));
+    EXPECT_EQ(bad.read_response().status, 400);
+  }
   auto m = http_get(k.port(), "/metrics");
   EXPECT_EQ(m.status, 200);
   EXPECT_NE(m.body.find("kiroku_events_accepted_total 10"), std::string::npos) << m.body;
+  // Answers by route and status class, the engine's own errors included.
+  EXPECT_NE(m.body.find("kiroku_http_requests_total{route=\"collect\",status=\"2xx\"} 10\n"), std::string::npos)
+      << m.body;
+  EXPECT_NE(m.body.find("kiroku_http_requests_total{route=\"not_found\",status=\"4xx\"} 1\n"), std::string::npos)
+      << m.body;
+  EXPECT_NE(m.body.find("kiroku_http_requests_total{route=\"malformed\",status=\"4xx\"} 1\n"), std::string::npos)
+      << m.body;
+  // Every answer is timed: these 14, and the harness's /healthz polls at start.
+  const auto at = m.body.find("kiroku_http_request_seconds_count ");
+  ASSERT_NE(at, std::string::npos) << m.body;
+  EXPECT_GE(std::stoll(m.body.substr(at + std::string_view("kiroku_http_request_seconds_count ").size())), 14);
   EXPECT_NE(m.body.find("# TYPE kiroku_accept_to_durable_seconds histogram"), std::string::npos);
   auto s = http_get(k.port(), "/stats");
   EXPECT_EQ(s.status, 200);

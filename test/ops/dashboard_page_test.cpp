@@ -101,7 +101,7 @@ TEST(DashboardPage, ReadsOnlyMetricsTheServerRegisters) {
   const std::set<std::string> names = metric_names(page());
   ASSERT_GE(names.size(), 20u);
   for (const char* expected :
-       {"kiroku_http_requests_total", "kiroku_http_handler_seconds",
+       {"kiroku_http_requests_total", "kiroku_http_request_seconds",
         "kiroku_accept_to_durable_seconds", "kiroku_queue_events", "kiroku_spool_bytes",
         "kiroku_db_open_connections", "kiroku_db_in_use_connections", "kiroku_db_idle_connections",
         "kiroku_events_accepted_total", "kiroku_events_committed_total",
