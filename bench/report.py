@@ -62,6 +62,7 @@ class Report:
         self.rate = {(k, d): load(self.r, f"rate-{k}-{d}.json") for k, _ in SINKS for d in MODES}
         self.spool = load(self.r, "spool.json")
         self.files = load(self.r, "files.json")
+        self.loadcheck = load(self.r, "loadcheck.json")
         self.bulk = parse_bulk(load(self.r, "bulk-mariadb.log"))
         self.params = load(self.r, "params.json")
 
@@ -156,6 +157,7 @@ class Report:
         self.w(f"bench/spool_size.sh {self.spool['events'] if self.spool else 'EVENTS'}")
         size = self.files.get("size_mib") if self.files else "SIZE_MIB"
         self.w(f"scripts/with-s3rver.sh bench/files.sh {size}")
+        self.w(f"bench/load_vs_wrk.sh {p['rounds']} {p['secs']}   # kiroku load --rate 0 against wrk, on nginx")
         self.w("build/bench/spool_bench; build/bench/metrics_bench; build/bench/multipart_bench")
         self.w("build/test/kiroku_unit_tests --gtest_filter='*AllocTest*'")
         self.w("```")
@@ -327,6 +329,29 @@ class Report:
                 ratio_mp = f"**{t['ratio_to_multipart']:.2f}**" if t.get("ratio_to_multipart") else "–"
                 self.w(f"| {t['store']} | {t['direction']} | {t['seconds']:.2f} | {t['mib_per_s']:.0f} | "
                        f"{ratio} | {ratio_mp} | {mib(t['peak_rss_kb'])} |")
+        self.w()
+
+    def load_check(self):
+        self.w("## `kiroku load` against wrk")
+        self.w()
+        c = self.loadcheck
+        if c is None:
+            self.w("failed" if "loadcheck" in self.failed else "not run")
+            self.w()
+            return
+        self.w(f"`bench/load_vs_wrk.sh {c['rounds']} {c['seconds']:g}`: nginx answering 204 (one worker) "
+               f"driven as fast as it answers by `wrk -t1 -c64 -d{c['seconds']:g}s` and by "
+               f"`kiroku load --rate 0 --connections 64 --threads 1 --duration {c['seconds']:g}s` "
+               "(its closed-loop mode), alternating. The goal is the same throughput within 10 %.")
+        self.w()
+        self.w("| round | wrk (req/s) | kiroku load (req/s) | ratio |")
+        self.w("|---|---|---|---|")
+        for i, (a, b) in enumerate(zip(c["wrk_rps"], c["load_rps"])):
+            self.w(f"| {i + 1} | {num(a)} | {num(b)} | {b / a:.2f} |")
+        within = "within 10 %" if abs(c["ratio"] - 1) <= 0.10 else "**not** within 10 %"
+        self.w(f"| mean | {num(c['wrk_mean'])} | {num(c['load_mean'])} | **{c['ratio']:.2f}** ({within}) |")
+        self.w()
+        self.w(f"Errors or non-2xx answers seen by either tool: {c['bad']}.")
         self.w()
 
     def components(self):
@@ -507,6 +532,7 @@ class Report:
         self.storage()
         self.mariadb()
         self.file_api()
+        self.load_check()
         self.components()
         figs = self.capacity()
         self.capacity_section(figs)

@@ -15,6 +15,7 @@
 #   - bytes per event in the spool (bench/spool_size.sh)
 #   - a 1 GiB file up and down through the file API, to the file store and to
 #     s3rver, against curl to s3rver directly (bench/files.sh)
+#   - `kiroku load` in closed loop against wrk, both on nginx (bench/load_vs_wrk.sh)
 #   - the component micro benchmarks and the allocation test
 # quick: the same steps for a second or two each (2,000 requests/s, 64 MiB),
 #   written to a temporary directory instead of the repository; for CI, so
@@ -25,7 +26,7 @@
 # failed or non-2xx request at the constant rate); the report is written
 # anyway and lists the failed steps. Parts can be left out for a trial run
 # (BENCH_SINKS="sqlite mariadb", BENCH_MODES="none process fsync sink",
-# BENCH_PARTS="ingest spool files components"); a restricted run never
+# BENCH_PARTS="ingest spool files loadcheck components"); a restricted run never
 # writes into the repository. KIROKU_BENCH_BUILD=0 skips `cmake --build build`;
 # KIROKU_BIN picks another kiroku binary; BENCH_OUT another output file.
 set -euo pipefail
@@ -47,7 +48,7 @@ case "$mode" in
   *) echo "usage: $0 [full|quick]" >&2; exit 2 ;;
 esac
 sinks="${BENCH_SINKS:-sqlite mariadb}"
-parts="${BENCH_PARTS:-ingest spool files components}"
+parts="${BENCH_PARTS:-ingest spool files loadcheck components}"
 restricted=0
 [[ -n "${BENCH_SINKS:-}${BENCH_MODES:-}${BENCH_PARTS:-}" ]] && restricted=1
 export KIROKU_BIN="${KIROKU_BIN:-build/kiroku}"
@@ -132,6 +133,7 @@ for part in $parts; do
       ;;
     spool) step spool bench/spool_size.sh "$spool_events" ;;
     files) step files scripts/with-s3rver.sh bench/files.sh "$files_mib" ;;
+    loadcheck) step loadcheck bench/load_vs_wrk.sh "$BENCH_ROUNDS" "$BENCH_SECS" ;;
     components)
       for b in spool_bench metrics_bench multipart_bench; do
         # shellcheck disable=SC2016  # $1 and $2 are bash -c's own arguments
