@@ -12,6 +12,7 @@
 #     constant 30,000 requests/s for 60 s with `kiroku load` in 5-second runs
 #     (bench/constant_rate.sh); rows stored are checked against events accepted
 #   - MariaDB: the sink's bulk insert rate (build/bench/mysql_bulk_bench)
+#   - MariaDB stopped for 20 s under 30,000 requests/s (bench/outage.sh)
 #   - bytes per event in the spool (bench/spool_size.sh)
 #   - a 1 GiB file up and down through the file API, to the file store and to
 #     s3rver, against curl to s3rver directly (bench/files.sh)
@@ -26,7 +27,7 @@
 # failed or non-2xx request at the constant rate); the report is written
 # anyway and lists the failed steps. Parts can be left out for a trial run
 # (BENCH_SINKS="sqlite mariadb", BENCH_MODES="none process fsync sink",
-# BENCH_PARTS="ingest spool files loadcheck components"); a restricted run never
+# BENCH_PARTS="ingest outage spool files loadcheck components"); a restricted run never
 # writes into the repository. KIROKU_BENCH_BUILD=0 skips `cmake --build build`;
 # KIROKU_BIN picks another kiroku binary; BENCH_OUT another output file.
 set -euo pipefail
@@ -37,18 +38,18 @@ case "$mode" in
   full)
     export BENCH_ROUNDS=3 BENCH_SECS=10 BENCH_RATE=30000 BENCH_DURATION=60s BENCH_SEGMENT=5s
     export BENCH_BULK_ARGS="--rows 100000 --rounds 3"
-    files_mib=1024; spool_events=300000; micro_min_time=0.5
+    files_mib=1024; spool_events=300000; micro_min_time=0.5; outage="30000 10 20 10"
     ;;
   quick)
     export BENCH_ROUNDS=1 BENCH_SECS=1 BENCH_RATE=2000 BENCH_DURATION=2s BENCH_SEGMENT=1s
     export BENCH_STRICT=1  # at this rate any failed request is a fault
     export BENCH_BULK_ARGS="--rows 2000 --rounds 1"
-    files_mib=64; spool_events=5000; micro_min_time=0.01
+    files_mib=64; spool_events=5000; micro_min_time=0.01; outage="2000 2 3 2"
     ;;
   *) echo "usage: $0 [full|quick]" >&2; exit 2 ;;
 esac
 sinks="${BENCH_SINKS:-sqlite mariadb}"
-parts="${BENCH_PARTS:-ingest spool files loadcheck components}"
+parts="${BENCH_PARTS:-ingest outage spool files loadcheck components}"
 restricted=0
 [[ -n "${BENCH_SINKS:-}${BENCH_MODES:-}${BENCH_PARTS:-}" ]] && restricted=1
 export KIROKU_BIN="${KIROKU_BIN:-build/kiroku}"
@@ -130,6 +131,10 @@ for part in $parts; do
           *) echo "run.sh: unknown sink $sink" >&2; exit 2 ;;
         esac
       done
+      ;;
+    outage)
+      # shellcheck disable=SC2086  # RATE BEFORE OUTAGE AFTER
+      [[ " $sinks " == *" mariadb "* ]] && step outage scripts/with-mariadb.sh bench/outage.sh $outage
       ;;
     spool) step spool bench/spool_size.sh "$spool_events" ;;
     files) step files scripts/with-s3rver.sh bench/files.sh "$files_mib" ;;
