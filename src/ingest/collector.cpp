@@ -3,7 +3,13 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstring>
 #include <deque>
+#include <mutex>
+#include <thread>
 #include <fmt/format.h>
 #include <future>
 #include <spdlog/spdlog.h>
@@ -85,6 +91,18 @@ struct Collector::Shard {
   std::vector<Waiter> write_running;
   bool write_scheduled = false;
 
+  // durability=fsync: written, waiting for a sync to start (with dups of the
+  // descriptors of the segments they were written to), and covered by the
+  // sync in flight (its descriptors are only the syncer's until on_synced).
+  std::vector<Waiter> sync_waiting;
+  std::vector<int> sync_fds;
+  std::uint64_t sync_fds_segment = 0;  // segment_gen of sync_fds.back()
+  std::vector<Waiter> sync_running;
+  std::vector<int> job_fds;
+  bool sync_in_flight = false;
+  std::atomic<bool> sync_busy{false};  // in flight or waiting, for flush_all
+  std::uint64_t segment_gen = 0;       // counts segments created
+
   // durability=sink: requests waiting for the current batch, and for the
   // batches handed to the writer (in order).
   std::vector<Waiter> waiting_current;
@@ -96,6 +114,68 @@ struct Collector::Shard {
   std::deque<Handed> waiting_commit;
 };
 
+// One thread that runs the shards' fdatasyncs: a shard queues itself with
+// its job_fds filled; the result goes back to the shard's thread.
+class Collector::Syncer {
+ public:
+  explicit Syncer(Collector& c) : c_(c) {
+    queue_.reserve(c.shards_.size());
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "kiroku-sync");
+      run();
+    });
+  }
+  ~Syncer() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  void submit(Shard& s) {
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(&s);
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void run() {
+    std::vector<Shard*> batch;
+    batch.reserve(c_.shards_.size());
+    for (;;) {
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, nothing left
+        batch.swap(queue_);
+      }
+      for (Shard* s : batch) {
+        int error = 0;
+        for (int fd : s->job_fds) {
+          int r;
+          while ((r = ::fdatasync(fd)) != 0 && errno == EINTR) {
+          }
+          if (r != 0 && error == 0) error = errno;
+          ::close(fd);
+        }
+        s->job_fds.clear();
+        boost::asio::post(s->ctx, [this, s, error] { c_.on_synced(*s, error); });
+      }
+      batch.clear();
+    }
+  }
+
+  Collector& c_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Shard*> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 Collector::Collector(CollectorOptions options, http::HttpServer& server, BatchWriter& writer, Spool* spool,
                      CollectorMetrics metrics)
     : options_(options), server_(server), writer_(writer), spool_(spool), metrics_(metrics) {
@@ -104,11 +184,19 @@ Collector::Collector(CollectorOptions options, http::HttpServer& server, BatchWr
     auto s = std::make_unique<Shard>(i, server_.shard_context(i), options_);
     s->current = writer_.take_buffer();
     s->current->bytes.reserve(std::min<std::size_t>(options_.batch_max, 16384) * 64);
+    s->sync_fds.reserve(4);
+    s->job_fds.reserve(4);
     shards_.push_back(std::move(s));
   }
+  if (spool_ && options_.durability == Durability::fsync) syncer_ = std::make_unique<Syncer>(*this);
 }
 
-Collector::~Collector() = default;
+Collector::~Collector() {
+  syncer_.reset();  // joins: no fdatasync runs past here
+  for (auto& s : shards_) {
+    for (int fd : s->sync_fds) ::close(fd);
+  }
+}
 
 void Collector::start() {
   for (auto& s : shards_) {
@@ -216,6 +304,7 @@ void Collector::commit(Shard& s, http::Reply& reply, std::size_t before, std::si
         return;
       }
       s.segment = std::move(*w);
+      ++s.segment_gen;
     }
     // Answered once the loop turn's events are written (run_write).
     s.write_waiting.push_back({reply.defer(), answer, static_cast<std::uint32_t>(n)});
@@ -265,14 +354,66 @@ void Collector::run_write(Shard& s) {
     return;
   }
   s.spooled = bytes.size();
-  if (options_.durability == Durability::fsync) st = s.segment.sync();
   if (metrics_.accepted) metrics_.accepted->add(s.index, events);
+  if (syncer_) {
+    // The sync covering this write runs on the syncer thread.
+    int fd = -1;
+    if (s.sync_fds.empty() || s.sync_fds_segment != s.segment_gen) {
+      fd = s.segment.dup_fd();
+      if (fd >= 0) {
+        s.sync_fds.push_back(fd);
+        s.sync_fds_segment = s.segment_gen;
+      }
+    }
+    if (fd >= 0 || (!s.sync_fds.empty() && s.sync_fds_segment == s.segment_gen)) {
+      for (auto& w : s.write_running) s.sync_waiting.push_back(std::move(w));
+      s.write_running.clear();
+      s.sync_busy.store(true, std::memory_order_relaxed);
+      start_sync(s);
+      return;
+    }
+    st = s.segment.sync();  // no descriptor to spare: sync here
+  } else if (options_.durability == Durability::fsync) {
+    st = s.segment.sync();
+  }
   for (auto& w : s.write_running) {
     if (st.ok()) send_answer(w.reply, w.answer, w.count);
     else send_json_error(w.reply, 500, "fsync of the spool failed; the events may be lost on a machine crash");
   }
   s.write_running.clear();
   if (!st.ok()) spdlog::error("spool fsync failed: {}", st.message());
+}
+
+void Collector::start_sync(Shard& s) {
+  if (s.sync_in_flight || s.sync_waiting.empty()) return;
+  s.sync_in_flight = true;
+  s.sync_running.swap(s.sync_waiting);
+  s.job_fds.swap(s.sync_fds);
+  syncer_->submit(s);
+}
+
+void Collector::on_synced(Shard& s, int error) {
+  s.sync_in_flight = false;
+  if (error == 0) {
+    for (auto& w : s.sync_running) send_answer(w.reply, w.answer, w.count);
+    s.sync_running.clear();
+    start_sync(s);
+  } else {
+    // After a failed fdatasync the file proves nothing any more: the requests
+    // written to it since get the same answer, and a new segment starts. Their
+    // events stay in the batch and are stored.
+    spdlog::error("spool fsync failed: {}", std::strerror(error));
+    for (auto* list : {&s.sync_running, &s.sync_waiting})
+      for (auto& w : *list)
+        send_json_error(w.reply, 500, "fsync of the spool failed; the events may be lost on a machine crash");
+    s.sync_running.clear();
+    s.sync_waiting.clear();
+    for (int fd : s.sync_fds) ::close(fd);
+    s.sync_fds.clear();
+    if (s.segment.is_open()) s.segment.mark_broken();
+    flush_shard(s);
+  }
+  if (!s.sync_in_flight && s.sync_waiting.empty()) s.sync_busy.store(false, std::memory_order_relaxed);
 }
 
 void Collector::spool_failed(Shard& s, const Status& st, std::size_t requests) {
@@ -343,6 +484,15 @@ void Collector::flush_all() {
     });
   }
   for (auto& f : done) f.wait();
+  // fsync: the syncs in flight answer on the shards' threads, still running.
+  if (syncer_) {
+    for (int i = 0; i < 60'000; ++i) {
+      bool busy = false;
+      for (auto& s : shards_) busy = busy || s->sync_busy.load(std::memory_order_relaxed);
+      if (!busy) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
 }
 
 }  // namespace kiroku

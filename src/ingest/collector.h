@@ -5,9 +5,11 @@
 // record to the batch, answer. Every --flush-interval, or at --batch-max
 // events, the shard hands the batch to the BatchWriter and starts a new one.
 // What a 2xx means depends on --durability (PRODUCT.md): none answers at
-// once; process after the spool write and fsync after its fdatasync, both
-// done once per loop turn for every request the turn handled (group commit);
-// sink after the database commit.
+// once; process after the spool write, done once per loop turn for every
+// request the turn handled (group commit); fsync after an fdatasync that
+// covers that write, run on a syncer thread so that the IO thread goes on
+// meanwhile (one sync in flight per shard; what is written during it waits
+// for the next); sink after the database commit.
 #pragma once
 
 #include <chrono>
@@ -80,6 +82,11 @@ class Collector {
   // syncs for fsync), then answers them; on failure drops their events.
   void run_write(Shard& s);
   void spool_failed(Shard& s, const Status& st, std::size_t requests);
+  // durability=fsync: hands the written groups' segments to the syncer
+  // thread unless a sync is in flight; on_synced answers them.
+  void start_sync(Shard& s);
+  void on_synced(Shard& s, int error);
+  class Syncer;
   void expire_waiters(Shard& s);
 
   CollectorOptions options_;
@@ -88,6 +95,7 @@ class Collector {
   Spool* spool_;
   CollectorMetrics metrics_;
   std::vector<std::unique_ptr<Shard>> shards_;
+  std::unique_ptr<Syncer> syncer_;  // fsync only
 };
 
 }  // namespace kiroku

@@ -152,6 +152,11 @@ Status SegmentWriter::sync() {
   return {};
 }
 
+int SegmentWriter::dup_fd() const {
+  if (fd_ < 0 || broken_) return -1;
+  return ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+}
+
 SegmentInfo SegmentWriter::seal() {
   close_fd(std::exchange(fd_, -1));
   return info_;

@@ -77,6 +77,13 @@ class SegmentWriter {
   // fdatasync: what was appended survives a machine crash once this returns ok.
   Status sync();
 
+  // A second descriptor of the segment file (close-on-exec), for an
+  // fdatasync on another thread (sync_fd); -1 if the segment is not open or
+  // is broken. The caller closes it.
+  int dup_fd() const;
+  // After a failed sync on a dup_fd(): the writer refuses further appends.
+  void mark_broken() { broken_ = true; }
+
   const SegmentInfo& info() const { return info_; }
 
   // Closes the file and returns its final description (for Spool::remove or
