@@ -46,12 +46,12 @@ inline std::string rfc3339(std::int64_t us) {
   const int y = static_cast<int>(ymd.year());
   if (y < 0 || y > 9999) return {};
   const std::int64_t tod = (local - day).count();  // microseconds into the day
-  char zone[8] = "Z";
+  char zone[16] = "Z";
   if (offset_min != 0) {
     const int a = offset_min < 0 ? -offset_min : offset_min;
     std::snprintf(zone, sizeof zone, "%c%02d:%02d", offset_min < 0 ? '-' : '+', a / 60, a % 60);
   }
-  char buf[48];
+  char buf[96];
   std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%06d%s", y,
                 static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
                 static_cast<int>(tod / 3'600'000'000), static_cast<int>(tod / 60'000'000 % 60),
