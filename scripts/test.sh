@@ -3,8 +3,8 @@
 # test: the unit tests (warnings as errors); the integration tests against the
 # real binary, a real MariaDB and a real S3 server (s3rver), each started in a
 # temporary directory on a free loopback port and removed after; the
-# benchmark suite in its quick mode; the unit tests again under
-# AddressSanitizer + UndefinedBehaviorSanitizer; every fuzz target for a
+# benchmark suite in its quick mode; the unit and integration tests again
+# under AddressSanitizer + UndefinedBehaviorSanitizer; every fuzz target for a
 # bounded time (libFuzzer); the concurrent parts under ThreadSanitizer.
 #
 #   scripts/test.sh            everything
@@ -34,9 +34,19 @@ if [[ "$mode" == "all" ]]; then
   echo "== unit tests under ASan + UBSan"
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKIROKU_SANITIZE=ON -DKIROKU_WERROR=ON \
     -DKIROKU_BENCH=OFF >/dev/null
-  cmake --build build-asan --target kiroku_unit_tests
+  cmake --build build-asan --target kiroku_unit_tests kiroku kiroku_integration_tests
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest -L unit --output-on-failure -j2) || status=1
+
+  echo "== integration tests against the binary built with ASan + UBSan"
+  # Every kiroku the tests start is the sanitized one (and checks for leaks
+  # at its exit). Left out: the tests that bound RSS, which the sanitizer's
+  # shadow memory and quarantine break.
+  asan_skip='IdleConnectionsReleaseTheirBuffers|SlowReadersOfALargeDownload|TenThousandIdleConnections'
+  asan_skip+='|DatabaseOutageUnderLoadLosesNothingAndMemoryStaysBounded|RoundTripsAroundThePartSizeAndOf100MiB'
+  scripts/with-mariadb.sh scripts/with-s3rver.sh bash -c 'cd build-asan &&
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest -L integration --output-on-failure -E "$1"' _ "$asan_skip" || status=1
 
   echo "== fuzzing: every target for ${KIROKU_FUZZ_SECONDS:-20} s (clang, libFuzzer, ASan + UBSan)"
   scripts/fuzz.sh "${KIROKU_FUZZ_SECONDS:-20}" || status=1
