@@ -539,6 +539,9 @@ FileApi::FileApi(ObjectStore& store, http::HttpServer& server, Registry* registr
                            [&pool] { return static_cast<double>(pool.part_count()); });
   registry->callback_gauge("kiroku_object_buffer_waiters", "transfers waiting for a part buffer",
                            [&pool] { return static_cast<double>(pool.waiting()); });
+  registry->callback_gauge("kiroku_object_uploads_cleaning_up",
+                           "failed uploads answered whose parts are still being removed",
+                           [this] { return static_cast<double>(store_.cleaning_up()); });
 }
 
 void FileApi::record(unsigned shard, FileOp op, std::int64_t started_us, std::uint64_t bytes, bool ok) {
@@ -574,7 +577,9 @@ std::size_t FileApi::shut_down(std::chrono::steady_clock::time_point deadline) {
   std::unique_lock lock(mutex_);
   for (Download* d : downloads_) d->cancel();
   idle_.wait_until(lock, deadline, [this] { return running_ == 0; });
-  return running_;
+  const std::size_t running = running_;
+  lock.unlock();
+  return running + store_.settle(deadline);
 }
 
 std::shared_ptr<http::BodyReader> FileApi::upload(const http::Request& req, http::Reply& reply) {

@@ -51,8 +51,9 @@ class FileApi {
   void handle(const http::Request& req, http::Reply& reply);
 
   // After HttpServer::stop(): cancels the downloads still running and waits
-  // (until `deadline`) for every store operation to call back, so that the
-  // store may be destroyed. Returns the operations still running.
+  // (until `deadline`) for every store operation to call back and for the
+  // store's background work (ObjectStore::settle), so that the store may be
+  // destroyed. Returns the operations and failed uploads still running.
   std::size_t shut_down(std::chrono::steady_clock::time_point deadline);
 
   // For the transfers (file_api.cpp): a finished store operation with the

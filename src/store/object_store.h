@@ -10,7 +10,10 @@
 // names the rule it breaks), not_found (404), transient (503/502: retry
 // later), permanent (500), full (503).
 // Lifetime: destroy a store only after every transfer on it has finished
-// (done/on_done ran) and every Chunk it delivered was released.
+// (done/on_done ran) and every Chunk it delivered was released. A failed
+// upload is answered at once; cleaning up after it (S3: the parts in flight
+// and the abort of the multipart upload) goes on in the background, which
+// settle() waits for and destruction cuts short.
 #pragma once
 
 #include <chrono>
@@ -243,6 +246,11 @@ class ObjectStore {
 
   // The store's part pool, for metrics and tests.
   virtual const PartPool& pool() const = 0;
+
+  // Failed uploads, already answered, whose background work still runs.
+  virtual std::size_t cleaning_up() const { return 0; }
+  // Waits until cleaning_up() is 0, or the deadline; returns cleaning_up().
+  virtual std::size_t settle(std::chrono::steady_clock::time_point /*deadline*/) { return 0; }
 };
 
 // A store from a URL: file:///path/to/dir or

@@ -33,6 +33,7 @@
 #include "integration/faulty_s3_proxy.h"
 #include "integration/harness.h"
 #include "store/part_pool.h"
+#include "store/s3/s3_client.h"
 
 namespace kiroku::test {
 namespace {
@@ -132,13 +133,16 @@ class S3Fault : public ::testing::Test {
               std::to_string(::getpid()) + "/";
   }
 
-  // kiroku on the bucket through the proxy; `options` is appended to the store URL.
-  std::unique_ptr<Kiroku> start(const std::string& options = {}) {
+  // kiroku on the bucket through the proxy; `options` is appended to the
+  // store URL, `flags` to the command line.
+  std::unique_ptr<Kiroku> start(const std::string& options = {}, const std::vector<std::string>& flags = {}) {
     const std::string store = "s3://" + bucket_ + "?endpoint=" + proxy_->endpoint() + "&region=us-east-1" + options;
-    return std::make_unique<Kiroku>(dir_.path(), std::vector<std::string>{
-                                                     "--sink", "sqlite://" + dir_.path() + "/events.db",
-                                                     "--spool-dir", dir_.path() + "/spool", "--store", store,
-                                                     "--part-size", "5MiB"});
+    std::vector<std::string> args{"--sink",      "sqlite://" + dir_.path() + "/events.db",
+                                  "--spool-dir", dir_.path() + "/spool",
+                                  "--store",     store,
+                                  "--part-size", "5MiB"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    return std::make_unique<Kiroku>(dir_.path(), args);
   }
 
   // Keys under this test's prefix that a listing shows.
@@ -167,6 +171,16 @@ class S3Fault : public ::testing::Test {
     ASSERT_EQ(get.r.status, 200) << get.r.body << "\nS3 requests:\n" << proxy_->dump();
     EXPECT_EQ(get.r.body.size(), data.size());
     EXPECT_EQ(sha256_hex(get.r.body), sha256_hex(data));
+  }
+
+  // Waits until no failed upload is still being aborted
+  // (kiroku_object_uploads_cleaning_up is 0); false after `limit`.
+  bool cleaned_up(Kiroku& k, std::chrono::seconds limit) {
+    for (const auto until = Clock::now() + limit; Clock::now() < until;) {
+      if (metric_value(k.port(), "kiroku_object_uploads_cleaning_up") == 0) return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
   }
 
   TempDir dir_;
@@ -296,6 +310,8 @@ TEST_F(S3Fault, MultipartUploadThatKeepsFailingIsAbortedAndLeavesNothing) {
     proxy_->fail_all(503, "SlowDown", c.match);
     expect_unavailable(call(*k, "PUT", "/files/" + key, random_bytes(6, kLarge)), 15);
     EXPECT_EQ(proxy_->count({"POST ", key, "?uploads"}), 1) << proxy_->dump();
+    // The answer does not wait for the abort, which follows at once.
+    EXPECT_TRUE(cleaned_up(*k, 10s));
     EXPECT_EQ(proxy_->count({"DELETE ", key, "uploadId="}), 1) << proxy_->dump();
     if (c.name == "complete") {
       EXPECT_EQ(proxy_->count({"PUT ", key, "partNumber="}), 3) << proxy_->dump();
@@ -349,6 +365,62 @@ TEST_F(S3Fault, HangingS3Answers503AndKirokuStaysHealthy) {
   get_ok(*k, kept_key, kept);
   EXPECT_EQ(listed(*k), (std::vector<std::string>{prefix_ + "after.bin", kept_key}));
   EXPECT_EQ(k->stop(), 0);
+}
+
+// S3 takes the create of a multipart upload, then reads every request and
+// never answers. The client gets its 503 once a part gives up (two stalled
+// attempts of about 7 s each, see above), not after the abort's 5 tries too
+// (about 40 s); the abort goes on in the background and gets through once S3
+// answers again, so the upload is gone. A second one, still being aborted
+// when kiroku stops, holds up the stop only until --shutdown-timeout.
+TEST_F(S3Fault, HangingPartsAreAnsweredWithoutWaitingForTheAbort) {
+  auto k = start("&stall_timeout_ms=1000&max_attempts=2", {"--shutdown-timeout", "5s"});
+  const std::string key = prefix_ + "hung.bin";
+  proxy_->hang([](std::string_view l) { return !is_create(l); });
+  const Timed t = call(*k, "PUT", "/files/" + key, random_bytes(12, kLarge));
+  expect_unavailable(t, 25);
+  std::printf("hanging S3 parts: answered %d after %.1f s\n", t.r.status, t.seconds);
+  EXPECT_EQ(proxy_->count({"POST ", key, "?uploads"}), 1) << proxy_->dump();
+  EXPECT_EQ(metric_value(k->port(), "kiroku_object_uploads_cleaning_up"), 1);
+
+  proxy_->pass();
+  const auto passed = Clock::now();
+  ASSERT_TRUE(cleaned_up(*k, 40s)) << proxy_->dump();
+  std::printf("hanging S3 parts: the abort got through %.1f s after S3 answered again\n",
+              std::chrono::duration<double>(Clock::now() - passed).count());
+  // The upload is gone: aborting it again finds no such upload.
+  const std::string seen = proxy_->dump();
+  const std::size_t del = seen.find("DELETE ");
+  ASSERT_NE(del, std::string::npos) << seen;
+  std::size_t id_at = seen.find("uploadId=", del);
+  ASSERT_NE(id_at, std::string::npos) << seen;
+  id_at += 9;
+  std::size_t id_end = id_at;
+  while (id_end < seen.size() && std::isalnum(static_cast<unsigned char>(seen[id_end]))) ++id_end;
+  const std::string stored_key = seen.substr(del + 9 + bucket_.size(), seen.find('?', del) - del - 9 - bucket_.size());
+  s3::S3Config config;
+  config.endpoint = std::getenv("KIROKU_TEST_S3_ENDPOINT");
+  config.bucket = bucket_;
+  auto creds = s3::credentials_from_environment();
+  config.credentials = creds.ok() ? *creds : s3::Credentials{"S3RVER", "S3RVER", ""};
+  auto client = s3::S3Client::create(config);
+  ASSERT_TRUE(client.ok());
+  std::promise<Status> again;
+  (*client)->abort_multipart_upload(stored_key, seen.substr(id_at, id_end - id_at),
+                                     [&again](Status st) { again.set_value(st); });
+  EXPECT_EQ(again.get_future().get().kind(), ErrorKind::not_found) << stored_key << "\n" << seen;
+  EXPECT_EQ(call(*k, "GET", "/files/" + key).r.status, 404);
+
+  // Hung again: the stop cuts the second abort short.
+  proxy_->hang([](std::string_view l) { return !is_create(l); });
+  expect_unavailable(call(*k, "PUT", "/files/" + prefix_ + "hung2.bin", random_bytes(13, kLarge)), 25);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_object_uploads_cleaning_up"), 1);
+  const auto stopping = Clock::now();
+  EXPECT_EQ(k->stop(), 0);
+  const double stop_s = std::chrono::duration<double>(Clock::now() - stopping).count();
+  std::printf("hanging S3 parts: stopped in %.1f s with an abort still running\n", stop_s);
+  EXPECT_LT(stop_s, 9.0);  // --shutdown-timeout 5s, and the exit
+  proxy_->pass();
 }
 
 }  // namespace

@@ -420,6 +420,9 @@ TEST(StoreS3Store, ServerGoneMidUploadAbortsTheMultipartUpload) {
   auto put = finish(**upload);
   ASSERT_FALSE(put.ok());
   EXPECT_EQ(put.status().kind(), ErrorKind::transient) << put.status().message();
+  // The failure is answered at once; the abort may still be on its way.
+  EXPECT_EQ(store->settle(std::chrono::steady_clock::now() + 60s), 0u);
+  EXPECT_EQ(store->cleaning_up(), 0u);
   EXPECT_EQ(store->stats().multipart_started.load(), 1u);
   EXPECT_EQ(store->stats().multipart_aborted.load(), 1u);
   EXPECT_EQ(store->stats().abort_failures.load(), 0u);
@@ -508,6 +511,7 @@ TEST(StoreS3Store, AbortRemovesTheParts) {
   (*upload)->abort();
   auto put = finish(**upload);
   EXPECT_FALSE(put.ok());
+  EXPECT_EQ(store->settle(std::chrono::steady_clock::now() + 60s), 0u);
   EXPECT_EQ(store->stats().multipart_aborted.load(), 1u);
   EXPECT_EQ(head(*store, key).status().kind(), ErrorKind::not_found);
   EXPECT_EQ(store->pool().in_use(), 0u);

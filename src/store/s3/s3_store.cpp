@@ -15,6 +15,8 @@
 #include <map>
 #include <utility>
 
+#include <spdlog/spdlog.h>
+
 namespace kiroku {
 namespace {
 
@@ -42,6 +44,35 @@ S3Store::S3Store(const StoreOptions& options, std::unique_ptr<s3::S3Client> clie
 S3Store::~S3Store() {
   // Retries waiting for their time would use the client after it is gone.
   threads_.drop_delayed();
+  std::lock_guard lock(background_mutex_);
+  if (background_ > 0)
+    spdlog::warn("s3 store: {} failed multipart uploads were not aborted before the stop; their parts "
+                 "stay until an abort or the bucket's lifecycle rule removes them",
+                 background_);
+}
+
+void S3Store::background_begins() {
+  std::lock_guard lock(background_mutex_);
+  ++background_;
+}
+
+void S3Store::background_ends() {
+  {
+    std::lock_guard lock(background_mutex_);
+    --background_;
+  }
+  background_idle_.notify_all();
+}
+
+std::size_t S3Store::cleaning_up() const {
+  std::lock_guard lock(background_mutex_);
+  return background_;
+}
+
+std::size_t S3Store::settle(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(background_mutex_);
+  background_idle_.wait_until(lock, deadline, [this] { return background_ == 0; });
+  return background_;
 }
 
 Result<std::unique_ptr<S3Store>> S3Store::create(s3::S3Config config, const StoreOptions& options) {
@@ -85,6 +116,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
   bool single_sent = false, completing = false;
   bool aborting = false;
   int abort_tries = 0;
+  bool in_background = false;  // failed and answered, not yet ended
   bool closed = false, finishing = false, ended = false;
   Status failed;
   std::function<void(Result<PutResult>)> done;
@@ -236,6 +268,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
       std::function<void(Result<PutResult>)> finished;
       Result<PutResult> final_result = Status::invalid("cancelled");
       bool notify = false;
+      bool background_begins = false, background_ends = false;
       {
         std::lock_guard lock(mutex);
         auto self = shared_from_this();
@@ -260,9 +293,16 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
           } else if (quiet && upload_id.empty() && !ended) {
             ended = true;
           }
-          if (ended && done) {
+          // The caller hears of the failure at once; parts in flight and the
+          // abort go on in the background. Only a request that could still
+          // store the object (the single PUT, the completion) is waited for.
+          if (done && (ended || (!single_sent && !completing))) {
             finished = std::move(done);
             final_result = failed;
+            if (!ended) {
+              in_background = true;
+              background_begins = true;
+            }
           }
           notify = want_writable;
           want_writable = false;
@@ -325,7 +365,13 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
             want_writable = false;
           }
         }
+        if (ended && in_background) {
+          in_background = false;
+          background_ends = true;
+        }
       }
+      if (background_begins) store->background_begins();
+      if (background_ends) store->background_ends();
       drop.clear();
       for (auto id : to_cancel) store->client_->cancel(id);
       for (auto& a : actions) a();

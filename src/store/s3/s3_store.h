@@ -3,10 +3,13 @@
 // Uploads: an object of at most one part goes up with one PUT; a larger one
 // with a multipart upload whose parts (StoreOptions::part_size, from the
 // pool) go up concurrently, parts_per_transfer - 1 at once while the next
-// fills. On any failure, or abort(), the multipart upload is aborted once the
-// parts in flight have ended (S3 may keep a part whose upload overlaps the
-// abort), so no parts are orphaned; the abort is tried up to 5 times over
-// about 15 s, each try with S3Client's retries. Downloads: HEAD for size and ETag, then ranged GETs
+// fills. On any failure, or abort(), the caller gets the error at once and
+// the multipart upload is aborted in the background once the parts in flight
+// have ended (S3 may keep a part whose upload overlaps the abort), so no parts
+// are orphaned; the abort is tried up to 5 times over about 15 s, each try
+// with S3Client's retries. settle() waits for those aborts; the destructor
+// drops the ones still running (logged; a bucket lifecycle rule for
+// incomplete multipart uploads is the backstop). Downloads: HEAD for size and ETag, then ranged GETs
 // of one part each into pooled buffers, up to parts_per_transfer at once, delivered strictly in
 // order; a consumer that holds its chunks stops new GETs. A part whose ETag differs from the HEAD's
 // (the object was replaced meanwhile) fails the download (permanent). Listings run one
@@ -17,7 +20,10 @@
 // callbacks on the store's TransferThreads.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 
 #include "store/key_layout.h"
 #include "store/object_store.h"
@@ -48,6 +54,8 @@ class S3Store final : public ObjectStore {
   void remove(std::string_view key, std::function<void(Status)> done) override;
   void list(ListRequest request, std::function<void(Result<ListPage>)> done) override;
   const PartPool& pool() const override { return pool_; }
+  std::size_t cleaning_up() const override;
+  std::size_t settle(std::chrono::steady_clock::time_point deadline) override;
 
   const HashPrefixLayout& layout() const { return layout_; }
   const S3StoreStats& stats() const { return stats_; }
@@ -61,7 +69,14 @@ class S3Store final : public ObjectStore {
  private:
   S3Store(const StoreOptions& options, std::unique_ptr<s3::S3Client> client);
 
+  // Failed uploads answered whose cleanup runs on (UploadState::in_background).
+  void background_begins();
+  void background_ends();
+
   StoreOptions options_;
+  mutable std::mutex background_mutex_;
+  std::condition_variable background_idle_;
+  std::size_t background_ = 0;
   HashPrefixLayout layout_;
   S3StoreStats stats_;
   PartPool pool_;
