@@ -684,15 +684,11 @@ void FileApi::remove(const http::Request& req, http::Reply& reply, std::string k
 
 void FileApi::list(const http::Request& req, http::Reply& reply) {
   ListRequest lr;
-  for (std::string_view q = req.query; !q.empty();) {
-    const auto amp = q.find('&');
-    const std::string_view pair = q.substr(0, amp);
-    q = amp == std::string_view::npos ? std::string_view{} : q.substr(amp + 1);
-    const auto eq = pair.find('=');
-    const std::string_view name = pair.substr(0, eq);
-    const std::string_view raw = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+  std::string_view q = req.query;
+  for (QueryPair p; next_query_pair(q, p);) {
+    const std::string_view name = p.name;
     if (name != "prefix" && name != "after" && name != "limit") continue;  // others are ignored
-    auto value = percent_decode(raw);
+    auto value = percent_decode(p.value);
     if (!value) {
       reply.error(400, fmt::format("{}: bad percent-encoding", name));
       return;

@@ -140,6 +140,7 @@ int serve(const ServeConfig& cfg) {
   store_options.part_size = cfg.part_size;
   store_options.part_count = cfg.store_buffers;
   store_options.parts_per_transfer = cfg.part_concurrency;
+  store_options.first_buffer_wait = cfg.store_buffer_wait;
   auto made_store = make_store(cfg.store, store_options);
   if (!made_store.ok()) {
     const std::string& m = made_store.status().message();

@@ -1,4 +1,4 @@
-// percent.cpp - percent-decoding (see percent.h).
+// percent.cpp - percent-decoding and query pairs (see percent.h).
 #include "common/percent.h"
 
 namespace kiroku {
@@ -36,6 +36,20 @@ std::optional<std::string> percent_decode(std::string_view in) {
   if (!n) return std::nullopt;
   out.resize(*n);
   return out;
+}
+
+bool next_query_pair(std::string_view& query, QueryPair& out) {
+  while (!query.empty()) {
+    const std::size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (pair.empty()) continue;
+    const std::size_t eq = pair.find('=');
+    out.name = pair.substr(0, eq);
+    out.value = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    return true;
+  }
+  return false;
 }
 
 }  // namespace kiroku

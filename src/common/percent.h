@@ -1,5 +1,5 @@
-// percent.h - percent-decoding (RFC 3986), the one implementation every URL,
-// query string and header parameter goes through.
+// percent.h - percent-decoding (RFC 3986) and query-string splitting, the one
+// implementation every URL, query string and header parameter goes through.
 #pragma once
 
 #include <cstddef>
@@ -21,5 +21,15 @@ std::optional<std::size_t> percent_decode(std::string_view in, char* out, std::s
 
 // The same into a new string ('+' stays '+'); nullopt for a bad escape.
 std::optional<std::string> percent_decode(std::string_view in);
+
+// One name=value pair of a query string, still percent-encoded.
+struct QueryPair {
+  std::string_view name, value;  // value empty when the pair has no '='
+};
+
+// Takes the next non-empty pair off the front of `query` (split at '&',
+// then at the first '='); false once none is left. No allocation:
+//   for (QueryPair p; next_query_pair(q, p);) ...
+bool next_query_pair(std::string_view& query, QueryPair& out);
 
 }  // namespace kiroku

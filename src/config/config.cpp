@@ -185,6 +185,8 @@ const OptionSpec kOptions[] = {
      [](ServeConfig& c, std::string_view v) { return set_uint(c.part_concurrency, v, 2, 64); }},
     {"store-buffers", "part buffers shared by all transfers (memory bound: part-size x store-buffers)",
      [](ServeConfig& c, std::string_view v) { return set_uint(c.store_buffers, v, 2, 4096); }},
+    {"store-buffer-wait", "longest a new transfer waits for its first buffer, then 503 (0: no limit)",
+     [](ServeConfig& c, std::string_view v) { return set_duration(c.store_buffer_wait, v, milliseconds(0), kHour); }},
     {"log-level", "trace, debug, info, warn, error",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        if (v != "trace" && v != "debug" && v != "info" && v != "warn" && v != "error")

@@ -61,6 +61,7 @@ struct ServeConfig {
   std::size_t part_size = 8 * 1024 * 1024;
   unsigned part_concurrency = 4;
   unsigned store_buffers = 8;
+  std::chrono::milliseconds store_buffer_wait{10'000};
 
   // Operations
   std::string log_level = "info";

@@ -150,14 +150,8 @@ FieldError check_event(const EventInput& e) {
 FieldError parse_event_query(std::string_view query, QueryBuffers& buf, EventInput& out) {
   out = EventInput{};
   bool have_name = false, have_value = false, have_at = false, have_id = false;
-  while (!query.empty()) {
-    const std::size_t amp = query.find('&');
-    std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    if (pair.empty()) continue;
-    const std::size_t eq = pair.find('=');
-    const std::string_view key = pair.substr(0, eq);
-    const std::string_view raw = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+  for (QueryPair p; next_query_pair(query, p);) {
+    const std::string_view key = p.name, raw = p.value;
     if (key == "name") {
       if (have_name) return {"name: given more than once"};
       have_name = true;

@@ -26,6 +26,11 @@ Status parse_s3_int(std::string_view name, const std::string& value, long long l
 
 }  // namespace
 
+Status no_buffer_status(const StoreOptions& o) {
+  return Status::transient("all " + std::to_string(o.part_count) + " transfer buffers stayed busy for " +
+                           std::to_string(o.first_buffer_wait.count()) + " ms; retry later");
+}
+
 Status validate_store_options(const StoreOptions& o) {
   if (o.part_size < 64 * 1024 || o.part_size > (std::size_t{1} << 30))
     return Status::invalid("store part size must be 64 KiB..1 GiB");
@@ -36,6 +41,7 @@ Status validate_store_options(const StoreOptions& o) {
   if (o.hash_prefix_chars < 0 || o.hash_prefix_chars > 4)
     return Status::invalid("store hash prefix must be 0..4 hex characters");
   if (o.threads < 1 || o.threads > 256) return Status::invalid("store threads must be 1..256");
+  if (o.first_buffer_wait.count() < 0) return Status::invalid("store first buffer wait must not be negative");
   return {};
 }
 
@@ -81,13 +87,9 @@ Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const Stor
     s3::S3Config config;
     config.bucket = std::string(rest);
     if (const char* region = std::getenv("AWS_REGION"); region && *region) config.region = region;
-    while (!query.empty()) {
-      std::string_view item = query.substr(0, query.find('&'));
-      query.remove_prefix(std::min(query.size(), item.size() + 1));
-      if (item.empty()) continue;
-      auto eq = item.find('=');
-      std::string_view name = item.substr(0, eq);
-      auto value = percent_decode(eq == std::string_view::npos ? "" : item.substr(eq + 1));
+    for (QueryPair p; next_query_pair(query, p);) {
+      const std::string_view name = p.name;
+      auto value = percent_decode(p.value);
       if (!value) return Status::invalid("--store: bad percent-encoding in " + std::string(name));
       if (name == "endpoint") {
         config.endpoint = *value;

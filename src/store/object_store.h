@@ -49,6 +49,9 @@ struct StoreOptions {
   int hash_prefix_chars = 1;
   // Threads that run file I/O (file store) and transfer steps and callbacks.
   int threads = 4;
+  // Longest a transfer that holds no buffer yet waits for its first one;
+  // then it fails, transient ("every buffer is busy"). 0: no limit.
+  std::chrono::milliseconds first_buffer_wait{0};
 };
 
 // What a head or a listing tells about an object.
@@ -262,6 +265,10 @@ Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const Stor
 
 // Checks options (part sizes and counts, threads); invalid naming the option.
 Status validate_store_options(const StoreOptions& options);
+
+// The failure of a transfer whose first buffer did not come within
+// options.first_buffer_wait (transient: the client may retry).
+Status no_buffer_status(const StoreOptions& options);
 
 // The object range a ByteRange selects in an object of `size` bytes:
 // [offset, offset + length). nullopt if it is unsatisfiable (it starts at or

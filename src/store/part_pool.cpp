@@ -68,6 +68,22 @@ PartPool::Part PartPool::acquire_or_wait(Ready ready, WaitId* id) {
   return {};
 }
 
+PartPool::Part PartPool::acquire_within(std::chrono::milliseconds limit, TransferThreads& threads, Ready ready,
+                                       WaitId* id) {
+  if (limit.count() <= 0) return acquire_or_wait(std::move(ready), id);
+  // One callback for two paths: the pool's (a part) or the timeout's (none),
+  // whichever removes the waiter first.
+  auto shared = std::make_shared<Ready>(std::move(ready));
+  WaitId wait_id = 0;
+  Part part = acquire_or_wait([shared](Part p) { (*shared)(std::move(p)); }, &wait_id);
+  if (part) return part;
+  if (id) *id = wait_id;
+  threads.post_after(limit, [this, wait_id, shared] {
+    if (cancel_wait(wait_id)) (*shared)(Part{});
+  });
+  return {};
+}
+
 bool PartPool::cancel_wait(WaitId id) {
   std::lock_guard lock(mutex_);
   auto it =

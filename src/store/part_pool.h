@@ -19,6 +19,8 @@
 
 namespace kiroku {
 
+class TransferThreads;
+
 // A fixed number of fixed-size buffers, allocated once at construction and
 // handed out and returned; nothing is allocated per part (seed 000: pooled
 // download buffers removed the allocation churn). One pool per store bounds
@@ -75,6 +77,13 @@ class PartPool {
   // Removes a queued waiter; true if it was still queued (its callback will
   // not run), false if it already ran or is running.
   bool cancel_wait(WaitId id);
+  // acquire_or_wait that gives up after `limit` (none if <= 0): the waiter
+  // is then removed and ready runs with an empty Part, from a task on
+  // `threads` (which must not outlive the pool; its destructor drops the
+  // timeout). A transfer that holds no buffer yet uses it, so that a pool
+  // held by slow transfers answers new ones with an error, not a hang.
+  Part acquire_within(std::chrono::milliseconds limit, TransferThreads& threads, Ready ready,
+                      WaitId* id = nullptr);
 
   std::size_t part_size() const { return part_size_; }
   std::size_t part_count() const { return part_count_; }

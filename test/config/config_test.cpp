@@ -49,7 +49,11 @@ TEST(Config, Defaults) {
   EXPECT_EQ(l.config.store, "file://./kiroku-data/objects");
   EXPECT_EQ(l.config.durability, Durability::process);
   EXPECT_EQ(l.config.idle_timeout, std::chrono::seconds(75));
+  EXPECT_EQ(l.config.store_buffer_wait, std::chrono::seconds(10));
   EXPECT_GE(l.config.threads, 1u);
+  auto no_limit = load({"--store-buffer-wait", "0s"});
+  ASSERT_TRUE(no_limit.ok) << no_limit.error.line();
+  EXPECT_EQ(no_limit.config.store_buffer_wait.count(), 0);
 }
 
 TEST(Config, Precedence) {

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/percent.h"
+
 #include <string>
 
 namespace kiroku {
@@ -25,6 +27,17 @@ TEST(Parse, PercentDecode) {
   EXPECT_EQ(decode("ab%"), "<bad>");
   EXPECT_EQ(decode(std::string(65, 'x')), "<bad>");  // does not fit
   EXPECT_EQ(decode(std::string(64, 'x')), std::string(64, 'x'));
+}
+
+TEST(Parse, QueryPairs) {
+  std::string_view q = "a=1&&b&=x&c=d=e&";
+  std::string got;
+  for (QueryPair p; next_query_pair(q, p);) got += "[" + std::string(p.name) + "|" + std::string(p.value) + "]";
+  EXPECT_EQ(got, "[a|1][b|][|x][c|d=e]");
+  EXPECT_TRUE(q.empty());
+  std::string_view none = "&&";
+  QueryPair p;
+  EXPECT_FALSE(next_query_pair(none, p));
 }
 
 TEST(Parse, Int64) {

@@ -498,6 +498,70 @@ TEST(StoreS3Store, HeldChunksStopTheRangedGets) {
   EXPECT_EQ(store->pool().in_use(), 0u);
 }
 
+// A download whose consumer holds its chunks keeps every buffer of a small
+// pool: another download and an upload fail transient once
+// first_buffer_wait has passed, instead of waiting for good.
+TEST(StoreS3Store, NoFirstBufferWithinTheWaitFailsTransient) {
+  Server server;
+  if (!s3_env(server)) return;
+  auto options = test_options();
+  options.part_count = 3;
+  options.parts_per_transfer = 3;
+  options.first_buffer_wait = 300ms;
+  auto store = make(config_for(server.endpoint, server.bucket), options);
+  ASSERT_TRUE(store);
+  const std::string key = run_prefix() + "busy/three.bin";
+  ASSERT_TRUE(put_pattern(*store, key, 31, 3 * kPart).ok());
+
+  std::mutex mutex;
+  std::vector<Chunk> held;
+  auto held_done = std::make_shared<std::promise<Status>>();
+  GetSink sink;
+  sink.on_chunk = [&](Chunk c) {
+    std::lock_guard lock(mutex);
+    held.push_back(std::move(c));
+  };
+  sink.on_done = [held_done](Status st) { held_done->set_value(std::move(st)); };
+  auto holder = store->get(key, std::nullopt, std::move(sink));
+  ASSERT_TRUE(holder.ok());
+  for (int i = 0; i < 500 && store->pool().in_use() < 3; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(store->pool().in_use(), 3u);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  Got other = get_all(*store, key);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(other.status.kind(), ErrorKind::transient) << other.status.message();
+  EXPECT_NE(other.status.message().find("buffers stayed busy"), std::string::npos) << other.status.message();
+  EXPECT_GE(waited, 250ms);
+  EXPECT_LT(waited, 5s);
+
+  Feeder feeder;
+  auto upload = store->begin_put(run_prefix() + "busy/never.bin", std::nullopt, feeder.callback());
+  ASSERT_TRUE(upload.ok());
+  Status fed = feeder.feed(**upload, 32, 0, 1000, nullptr, 5s);
+  EXPECT_EQ(fed.kind(), ErrorKind::transient) << fed.message();
+  auto put = finish(**upload);
+  EXPECT_EQ(put.status().kind(), ErrorKind::transient);
+
+  {
+    std::lock_guard lock(mutex);
+    held.clear();  // the holder goes on and ends
+  }
+  auto f = held_done->get_future();
+  while (f.wait_for(10ms) != std::future_status::ready) {
+    std::lock_guard lock(mutex);
+    held.clear();
+  }
+  EXPECT_TRUE(f.get().ok());
+  {
+    std::lock_guard lock(mutex);
+    held.clear();
+  }
+  EXPECT_EQ(store->pool().in_use(), 0u);
+  EXPECT_EQ(store->pool().waiting(), 0u);
+  EXPECT_TRUE(get_all(*store, key).status.ok());
+}
+
 TEST(StoreS3Store, AbortRemovesTheParts) {
   Server server;
   if (!s3_env(server)) return;

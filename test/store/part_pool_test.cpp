@@ -91,6 +91,60 @@ TEST(StorePartPool, WaitersGetPartsInOrderOnTheReleasingThread) {
   EXPECT_FALSE(called);
 }
 
+// acquire_within: a part that comes in time is handed over and the timeout
+// does nothing; one that does not come gets an empty Part from the timeout
+// and the waiter is gone (a later release does not call it again).
+TEST(StorePartPool, AcquireWithinGivesUpAfterItsLimit) {
+  using namespace std::chrono_literals;
+  PartPool pool(4096, 1);
+  TransferThreads threads(1);
+  auto held = pool.try_acquire();
+  ASSERT_TRUE(held);
+
+  std::atomic<int> calls{0};
+  std::promise<bool> got;
+  PartPool::WaitId id = 0;
+  auto none = pool.acquire_within(100ms, threads, [&](PartPool::Part p) {
+    ++calls;
+    got.set_value(static_cast<bool>(p));
+  }, &id);
+  EXPECT_FALSE(none);
+  EXPECT_NE(id, 0u);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto f = got.get_future();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  EXPECT_FALSE(f.get());
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 50ms);
+  EXPECT_EQ(pool.waiting(), 0u);
+  held.release();
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(pool.in_use(), 0u);
+
+  // In time: the part comes from the release, the timeout finds no waiter.
+  held = pool.try_acquire();
+  std::promise<PartPool::Part> part;
+  auto later = pool.acquire_within(200ms, threads, [&](PartPool::Part p) {
+    ++calls;
+    part.set_value(std::move(p));
+  });
+  EXPECT_FALSE(later);
+  held.release();
+  auto pf = part.get_future();
+  ASSERT_EQ(pf.wait_for(5s), std::future_status::ready);
+  PartPool::Part p = pf.get();
+  EXPECT_TRUE(p);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(calls.load(), 2);
+  p.release();
+
+  // Free at once: returned directly, no callback.
+  auto direct = pool.acquire_within(1ms, threads, [&](PartPool::Part) { ++calls; });
+  EXPECT_TRUE(direct);
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(calls.load(), 2);
+}
+
 TEST(StorePartPool, NoBufferIsAllocatedAfterConstruction) {
   // Every part handed out, over many cycles and threads, is one of the
   // part_count buffers made at construction.

@@ -144,18 +144,10 @@ Result<MysqlUrl> parse_mysql_url(std::string_view url) {
 
   // Query parameters: only socket= is understood.
   std::string_view q = query;
-  while (!q.empty()) {
-    const std::size_t amp = q.find('&');
-    const std::string_view pair = q.substr(0, amp);
-    q = amp == std::string_view::npos ? std::string_view{} : q.substr(amp + 1);
-    if (pair.empty()) continue;
-    const std::size_t eq = pair.find('=');
-    const std::string_view key = pair.substr(0, eq);
-    const std::string_view value =
-        eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
-    if (key != "socket")
-      return bad("unknown parameter " + quoted(key) + " (only socket= is understood)");
-    if (Status s = percent_decode(value, "socket path", out.socket); !s) return s;
+  for (QueryPair p; next_query_pair(q, p);) {
+    if (p.name != "socket")
+      return bad("unknown parameter " + quoted(p.name) + " (only socket= is understood)");
+    if (Status s = percent_decode(p.value, "socket path", out.socket); !s) return s;
     if (out.socket.empty()) return bad("empty socket path");
   }
 

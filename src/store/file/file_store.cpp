@@ -238,7 +238,10 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
     {
       std::lock_guard lock(mutex);
       waiting = false;
-      if (closed || !failed.ok() || current) {
+      if (!part) {  // no buffer came within first_buffer_wait
+        if (failed.ok()) failed = no_buffer_status(store->options_);
+        notify_writable_locked(calls);
+      } else if (closed || !failed.ok() || current) {
         // Not needed any more: given back below, outside the lock.
       } else {
         current = std::move(part);
@@ -265,7 +268,9 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
             want_writable = true;
             break;
           }
-          current = store->pool_.acquire_or_wait(
+          current = store->pool_.acquire_within(
+              held == 0 && size == 0 ? store->options_.first_buffer_wait : std::chrono::milliseconds(0),
+              store->threads_,
               [weak = weak_from_this()](PartPool::Part p) {
                 if (auto self = weak.lock()) self->on_part(std::move(p));
               },
@@ -508,10 +513,12 @@ struct FileStore::DownloadState : std::enable_shared_from_this<DownloadState> {
   bool scheduled = false, again = false;
   bool cancelled = false;
   bool ended = false;
+  Status no_buffer;  // the first buffer did not come in time
 
   // step() only.
   int fd = -1;
   bool started = false;
+  bool first = true;  // no buffer taken yet
   std::uint64_t next = 0, end = 0;
 
   ~DownloadState() {
@@ -584,12 +591,16 @@ struct FileStore::DownloadState : std::enable_shared_from_this<DownloadState> {
   void step() {
     while (true) {
       bool stop;
+      Status failed;
       {
         std::lock_guard lock(mutex);
         stop = cancelled;
+        failed = no_buffer;
       }
       if (stop) {
         end_with(Status::invalid("cancelled"));
+      } else if (!failed.ok()) {
+        end_with(std::move(failed));
       } else if (!ended) {
         if (!started) {
           started = true;
@@ -602,7 +613,8 @@ struct FileStore::DownloadState : std::enable_shared_from_this<DownloadState> {
             if (cancelled || held >= cap || waiting) break;
             part = std::move(spare);
             if (!part) {
-              part = store->pool_.acquire_or_wait(
+              part = store->pool_.acquire_within(
+                  first ? store->options_.first_buffer_wait : std::chrono::milliseconds(0), store->threads_,
                   [weak = weak_from_this()](PartPool::Part p) {
                     if (auto self = weak.lock()) self->on_part(std::move(p));
                   },
@@ -612,6 +624,7 @@ struct FileStore::DownloadState : std::enable_shared_from_this<DownloadState> {
                 break;
               }
             }
+            first = false;
             ++held;
           }
           std::size_t want = std::min<std::uint64_t>(part.bytes().size(), end - next);
@@ -656,7 +669,11 @@ struct FileStore::DownloadState : std::enable_shared_from_this<DownloadState> {
     {
       std::lock_guard lock(mutex);
       waiting = false;
-      if (!ended && !cancelled && !spare) spare = std::move(part);
+      if (!part) {  // no buffer came within first_buffer_wait
+        if (no_buffer.ok()) no_buffer = no_buffer_status(store->options_);
+      } else if (!ended && !cancelled && !spare) {
+        spare = std::move(part);
+      }
     }
     part.release();
     schedule();

@@ -148,7 +148,11 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
     {
       std::lock_guard lock(mutex);
       waiting = false;
-      if (!closed && failed.ok() && !current) {
+      if (!part) {  // no buffer came within first_buffer_wait
+        fail_locked(no_buffer_status(store->options_));
+        notify = want_writable;
+        want_writable = false;
+      } else if (!closed && failed.ok() && !current) {
         current = std::move(part);
         fill = 0;
         ++held;
@@ -181,7 +185,9 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
             want_writable = true;
             break;
           }
-          current = store->pool_.acquire_or_wait(
+          current = store->pool_.acquire_within(
+              held == 0 && parts_made == 0 ? store->options_.first_buffer_wait : std::chrono::milliseconds(0),
+              store->threads_,
               [weak = weak_from_this()](PartPool::Part p) {
                 if (auto self = weak.lock()) self->on_part(std::move(p));
               },
@@ -600,7 +606,10 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
           while (next_fetch < end && held < cap && !waiting) {
             PartPool::Part part = std::move(spare);
             if (!part) {
-              part = store->pool_.acquire_or_wait(
+              part = store->pool_.acquire_within(
+                  held == 0 && next_fetch == start.offset ? store->options_.first_buffer_wait
+                                                          : std::chrono::milliseconds(0),
+                  store->threads_,
                   [weak = weak_from_this()](PartPool::Part p) {
                     if (auto s = weak.lock()) s->on_part(std::move(p));
                   },
@@ -717,7 +726,11 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
     {
       std::lock_guard lock(mutex);
       waiting = false;
-      if (!ended && !spare) spare = std::move(part);
+      if (!part) {  // no buffer came within first_buffer_wait
+        if (failed.ok()) failed = no_buffer_status(store->options_);
+      } else if (!ended && !spare) {
+        spare = std::move(part);
+      }
     }
     part.release();
     schedule();
