@@ -34,7 +34,7 @@ sample() {
   local t0="$1" spool rss
   while [[ ! -e "$work/stop-sampling" ]]; do
     spool=$(curl -fs --max-time 2 "http://127.0.0.1:$kiroku_port/metrics" |
-      awk '$1 == "kiroku_spool_bytes" {print $2; exit}') || true
+      awk '$1 == "kiroku_spool_bytes" && !n++ {print $2}') || true
     rss=$(status_kb "$kiroku_pid" VmRSS 2>/dev/null) || true
     [[ -n "$rss" ]] && echo "$(awk -v a="$(now)" -v b="$t0" 'BEGIN {printf "%.2f", a - b}') $rss ${spool:-0}"
     sleep 0.1
@@ -58,7 +58,7 @@ wait "$load_pid"
 # The backlog drains: wait (up to 120 s) until nothing accepted is uncommitted.
 drained_at=""
 for _ in $(seq 1 1200); do
-  q=$(curl -fs "http://127.0.0.1:$kiroku_port/metrics" | awk '$1 == "kiroku_queue_events" {print $2; exit}')
+  q=$(curl -fs "http://127.0.0.1:$kiroku_port/metrics" | awk '$1 == "kiroku_queue_events" && !n++ {print $2}')
   if [[ "${q:-1}" == 0 ]]; then
     drained_at=$(awk -v a="$(now)" -v b="$t0" 'BEGIN {printf "%.2f", a - b}')
     break

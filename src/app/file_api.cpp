@@ -540,7 +540,7 @@ FileApi::FileApi(ObjectStore& store, http::HttpServer& server, Registry* registr
   registry->callback_gauge("kiroku_object_buffer_waiters", "transfers waiting for a part buffer",
                            [&pool] { return static_cast<double>(pool.waiting()); });
   registry->callback_gauge("kiroku_object_uploads_cleaning_up",
-                           "failed uploads answered whose parts are still being removed",
+                           "failed or abandoned uploads whose parts are still being removed",
                            [this] { return static_cast<double>(store_.cleaning_up()); });
 }
 

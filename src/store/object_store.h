@@ -250,7 +250,7 @@ class ObjectStore {
   // The store's part pool, for metrics and tests.
   virtual const PartPool& pool() const = 0;
 
-  // Failed uploads, already answered, whose background work still runs.
+  // Failed (or aborted) uploads whose cleanup still runs.
   virtual std::size_t cleaning_up() const { return 0; }
   // Waits until cleaning_up() is 0, or the deadline; returns cleaning_up().
   virtual std::size_t settle(std::chrono::steady_clock::time_point /*deadline*/) { return 0; }

@@ -755,6 +755,35 @@ std::vector<std::string> buffer_wait_args(const TempDir& dir) {
   return args;
 }
 
+// While slow clients hold every part buffer: a 5-byte GET of "small" and a
+// 5-byte PUT are answered in time (expect_answered_in_time); prints the
+// figures as FIGURE hostile NAME.
+void probe_beside_slow_clients(Kiroku& k, const std::string& name) {
+  EXPECT_EQ(metric_value(k.port(), "kiroku_object_buffers_in_use"), kStoreBuffers);
+  Client get(k.port(), 3000);
+  auto t0 = Clock::now();
+  const Response small = get.get("/files/small");
+  const auto get_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count();
+  expect_answered_in_time(small, get_ms, 200, "GET of a 5-byte object, " + name);
+  t0 = Clock::now();
+  const Response put = put_file(k.port(), "another", 5, 3000);
+  const auto put_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count();
+  expect_answered_in_time(put, put_ms, 201, "PUT of a 5-byte object, " + name);
+  std::printf("FIGURE hostile %s slow_clients=%lld get_status=%d get_ms=%lld put_status=%d put_ms=%lld "
+              "store_buffer_wait_ms=1000\n",
+              name.c_str(), kStoreBuffers, small.status, static_cast<long long>(get_ms), put.status,
+              static_cast<long long>(put_ms));
+}
+
+// Once the slow clients are gone their buffers come back: both are served.
+void expect_served_after_slow_clients(Kiroku& k) {
+  for (int i = 0; i < 50 && metric_value(k.port(), "kiroku_object_buffers_in_use") > 0; ++i)
+    std::this_thread::sleep_for(milliseconds(100));
+  Client get(k.port(), 3000);
+  EXPECT_EQ(get.get("/files/small").status, 200);
+  EXPECT_EQ(put_file(k.port(), "another", 5, 3000).status, 201);
+}
+
 // Slow readers that keep just above the engine's minimum rate (256 KiB per
 // --write-timeout) hold their part buffers for minutes. Other downloads and
 // uploads, however small, are still answered: at once if a buffer is free,
@@ -772,27 +801,9 @@ TEST(Hostile, SlowReadersDoNotStarveOtherTransfers) {
       slow.read_some(1024);
       std::this_thread::sleep_for(milliseconds(100));
     }
-    EXPECT_EQ(metric_value(k.port(), "kiroku_object_buffers_in_use"), kStoreBuffers);
-    Client get(k.port(), 3000);
-    auto t0 = Clock::now();
-    const Response small = get.get("/files/small");
-    const auto get_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count();
-    expect_answered_in_time(small, get_ms, 200, "GET of a 5-byte object beside slow readers");
-    t0 = Clock::now();
-    const Response put = put_file(k.port(), "another", 5, 3000);
-    const auto put_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count();
-    expect_answered_in_time(put, put_ms, 201, "PUT of a 5-byte object beside slow readers");
-    std::printf("FIGURE hostile slow_readers_hold_the_pool readers=%lld get_status=%d get_ms=%lld put_status=%d "
-                "put_ms=%lld store_buffer_wait_ms=1000\n",
-                kStoreBuffers, small.status, static_cast<long long>(get_ms), put.status,
-                static_cast<long long>(put_ms));
+    probe_beside_slow_clients(k, "slow_readers_hold_the_pool");
   }
-  // The readers are gone: their buffers come back and transfers are served.
-  for (int i = 0; i < 50 && metric_value(k.port(), "kiroku_object_buffers_in_use") > 0; ++i)
-    std::this_thread::sleep_for(milliseconds(100));
-  Client get(k.port(), 3000);
-  EXPECT_EQ(get.get("/files/small").status, 200);
-  EXPECT_EQ(put_file(k.port(), "another", 5, 3000).status, 201);
+  expect_served_after_slow_clients(k);
   EXPECT_EQ(k.stop(), 0) << k.log();
 }
 
@@ -814,27 +825,9 @@ TEST(Hostile, SlowUploadsDoNotStarveOtherTransfers) {
       for (auto& u : uploads) u->send_raw(std::string(100, 'u'));
       std::this_thread::sleep_for(milliseconds(100));
     }
-    EXPECT_EQ(metric_value(k.port(), "kiroku_object_buffers_in_use"), kStoreBuffers);
-    Client get(k.port(), 3000);
-    auto t0 = Clock::now();
-    const Response small = get.get("/files/small");
-    const auto get_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count();
-    expect_answered_in_time(small, get_ms, 200, "GET of a 5-byte object beside slow uploads");
-    t0 = Clock::now();
-    const Response put = put_file(k.port(), "another", 5, 3000);
-    const auto put_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count();
-    expect_answered_in_time(put, put_ms, 201, "PUT of a 5-byte object beside slow uploads");
-    std::printf("FIGURE hostile slow_uploads_hold_the_pool uploads=%lld get_status=%d get_ms=%lld put_status=%d "
-                "put_ms=%lld store_buffer_wait_ms=1000\n",
-                kStoreBuffers, small.status, static_cast<long long>(get_ms), put.status,
-                static_cast<long long>(put_ms));
+    probe_beside_slow_clients(k, "slow_uploads_hold_the_pool");
   }
-  // The uploaders went away: their uploads are dropped, the buffers come back.
-  for (int i = 0; i < 50 && metric_value(k.port(), "kiroku_object_buffers_in_use") > 0; ++i)
-    std::this_thread::sleep_for(milliseconds(100));
-  Client get(k.port(), 3000);
-  EXPECT_EQ(get.get("/files/small").status, 200);
-  EXPECT_EQ(put_file(k.port(), "another", 5, 3000).status, 201);
+  expect_served_after_slow_clients(k);
   EXPECT_EQ(k.stop(), 0) << k.log();
 }
 

@@ -32,6 +32,8 @@
 
 #include "integration/faulty_s3_proxy.h"
 #include "integration/harness.h"
+#include "integration/s3_requests.h"
+#include "store/key_layout.h"
 #include "store/part_pool.h"
 #include "store/s3/s3_client.h"
 
@@ -389,15 +391,8 @@ TEST_F(S3Fault, HangingPartsAreAnsweredWithoutWaitingForTheAbort) {
   std::printf("hanging S3 parts: the abort got through %.1f s after S3 answered again\n",
               std::chrono::duration<double>(Clock::now() - passed).count());
   // The upload is gone: aborting it again finds no such upload.
-  const std::string seen = proxy_->dump();
-  const std::size_t del = seen.find("DELETE ");
-  ASSERT_NE(del, std::string::npos) << seen;
-  std::size_t id_at = seen.find("uploadId=", del);
-  ASSERT_NE(id_at, std::string::npos) << seen;
-  id_at += 9;
-  std::size_t id_end = id_at;
-  while (id_end < seen.size() && std::isalnum(static_cast<unsigned char>(seen[id_end]))) ++id_end;
-  const std::string stored_key = seen.substr(del + 9 + bucket_.size(), seen.find('?', del) - del - 9 - bucket_.size());
+  const std::string upload_id = upload_id_in(proxy_->dump(), "DELETE");
+  ASSERT_FALSE(upload_id.empty()) << proxy_->dump();
   s3::S3Config config;
   config.endpoint = std::getenv("KIROKU_TEST_S3_ENDPOINT");
   config.bucket = bucket_;
@@ -406,9 +401,9 @@ TEST_F(S3Fault, HangingPartsAreAnsweredWithoutWaitingForTheAbort) {
   auto client = s3::S3Client::create(config);
   ASSERT_TRUE(client.ok());
   std::promise<Status> again;
-  (*client)->abort_multipart_upload(stored_key, seen.substr(id_at, id_end - id_at),
+  (*client)->abort_multipart_upload(HashPrefixLayout(1).stored_key(key), upload_id,
                                      [&again](Status st) { again.set_value(st); });
-  EXPECT_EQ(again.get_future().get().kind(), ErrorKind::not_found) << stored_key << "\n" << seen;
+  EXPECT_EQ(again.get_future().get().kind(), ErrorKind::not_found) << proxy_->dump();
   EXPECT_EQ(call(*k, "GET", "/files/" + key).r.status, 404);
 
   // Hung again: the stop cuts the second abort short.

@@ -5,6 +5,7 @@
 #include "store/s3/s3_store.h"
 
 #include "integration/cuttable_proxy.h"
+#include "integration/s3_requests.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -427,16 +428,8 @@ TEST(StoreS3Store, ServerGoneMidUploadAbortsTheMultipartUpload) {
   EXPECT_EQ(store->stats().multipart_aborted.load(), 1u);
   EXPECT_EQ(store->stats().abort_failures.load(), 0u);
 
-  std::string seen = proxy.seen();
-  std::size_t del = seen.find("DELETE ");
-  ASSERT_NE(del, std::string::npos) << seen;
-  std::size_t id_at = seen.find("uploadId=", del);
-  ASSERT_NE(id_at, std::string::npos) << seen;
-  id_at += 9;
-  std::size_t id_end = id_at;
-  while (id_end < seen.size() && std::isalnum(static_cast<unsigned char>(seen[id_end]))) ++id_end;
-  std::string upload_id = seen.substr(id_at, id_end - id_at);
-  ASSERT_FALSE(upload_id.empty()) << seen;
+  const std::string upload_id = test::upload_id_in(proxy.seen(), "DELETE");
+  ASSERT_FALSE(upload_id.empty()) << proxy.seen();
   // The upload is gone: aborting it again finds no such upload.
   auto again = std::make_shared<std::promise<Status>>();
   direct->client().abort_multipart_upload(direct->layout().stored_key(key), upload_id,

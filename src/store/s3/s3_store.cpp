@@ -116,7 +116,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
   bool single_sent = false, completing = false;
   bool aborting = false;
   int abort_tries = 0;
-  bool in_background = false;  // failed and answered, not yet ended
+  bool in_background = false;  // failed, not yet ended (S3Store::cleaning_up)
   bool closed = false, finishing = false, ended = false;
   Status failed;
   std::function<void(Result<PutResult>)> done;
@@ -305,10 +305,10 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
           if (done && (ended || (!single_sent && !completing))) {
             finished = std::move(done);
             final_result = failed;
-            if (!ended) {
-              in_background = true;
-              background_begins = true;
-            }
+          }
+          if (!ended && !in_background) {
+            in_background = true;
+            background_begins = true;
           }
           notify = want_writable;
           want_writable = false;

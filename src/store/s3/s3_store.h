@@ -69,7 +69,7 @@ class S3Store final : public ObjectStore {
  private:
   S3Store(const StoreOptions& options, std::unique_ptr<s3::S3Client> client);
 
-  // Failed uploads answered whose cleanup runs on (UploadState::in_background).
+  // Failed uploads whose cleanup runs on (UploadState::in_background).
   void background_begins();
   void background_ends();
 
