@@ -274,7 +274,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
       std::function<void(Result<PutResult>)> finished;
       Result<PutResult> final_result = Status::invalid("cancelled");
       bool notify = false;
-      bool background_begins = false, background_ends = false;
+      bool cleanup_starts = false, cleanup_ends = false;  // for S3Store::cleaning_up()
       {
         std::lock_guard lock(mutex);
         auto self = shared_from_this();
@@ -308,7 +308,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
           }
           if (!ended && !in_background) {
             in_background = true;
-            background_begins = true;
+            cleanup_starts = true;
           }
           notify = want_writable;
           want_writable = false;
@@ -373,11 +373,11 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
         }
         if (ended && in_background) {
           in_background = false;
-          background_ends = true;
+          cleanup_ends = true;
         }
       }
-      if (background_begins) store->background_begins();
-      if (background_ends) store->background_ends();
+      if (cleanup_starts) store->background_begins();
+      if (cleanup_ends) store->background_ends();
       drop.clear();
       for (auto id : to_cancel) store->client_->cancel(id);
       for (auto& a : actions) a();
