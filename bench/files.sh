@@ -88,8 +88,9 @@ record() {
 
 # kiroku_transfers STORE_NAME STORE_URL: one PUT and one GET through kiroku.
 kiroku_transfers() {
-  local name="$1" store="$2" code secs key="bench/$1-$size_mib"
-  start_kiroku "$work/kiroku-$name" "sqlite://$work/kiroku-$name/events.db" process events --store "$store"
+  local name="$1" store="$2" code secs slug="${1//[^a-z0-9]/-}"
+  local key="bench/$slug-$size_mib"
+  start_kiroku "$work/kiroku-$slug" "sqlite://$work/kiroku-$slug/events.db" process events --store "$store"
   local base="http://127.0.0.1:$kiroku_port/files"
   reset_peak_rss "$kiroku_pid"
   read -r code secs < <(curl_put "$base/$key" "$work/put.json")
@@ -137,8 +138,10 @@ if [[ -n "${KIROKU_TEST_S3_ENDPOINT:-}" ]]; then
   record "curl → s3rver" download "$secs" 0
   read -r secs < <(curl_multipart "$KIROKU_TEST_S3_ENDPOINT/$KIROKU_TEST_S3_BUCKET/direct-mp-$size_mib")
   record "curl → s3rver, multipart" upload "$secs" 0
-  kiroku_transfers s3rver \
-    "s3://$KIROKU_TEST_S3_BUCKET?endpoint=$KIROKU_TEST_S3_ENDPOINT&region=${AWS_REGION:-us-east-1}"
+  s3url="s3://$KIROKU_TEST_S3_BUCKET?endpoint=$KIROKU_TEST_S3_ENDPOINT&region=${AWS_REGION:-us-east-1}"
+  kiroku_transfers s3rver "$s3url"
+  # The same with uploads of a known size sent as one streamed PUT, as curl's is.
+  kiroku_transfers "s3rver, streamed PUT" "$s3url&stream_put_max=$((5 << 30))"
 fi
 
 cat > "$work/report.py" <<'PY'
@@ -149,9 +152,9 @@ ref = {r["direction"]: r["seconds"] for r in rows if r["store"] == "curl → s3r
 mp = {r["direction"]: r["seconds"] for r in rows if r["store"] == "curl → s3rver, multipart"}
 for r in rows:
     r["mib_per_s"] = size_mib / r["seconds"]
-    base = ref.get(r["direction"]) if r["store"] == "kiroku → s3rver" else None
+    base = ref.get(r["direction"]) if r["store"].startswith("kiroku → s3rver") else None
     r["ratio_to_direct"] = base / r["seconds"] if base else None
-    base = mp.get(r["direction"]) if r["store"] == "kiroku → s3rver" else None
+    base = mp.get(r["direction"]) if r["store"].startswith("kiroku → s3rver") else None
     r["ratio_to_multipart"] = base / r["seconds"] if base else None
 if as_json:
     print(json.dumps({"status": "measured", "size_mib": size_mib, "transfers": rows}))

@@ -324,7 +324,11 @@ class Report:
                    "PUT and one GET, and for uploads also the same multipart upload kiroku makes "
                    "(8 MiB parts, 4 at once, with curl): s3rver assembles a multipart object by reading "
                    "every part back and writing the whole object again, which a single PUT does not "
-                   "pay. Peak RSS is kiroku's VmHWM, reset before each transfer.")
+                   "pay. `kiroku → s3rver, streamed PUT` is the same store URL with "
+                   "`&stream_put_max=5368709120`: an upload of known size goes up as one PUT whose body "
+                   "is read from the part buffers as they fill, as curl's single PUT does (README, S3 URL "
+                   "options: no retry once bytes are out, and only for servers that reject a short "
+                   "body). Peak RSS is kiroku's VmHWM, reset before each transfer.")
             self.w()
             self.w("| path | direction | seconds | MiB/s | ratio to curl → s3rver | ratio to curl multipart "
                    "| kiroku peak RSS (MiB) |")

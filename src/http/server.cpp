@@ -38,6 +38,9 @@ using beast::error_code;
 namespace {
 
 constexpr std::size_t kReadChunk = 8192;
+// Read size while a body streams to a BodyReader (file uploads): fewer,
+// larger reads (the read buffer's max_size is at least this).
+constexpr std::size_t kStreamReadChunk = 64 * 1024;
 // A request body buffer larger than this is released after its request, so
 // one large POST does not pin memory on an idle keep-alive connection.
 constexpr std::size_t kKeepBodyCapacity = 256 * 1024;
@@ -419,7 +422,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       flush_or_read();
       return;
     }
-    socket_.async_read_some(rbuf_.prepare(std::min(kReadChunk, room)),
+    const std::size_t chunk = reader_ ? kStreamReadChunk : kReadChunk;
+    socket_.async_read_some(rbuf_.prepare(std::min(chunk, room)),
                             [self = shared_from_this()](error_code ec, std::size_t n) {
                               self->on_read(ec, n);
                             });

@@ -85,6 +85,7 @@ Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const Stor
     if (rest.empty() || rest.find('/') != std::string_view::npos)
       return Status::invalid("--store: an S3 URL is s3://bucket?endpoint=...&region=...");
     s3::S3Config config;
+    S3StoreOptions s3_options;
     config.bucket = std::string(rest);
     if (const char* region = std::getenv("AWS_REGION"); region && *region) config.region = region;
     for (QueryPair p; next_query_pair(query, p);) {
@@ -106,6 +107,10 @@ Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const Stor
         long long n = 0;
         if (Status s = parse_s3_int(name, *value, 1, 100, n); !s) return s;
         config.max_attempts = static_cast<int>(n);
+      } else if (name == "stream_put_max") {
+        long long n = 0;
+        if (Status s = parse_s3_int(name, *value, 0, 5LL << 30, n); !s) return s;
+        s3_options.stream_put_max = static_cast<std::uint64_t>(n);
       } else {
         return Status::invalid("--store: unknown S3 URL parameter '" + std::string(name) + "'");
       }
@@ -114,7 +119,7 @@ Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const Stor
     auto credentials = s3::credentials_from_environment();
     if (!credentials.ok()) return Status::invalid("--store: " + credentials.status().message());
     config.credentials = std::move(*credentials);
-    auto store = S3Store::create(std::move(config), options);
+    auto store = S3Store::create(std::move(config), options, s3_options);
     if (!store.ok()) return Status::invalid("--store: " + store.status().message());
     return std::unique_ptr<ObjectStore>(std::move(*store));
   }

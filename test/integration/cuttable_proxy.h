@@ -1,7 +1,7 @@
 // cuttable_proxy.h - a TCP proxy on loopback that a test can cut off (every
 // connection dropped, new ones refused) and bring back on the same port, to
 // make a server (S3) disappear in the middle of a transfer. It notes the
-// request lines that pass from client to server.
+// request lines that pass from client to server, and counts those bytes.
 #pragma once
 
 #include <arpa/inet.h>
@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -59,6 +60,9 @@ class CuttableProxy {
   }
 
   int port() const { return port_; }
+  // Bytes passed from clients to the server since the start (or the reset).
+  std::uint64_t upstream_bytes() const { return upstream_bytes_.load(); }
+  void reset_upstream_bytes() { upstream_bytes_ = 0; }
   std::string seen() {
     std::lock_guard lock(mutex_);
     return seen_;
@@ -101,7 +105,10 @@ class CuttableProxy {
           ::shutdown(server, SHUT_RDWR);
           return;
         }
-        if (i == 0) note(std::string_view(buffer.data(), std::size_t(n)));
+        if (i == 0) {
+          note(std::string_view(buffer.data(), std::size_t(n)));
+          upstream_bytes_ += std::uint64_t(n);
+        }
         for (ssize_t off = 0; off < n;) {
           ssize_t w = ::send(p[1 - i].fd, buffer.data() + off, std::size_t(n - off), MSG_NOSIGNAL);
           if (w <= 0) return;
@@ -128,6 +135,7 @@ class CuttableProxy {
   int listen_fd_ = -1;
   int port_ = 0;
   std::atomic<bool> running_{false};
+  std::atomic<std::uint64_t> upstream_bytes_{0};
   std::thread acceptor_;
   std::mutex mutex_;
   std::vector<int> fds_;

@@ -224,7 +224,7 @@ class Files : public ::testing::TestWithParam<std::string> {
     if (!s3()) return "file://" + dir_.path() + "/objects";
     if (endpoint.empty()) endpoint = std::getenv("KIROKU_TEST_S3_ENDPOINT");
     return "s3://" + std::string(std::getenv("KIROKU_TEST_S3_BUCKET")) + "?endpoint=" + endpoint +
-           "&region=us-east-1";
+           "&region=us-east-1" + s3_options_;
   }
 
   void SetUp() override {
@@ -245,6 +245,7 @@ class Files : public ::testing::TestWithParam<std::string> {
 
   TempDir dir_;
   std::string prefix_;
+  std::string s3_options_;  // more S3 URL parameters, "&name=value..."
 };
 
 TEST_P(Files, RoundTripsAroundThePartSizeAndOf100MiB) {
@@ -536,6 +537,38 @@ TEST_P(Files, S3GoneMidUploadAnswers5xxAndLeavesNothing) {
   EXPECT_EQ(list.json()["objects"].size(), 0u) << list.body;
   // And kiroku still works.
   EXPECT_EQ(request(k->port(), "PUT", "/files/" + prefix_ + "after.txt", {}, "ok").status, 201);
+  EXPECT_EQ(k->stop(), 0);
+  proxy.stop();
+}
+
+TEST_P(Files, StreamedPutOptionSendsKnownSizesAsOnePut) {
+  if (!s3()) GTEST_SKIP() << "an S3 option";
+  const std::string endpoint = std::getenv("KIROKU_TEST_S3_ENDPOINT");
+  const std::string hostport = endpoint.substr(endpoint.find("//") + 2);
+  CuttableProxy proxy(hostport.substr(0, hostport.find(':')), std::stoi(hostport.substr(hostport.find(':') + 1)));
+  ASSERT_TRUE(proxy.start());
+  s3_options_ = "&stream_put_max=" + std::to_string(100ull << 20);
+  auto k = start({}, "http://127.0.0.1:" + std::to_string(proxy.port()));
+
+  // 100 MiB with a Content-Length: one PUT, no multipart upload, memory bounded.
+  const std::uint64_t size = 100ull << 20;
+  const std::string key = prefix_ + "streamed.bin";
+  Answer put = put_pattern(k->port(), key, 21, size);
+  ASSERT_EQ(put.status, 201) << put.body;
+  EXPECT_EQ(put.json()["size"], size);
+  EXPECT_EQ(put.json()["sha256"], sha256_of(pattern(21, size)));
+  EXPECT_EQ(proxy.seen().find("uploads"), std::string::npos) << proxy.seen();
+  EXPECT_EQ(proxy.seen().find("partNumber="), std::string::npos) << proxy.seen();
+  EXPECT_LT(vm_hwm_bytes(k->pid()), 96ll << 20);
+  Answer get = request(k->port(), "GET", "/files/" + key);
+  ASSERT_EQ(get.status, 200);
+  EXPECT_EQ(get.body.size(), size);
+  EXPECT_EQ(sha256_of(get.body), put.json()["sha256"]);
+
+  // A chunked body has no size to announce: a multipart upload.
+  Answer chunked = put_pattern(k->port(), prefix_ + "chunked.bin", 22, kPart + 3, true);
+  ASSERT_EQ(chunked.status, 201) << chunked.body;
+  EXPECT_NE(proxy.seen().find("partNumber="), std::string::npos) << proxy.seen();
   EXPECT_EQ(k->stop(), 0);
   proxy.stop();
 }

@@ -1,7 +1,7 @@
-// make_store_test.cpp - the S3 client options of an s3:// --store URL
-// (connect_timeout_ms, stall_timeout_ms, max_attempts): accepted values reach
-// S3Client's configuration, bad ones are invalid and name the parameter. No
-// S3 server is contacted.
+// make_store_test.cpp - the options of an s3:// --store URL
+// (connect_timeout_ms, stall_timeout_ms, max_attempts, stream_put_max):
+// accepted values reach S3Client's configuration or the store, bad ones are
+// invalid and name the parameter. No S3 server is contacted.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -59,6 +59,7 @@ TEST(StoreMakeStore, S3UrlClientOptionsReachTheClient) {
   EXPECT_EQ(d.connect_timeout, 5000ms);
   EXPECT_EQ(d.stall_timeout, 30000ms);
   EXPECT_EQ(d.max_attempts, 4);
+  EXPECT_EQ(dynamic_cast<S3Store&>(**defaults).s3_options().stream_put_max, 0u);
 
   auto store = make_store(kBase + "&connect_timeout_ms=250&stall_timeout_ms=1500&max_attempts=2", options());
   ASSERT_TRUE(store.ok()) << store.status().message();
@@ -66,6 +67,10 @@ TEST(StoreMakeStore, S3UrlClientOptionsReachTheClient) {
   EXPECT_EQ(c.connect_timeout, 250ms);
   EXPECT_EQ(c.stall_timeout, 1500ms);
   EXPECT_EQ(c.max_attempts, 2);
+
+  auto streamed = make_store(kBase + "&stream_put_max=5368709120", options());
+  ASSERT_TRUE(streamed.ok()) << streamed.status().message();
+  EXPECT_EQ(dynamic_cast<S3Store&>(**streamed).s3_options().stream_put_max, 5ull << 30);
 }
 
 TEST(StoreMakeStore, S3UrlClientOptionsAreValidated) {
@@ -76,6 +81,8 @@ TEST(StoreMakeStore, S3UrlClientOptionsAreValidated) {
       {"stall_timeout_ms=3600001", "stall_timeout_ms"},   {"stall_timeout_ms=1e3", "stall_timeout_ms"},
       {"max_attempts=0", "max_attempts"},                 {"max_attempts=101", "max_attempts"},
       {"max_attempts=99999999999999999999", "max_attempts"},
+      {"stream_put_max=5368709121", "stream_put_max"},    {"stream_put_max=-1", "stream_put_max"},
+      {"stream_put_max=1GiB", "stream_put_max"},
   };
   for (const auto& [query, name] : bad) {
     SCOPED_TRACE(query);

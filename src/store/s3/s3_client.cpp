@@ -220,6 +220,9 @@ struct S3Client::Transfer {
   std::string payload_hash;
   const char* content_type = nullptr;  // for POST: a value, or nullptr to send none
   std::optional<ByteRange> range;
+  BodySource source;            // streamed request body (body_size bytes)
+  std::uint64_t body_size = 0;
+  std::uint64_t source_read = 0;  // bytes taken from source, across attempts
   std::span<std::byte> buffer;  // Op::get_to_buffer
   ObjectStream stream;          // Op::get_to_stream
   int part_number = 0;          // Op::upload_part
@@ -578,7 +581,8 @@ struct S3Client::Loop {
         break;
       case Method::put:
         curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(t->upload.size()));
+        curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE,
+                         static_cast<curl_off_t>(t->source.read ? t->body_size : t->upload.size()));
         break;
       case Method::post:
         curl_easy_setopt(easy, CURLOPT_POST, 1L);
@@ -636,6 +640,10 @@ struct S3Client::Loop {
     if (s.ok()) {
       complete(t, Status());
       return;
+    }
+    if (retry_it && t->source_read > 0) {
+      retry_it = false;  // the body's bytes are gone
+      s = Status(s.kind(), s.message() + " (a streamed body is not sent twice)");
     }
     if (retry_it && t->attempts < config.max_attempts && !stopping.load()) {
       client.stats_.retries.fetch_add(1, std::memory_order_relaxed);
@@ -721,6 +729,23 @@ struct S3Client::Loop {
   static size_t on_read(char* out, size_t size, size_t n, void* user) {
     auto* t = static_cast<Transfer*>(user);
     std::size_t want = size * n;
+    if (t->source.read) {
+      std::uint64_t left = t->body_size - t->source_read;
+      if (left == 0) return 0;
+      auto room = std::as_writable_bytes(std::span<char>(out, std::min<std::uint64_t>(want, left)));
+      std::size_t len = std::min(t->source.read(room), room.size());
+      if (len == 0) {
+        t->paused = true;
+        if (t->resume_pending) {
+          t->resume_pending = false;
+          t->loop->unpause.push_back(t->id);
+        }
+        return CURL_READFUNC_PAUSE;
+      }
+      t->source_read += len;
+      t->loop->client.stats_.bytes_sent.fetch_add(len, std::memory_order_relaxed);
+      return len;
+    }
     std::size_t left = t->upload.size() - t->upload_pos;
     std::size_t len = std::min(want, left);
     std::memcpy(out, t->upload.data() + t->upload_pos, len);
@@ -731,6 +756,10 @@ struct S3Client::Loop {
 
   static int on_seek(void* user, curl_off_t offset, int origin) {
     auto* t = static_cast<Transfer*>(user);
+    if (t->source.read) {
+      bool unmoved = origin == SEEK_SET && offset == 0 && t->source_read == 0;
+      return unmoved ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_CANTSEEK;
+    }
     if (origin != SEEK_SET || offset < 0 || static_cast<std::uint64_t>(offset) > t->upload.size()) {
       return CURL_SEEKFUNC_FAIL;
     }
@@ -779,6 +808,7 @@ struct S3Client::Loop {
       if (auto tp = parse_http_date(value)) t->info.last_modified = *tp;
     } else if (iequals(name, "Content-Type")) {
       t->info.content_type = std::string(value);
+
     } else if (iequals(name, "Content-Range")) {
       std::size_t slash = value.rfind('/');
       if (slash != std::string_view::npos) parse_u64(value.substr(slash + 1), t->info.size);
@@ -939,6 +969,20 @@ RequestId S3Client::put_object(std::string_view key, std::span<const std::byte> 
   auto t = loop_->make(Op::put_object, Method::put, key);
   t->upload = body;
   t->payload_hash = config_.sign_payload ? sha256_hex(body) : std::string(kUnsignedPayload);
+  t->finish = [done = std::move(done)](Transfer& t, Status s) {
+    if (!s.ok()) return done(std::move(s));
+    done(PutObjectResult{t.info.etag});
+  };
+  return submit(std::move(t));
+}
+
+RequestId S3Client::put_object_stream(std::string_view key, std::uint64_t size, BodySource body,
+                                      Completion<PutObjectResult> done) {
+  auto t = loop_->make(Op::put_object, Method::put, key);
+  if (!body.read) t->preset = Status::invalid(t->what + ": no body source");
+  t->source = std::move(body);
+  t->body_size = size;
+  t->payload_hash = std::string(kUnsignedPayload);
   t->finish = [done = std::move(done)](Transfer& t, Status s) {
     if (!s.ok()) return done(std::move(s));
     done(PutObjectResult{t.info.etag});

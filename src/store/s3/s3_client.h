@@ -117,6 +117,16 @@ struct ObjectStream {
   std::function<bool(std::span<const std::byte>)> on_data;
 };
 
+// Source of a streamed request body (put_object_stream). Runs on the client
+// thread.
+struct BodySource {
+  // Copies the next body bytes into out (at most out.size()) and returns how
+  // many. 0 when none are ready yet: the transfer pauses until
+  // S3Client::resume(id), then asks again. Never asked for bytes past the
+  // body's size.
+  std::function<std::size_t(std::span<std::byte>)> read;
+};
+
 struct ListObjectsRequest {
   std::string prefix;
   std::string continuation_token;  // from the previous page; empty for the first
@@ -152,6 +162,15 @@ class S3Client {
   // PUT of a whole object from body (caller-owned, valid until done runs).
   RequestId put_object(std::string_view key, std::span<const std::byte> body,
                        Completion<PutObjectResult> done);
+
+  // PUT of a whole object of `size` bytes read from `body` as they come, so
+  // no buffer has to hold the object. Always UNSIGNED-PAYLOAD. Retried only
+  // while no body byte has been read (a body cannot be read twice); after
+  // that a failure is final (transient). Cancelling it before the last byte
+  // is sent leaves no object where the server rejects a body shorter than its
+  // Content-Length, as S3 does (s3rver does not: it keeps what arrived).
+  RequestId put_object_stream(std::string_view key, std::uint64_t size, BodySource body,
+                              Completion<PutObjectResult> done);
 
   // Starts a multipart upload; gives the UploadId.
   RequestId create_multipart_upload(std::string_view key, Completion<std::string> done);
@@ -192,7 +211,7 @@ class S3Client {
   // One page of ListObjectsV2.
   RequestId list_objects_v2(ListObjectsRequest request, Completion<ListObjectsPage> done);
 
-  // Lets a stream paused by on_data go on. From any thread. A resume that
+  // Lets a stream paused by on_data (or a body paused by BodySource::read) go on. From any thread. A resume that
   // arrives before the pause it answers is kept and applied to that pause.
   // Unknown or finished ids are ignored.
   void resume(RequestId id);

@@ -32,10 +32,14 @@ std::string unquote(std::string etag) {
 // aborts incomplete multipart uploads is the backstop.)
 constexpr int kAbortTries = 5;
 
+constexpr std::uint64_t kMaxSinglePut = std::uint64_t{5} << 30;
+
 }  // namespace
 
-S3Store::S3Store(const StoreOptions& options, std::unique_ptr<s3::S3Client> client)
+S3Store::S3Store(const StoreOptions& options, S3StoreOptions s3_options,
+                 std::unique_ptr<s3::S3Client> client)
     : options_(options),
+      s3_options_(s3_options),
       layout_(options.hash_prefix_chars),
       pool_(options.part_size, options.part_count),
       threads_(options.threads),
@@ -75,13 +79,16 @@ std::size_t S3Store::settle(std::chrono::steady_clock::time_point deadline) {
   return background_;
 }
 
-Result<std::unique_ptr<S3Store>> S3Store::create(s3::S3Config config, const StoreOptions& options) {
+Result<std::unique_ptr<S3Store>> S3Store::create(s3::S3Config config, const StoreOptions& options,
+                                                 S3StoreOptions s3_options) {
   if (Status s = validate_store_options(options); !s) return s;
   if (options.part_size < (5u << 20))
     return Status::invalid("store part size must be at least 5 MiB for S3");
+  if (s3_options.stream_put_max > kMaxSinglePut)
+    return Status::invalid("stream_put_max must be at most 5 GiB (S3's limit for one PUT)");
   auto client = s3::S3Client::create(std::move(config));
   if (!client.ok()) return client.status();
-  return std::unique_ptr<S3Store>(new S3Store(options, std::move(*client)));
+  return std::unique_ptr<S3Store>(new S3Store(options, s3_options, std::move(*client)));
 }
 
 // --- uploads ----------------------------------------------------------------------
@@ -110,6 +117,12 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
   bool want_writable = false;
   int parts_made = 0;
   bool multipart = false;  // more than one part: known once a second part starts
+  // One PUT whose body is read from `full` as it fills (S3StoreOptions::
+  // stream_put_max); fixed at begin_put.
+  bool streamed = false;
+  std::size_t front_sent = 0;   // bytes of full.front() the streamed PUT has read
+  bool stream_stored = false;   // the streamed PUT succeeded
+  std::string stream_etag;
   bool creating = false;
   std::string upload_id;
   std::vector<s3::CompletedPart> completed;
@@ -156,7 +169,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
         current = std::move(part);
         fill = 0;
         ++held;
-        if (parts_made > 0) multipart = true;
+        if (parts_made > 0 && !streamed) multipart = true;
         notify = want_writable;
         want_writable = false;
       }
@@ -173,6 +186,12 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
       std::lock_guard lock(mutex);
       if (!failed.ok()) return failed;
       if (closed) return Status::invalid("upload already finished");
+      if (expected_size && data.size() > *expected_size - size) {
+        fail_locked(Status::invalid("upload longer than the " + std::to_string(*expected_size) +
+                                    " bytes announced"));
+        step_needed = true;
+        data = {};
+      }
       const std::size_t part_size = store->pool_.part_size();
       while (taken < data.size()) {
         if (!current) {
@@ -199,7 +218,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
           }
           fill = 0;
           ++held;
-          if (parts_made > 0 && !multipart) {
+          if (parts_made > 0 && !multipart && !streamed) {
             multipart = true;
             step_needed = true;
           }
@@ -339,7 +358,29 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
                 it->second.second = rid;
             });
           }
-          if (closed && !multipart && !single_sent && !ended) {
+          if (streamed && !full.empty() && !ended) {
+            if (!single_sent && !stream_stored) {
+              single_sent = true;
+              actions.push_back([self] {
+                s3::RequestId rid = self->store->client_->put_object_stream(
+                    self->stored_key, *self->expected_size,
+                    s3::BodySource{[self](std::span<std::byte> out) { return self->read_body(out); }},
+                    [self](Result<s3::PutObjectResult> r) { self->on_stream_sent(std::move(r)); });
+                {
+                  std::lock_guard lock(self->mutex);
+                  self->single_id = rid;
+                }
+                self->store->client_->resume(rid);  // for a read that found nothing yet
+              });
+            } else if (single_id) {
+              actions.push_back([self, rid = single_id] { self->store->client_->resume(rid); });
+            }
+          }
+          if (streamed && stream_stored && closed && !ended) {
+            result = PutResult{key, size, stream_etag, sha_hex};
+            ended = true;
+          }
+          if (closed && !multipart && !streamed && !single_sent && !ended) {
             single_sent = true;
             std::span<const std::byte> body;
             if (!full.empty()) body = {full.front().part.bytes().data(), full.front().size};
@@ -450,6 +491,58 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
     schedule();
   }
 
+  // The streamed PUT's body: the filled parts in order, each given back to
+  // the pool once read. On the S3 client thread.
+  std::size_t read_body(std::span<std::byte> out) {
+    std::vector<PartPool::Part> spent;
+    std::size_t n = 0;
+    bool notify = false;
+    {
+      std::lock_guard lock(mutex);
+      while (n < out.size() && !full.empty()) {
+        Pending& p = full.front();
+        std::size_t k = std::min(p.size - front_sent, out.size() - n);
+        std::memcpy(out.data() + n, p.part.bytes().data() + front_sent, k);
+        n += k;
+        front_sent += k;
+        if (front_sent == p.size) {
+          spent.push_back(std::move(p.part));
+          full.pop_front();
+          front_sent = 0;
+          --held;
+        }
+      }
+      if (!spent.empty() && want_writable && held < cap && !waiting) {
+        notify = true;
+        want_writable = false;
+      }
+    }
+    spent.clear();
+    if (notify && when_writable) store->threads_.post(when_writable);
+    return n;
+  }
+
+  void on_stream_sent(Result<s3::PutObjectResult> r) {
+    std::vector<PartPool::Part> drop;
+    {
+      std::lock_guard lock(mutex);
+      single_id = 0;
+      single_sent = false;
+      if (r.ok()) {
+        stream_stored = true;
+        stream_etag = unquote(r->etag);
+      } else {
+        fail_locked(r.status());
+      }
+      for (auto& p : full) drop.push_back(std::move(p.part));
+      held -= full.size();
+      full.clear();
+      front_sent = 0;
+    }
+    drop.clear();
+    schedule();
+  }
+
   void on_completed(Result<s3::PutObjectResult> r) {
     {
       std::lock_guard lock(mutex);
@@ -515,6 +608,8 @@ Result<std::unique_ptr<Upload>> S3Store::begin_put(std::string_view key,
   state->expected_size = expected_size;
   state->when_writable = std::move(when_writable);
   state->cap = options_.parts_per_transfer;
+  state->streamed = expected_size && *expected_size > pool_.part_size() &&
+                    *expected_size <= s3_options_.stream_put_max;
   return std::unique_ptr<Upload>(new UploadHandle<S3Store::UploadState>(std::move(state)));
 }
 

@@ -1,6 +1,9 @@
 // s3_store.h - the ObjectStore on an S3 bucket (s3://bucket?endpoint=...).
 //
-// Uploads: an object of at most one part goes up with one PUT; a larger one
+// Uploads: an object of at most one part goes up with one PUT; so does one
+// whose size is announced and at most S3StoreOptions::stream_put_max, its
+// body read from the part buffers as they fill (no retry once it has begun);
+// any other
 // with a multipart upload whose parts (StoreOptions::part_size, from the
 // pool) go up concurrently, parts_per_transfer - 1 at once while the next
 // fills. On any failure, or abort(), the caller gets the error at once and
@@ -39,10 +42,21 @@ struct S3StoreStats {
   std::atomic<std::uint64_t> abort_failures{0};  // aborts that failed after every try
 };
 
+struct S3StoreOptions {
+  // Uploads of a known size above one part and at most this many bytes go up
+  // as one streamed PUT instead of a multipart upload: faster where the
+  // server assembles multipart objects by copying them (s3rver, some
+  // self-hosted stores), but a failure fails the whole upload, where a
+  // multipart upload retries one part. 0: never. At most 5 GiB (S3's limit
+  // for one PUT).
+  std::uint64_t stream_put_max = 0;
+};
+
 class S3Store final : public ObjectStore {
  public:
   // invalid for bad options or a bad S3 configuration (see S3Client::create).
-  static Result<std::unique_ptr<S3Store>> create(s3::S3Config config, const StoreOptions& options);
+  static Result<std::unique_ptr<S3Store>> create(s3::S3Config config, const StoreOptions& options,
+                                                 S3StoreOptions s3_options = {});
   ~S3Store() override;
 
   Result<std::unique_ptr<Upload>> begin_put(std::string_view key,
@@ -58,6 +72,7 @@ class S3Store final : public ObjectStore {
   std::size_t settle(std::chrono::steady_clock::time_point deadline) override;
 
   const HashPrefixLayout& layout() const { return layout_; }
+  const S3StoreOptions& s3_options() const { return s3_options_; }
   const S3StoreStats& stats() const { return stats_; }
   s3::S3Client& client() { return *client_; }
 
@@ -67,13 +82,15 @@ class S3Store final : public ObjectStore {
   struct ListState;
 
  private:
-  S3Store(const StoreOptions& options, std::unique_ptr<s3::S3Client> client);
+  S3Store(const StoreOptions& options, S3StoreOptions s3_options,
+          std::unique_ptr<s3::S3Client> client);
 
   // Failed uploads whose cleanup runs on (UploadState::in_background).
   void background_begins();
   void background_ends();
 
   StoreOptions options_;
+  S3StoreOptions s3_options_;
   mutable std::mutex background_mutex_;
   std::condition_variable background_idle_;
   std::size_t background_ = 0;
