@@ -88,7 +88,8 @@ record() {
 
 # kiroku_transfers STORE_NAME STORE_URL: one PUT and one GET through kiroku.
 kiroku_transfers() {
-  local name="$1" store="$2" code secs slug="${1//[^a-z0-9]/-}"
+  local name="$1" store="$2" code secs slug
+  slug=$(printf %s "$1" | tr 'A-Z' 'a-z' | tr -cs 'a-z0-9' '-')
   local key="bench/$slug-$size_mib"
   start_kiroku "$work/kiroku-$slug" "sqlite://$work/kiroku-$slug/events.db" process events --store "$store"
   local base="http://127.0.0.1:$kiroku_port/files"

@@ -18,27 +18,23 @@
 #include <thread>
 #include <vector>
 
+#include "integration/loopback.h"
+
 namespace kiroku::test {
 
 class CuttableProxy {
  public:
-  CuttableProxy(std::string host, int port)
-      : upstream_host_(std::move(host)), upstream_port_(port) {}
+  // In front of "http://HOST:PORT" (HOST numeric), e.g. KIROKU_TEST_S3_ENDPOINT.
+  explicit CuttableProxy(std::string_view endpoint) {
+    HostPort upstream = split_endpoint(endpoint);
+    upstream_host_ = std::move(upstream.host);
+    upstream_port_ = upstream.port;
+  }
   ~CuttableProxy() { stop(); }
 
   bool start() {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(std::uint16_t(port_));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return false;
-    if (::listen(listen_fd_, 64) != 0) return false;
-    socklen_t len = sizeof(a);
-    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
+    listen_fd_ = listen_loopback(port_, port_);
+    if (listen_fd_ < 0) return false;
     running_ = true;
     acceptor_ = std::thread([this] { accept_loop(); });
     return true;
@@ -60,6 +56,7 @@ class CuttableProxy {
   }
 
   int port() const { return port_; }
+  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
   // Bytes passed from clients to the server since the start (or the reset).
   std::uint64_t upstream_bytes() const { return upstream_bytes_.load(); }
   void reset_upstream_bytes() { upstream_bytes_ = 0; }
@@ -76,10 +73,7 @@ class CuttableProxy {
       int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (client < 0) continue;
       int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_port = htons(std::uint16_t(upstream_port_));
-      ::inet_pton(AF_INET, upstream_host_.c_str(), &a.sin_addr);
+      sockaddr_in a = ipv4_address(upstream_host_, upstream_port_);
       if (::connect(server, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
         ::close(client);
         ::close(server);

@@ -37,16 +37,17 @@
 #include <thread>
 #include <vector>
 
+#include "integration/loopback.h"
+
 namespace kiroku::test {
 
 class FaultyS3Proxy {
  public:
   // Upstream: "http://HOST:PORT" (KIROKU_TEST_S3_ENDPOINT), HOST numeric.
   explicit FaultyS3Proxy(std::string_view endpoint) {
-    std::string_view hp = endpoint.substr(endpoint.find("//") == std::string_view::npos ? 0 : endpoint.find("//") + 2);
-    hp = hp.substr(0, hp.find('/'));
-    upstream_host_ = std::string(hp.substr(0, hp.rfind(':')));
-    upstream_port_ = std::stoi(std::string(hp.substr(hp.rfind(':') + 1)));
+    HostPort upstream = split_endpoint(endpoint);
+    upstream_host_ = std::move(upstream.host);
+    upstream_port_ = upstream.port;
   }
   ~FaultyS3Proxy() { stop(); }
   FaultyS3Proxy(const FaultyS3Proxy&) = delete;
@@ -54,18 +55,8 @@ class FaultyS3Proxy {
 
   // Listens on a free loopback port; false if it cannot.
   bool start() {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listen_fd_, 128) != 0) {
-      ::close(listen_fd_);
-      listen_fd_ = -1;
-      return false;
-    }
-    socklen_t len = sizeof a;
-    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
+    listen_fd_ = listen_loopback(0, port_);
+    if (listen_fd_ < 0) return false;
     started_ = std::chrono::steady_clock::now();
     running_ = true;
     acceptor_ = std::thread([this] { accept_loop(); });
@@ -313,10 +304,7 @@ class FaultyS3Proxy {
       std::lock_guard lock(mutex_);
       fds_.insert(server);
     }
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<std::uint16_t>(upstream_port_));
-    ::inet_pton(AF_INET, upstream_host_.c_str(), &a.sin_addr);
+    sockaddr_in a = ipv4_address(upstream_host_, upstream_port_);
     bool ok = ::connect(server, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && send_all(server, closing_head(head));
     std::uint64_t left = body;
     while (ok && left > 0) {

@@ -507,10 +507,9 @@ TEST_P(Files, MetricsCountTransfers) {
 TEST_P(Files, S3GoneMidUploadAnswers5xxAndLeavesNothing) {
   if (!s3()) GTEST_SKIP() << "S3 only";
   const std::string endpoint = std::getenv("KIROKU_TEST_S3_ENDPOINT");
-  const std::string hostport = endpoint.substr(endpoint.find("//") + 2);
-  CuttableProxy proxy(hostport.substr(0, hostport.find(':')), std::stoi(hostport.substr(hostport.find(':') + 1)));
+  CuttableProxy proxy(endpoint);
   ASSERT_TRUE(proxy.start());
-  auto k = start({}, "http://127.0.0.1:" + std::to_string(proxy.port()));
+  auto k = start({}, proxy.endpoint());
   const std::string key = prefix_ + "cut.bin";
   const std::uint64_t size = 12 * kPart;
 
@@ -544,11 +543,10 @@ TEST_P(Files, S3GoneMidUploadAnswers5xxAndLeavesNothing) {
 TEST_P(Files, StreamedPutOptionSendsKnownSizesAsOnePut) {
   if (!s3()) GTEST_SKIP() << "an S3 option";
   const std::string endpoint = std::getenv("KIROKU_TEST_S3_ENDPOINT");
-  const std::string hostport = endpoint.substr(endpoint.find("//") + 2);
-  CuttableProxy proxy(hostport.substr(0, hostport.find(':')), std::stoi(hostport.substr(hostport.find(':') + 1)));
+  CuttableProxy proxy(endpoint);
   ASSERT_TRUE(proxy.start());
   s3_options_ = "&stream_put_max=" + std::to_string(100ull << 20);
-  auto k = start({}, "http://127.0.0.1:" + std::to_string(proxy.port()));
+  auto k = start({}, proxy.endpoint());
 
   // 100 MiB with a Content-Length: one PUT, no multipart upload, memory bounded.
   const std::uint64_t size = 100ull << 20;

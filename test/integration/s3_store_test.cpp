@@ -389,11 +389,9 @@ TEST(StoreS3Store, ServerGoneMidUploadAbortsTheMultipartUpload) {
   Server server;
   if (!s3_env(server)) return;
   // host:port of the real server, behind a proxy the test can cut.
-  std::string hostport = server.endpoint.substr(server.endpoint.find("//") + 2);
-  CuttableProxy proxy(hostport.substr(0, hostport.find(':')),
-                      std::stoi(hostport.substr(hostport.find(':') + 1)));
+  CuttableProxy proxy(server.endpoint);
   ASSERT_TRUE(proxy.start());
-  auto config = config_for("http://127.0.0.1:" + std::to_string(proxy.port()), server.bucket);
+  auto config = config_for(proxy.endpoint(), server.bucket);
   config.max_attempts = 2;
   config.connect_timeout = 1000ms;
   config.stall_timeout = 2000ms;
@@ -489,11 +487,9 @@ TEST(StoreS3Store, StreamedPutSendsKnownSizesAsOnePut) {
 TEST(StoreS3Store, StreamedPutCutShortNeverSendsAWholeBody) {
   Server server;
   if (!s3_env(server)) return;
-  std::string hostport = server.endpoint.substr(server.endpoint.find("//") + 2);
-  CuttableProxy proxy(hostport.substr(0, hostport.find(':')),
-                      std::stoi(hostport.substr(hostport.find(':') + 1)));
+  CuttableProxy proxy(server.endpoint);
   ASSERT_TRUE(proxy.start());
-  auto store = make(config_for("http://127.0.0.1:" + std::to_string(proxy.port()), server.bucket),
+  auto store = make(config_for(proxy.endpoint(), server.bucket),
                     test_options(), S3StoreOptions{.stream_put_max = 8 * kPart});
   ASSERT_TRUE(store);
   const std::uint64_t size = 4 * kPart;
@@ -542,11 +538,9 @@ TEST(StoreS3Store, StreamedPutCutShortNeverSendsAWholeBody) {
 TEST(StoreS3Store, StreamedPutServerGoneFailsAtOnce) {
   Server server;
   if (!s3_env(server)) return;
-  std::string hostport = server.endpoint.substr(server.endpoint.find("//") + 2);
-  CuttableProxy proxy(hostport.substr(0, hostport.find(':')),
-                      std::stoi(hostport.substr(hostport.find(':') + 1)));
+  CuttableProxy proxy(server.endpoint);
   ASSERT_TRUE(proxy.start());
-  auto config = config_for("http://127.0.0.1:" + std::to_string(proxy.port()), server.bucket);
+  auto config = config_for(proxy.endpoint(), server.bucket);
   config.connect_timeout = 1000ms;
   config.stall_timeout = 2000ms;
   auto store = make(config, test_options(), S3StoreOptions{.stream_put_max = 64 * kPart});
