@@ -4,14 +4,18 @@
 #
 #   bench/files.sh SIZE_MIB
 #   scripts/with-s3rver.sh bench/files.sh 1024      # with the S3 part
+#   BENCH_FILE_ROUNDS=3 scripts/with-s3rver.sh bench/files.sh 1024
 #
-# Writes SIZE_MIB MiB of random bytes to a file, then for each store:
+# Writes SIZE_MIB MiB of random bytes to a file, then for each path:
 # `PUT /files/KEY` with `curl -T` (checks 201 and the size and sha256 in the
-# answer), `GET /files/KEY` to /dev/null (timed), and a second GET checked
-# against the file's sha256 (not timed). kiroku's peak RSS (VmHWM, reset
-# before each transfer) is read after each transfer. The S3 part runs when
-# scripts/with-s3rver.sh exported KIROKU_TEST_S3_ENDPOINT; the same transfers
-# with curl straight to s3rver (SigV4) are the reference. If kiroku answers
+# answer), `GET /files/KEY` to /dev/null (timed), and in the first round a
+# second GET checked against the file's sha256 (not timed). kiroku's peak RSS
+# (VmHWM, reset before each transfer) is read after each transfer. The S3
+# part runs when scripts/with-s3rver.sh exported KIROKU_TEST_S3_ENDPOINT; the
+# same transfers with curl straight to s3rver (SigV4) are the reference.
+# Paths: kiroku on the file store, on s3rver, and on s3rver with
+# stream_put_max; all run at once, and each round (BENCH_FILE_ROUNDS,
+# default 1) times every path once, alternating; the table gives medians. If kiroku answers
 # the first PUT with 404 the file API is not there: the script says so and
 # exits 0. Prints a Markdown table; with BENCH_JSON=FILE also writes JSON.
 # Exits 1 if a transfer fails or a checksum differs.
@@ -19,6 +23,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source bench/lib.sh
 size_mib="$1"
+rounds="${BENCH_FILE_ROUNDS:-1}"
 
 work=$(mktemp -d /tmp/kiroku-files-XXXXXX)
 trap 'bench_cleanup; rm -rf "$work"' EXIT
@@ -86,15 +91,24 @@ record() {
   printf '{"store":"%s","direction":"%s","seconds":%s,"peak_rss_kb":%s}\n' "$1" "$2" "$3" "$4" >> "$results"
 }
 
-# kiroku_transfers STORE_NAME STORE_URL: one PUT and one GET through kiroku.
-kiroku_transfers() {
-  local name="$1" store="$2" code secs slug
+# kiroku instances by path name: their port and pid.
+declare -A k_port k_pid
+
+# kiroku_start NAME STORE_URL: a kiroku for the path "kiroku → NAME".
+kiroku_start() {
+  local slug
   slug=$(printf %s "$1" | tr 'A-Z' 'a-z' | tr -cs 'a-z0-9' '-')
-  local key="bench/$slug-$size_mib"
-  start_kiroku "$work/kiroku-$slug" "sqlite://$work/kiroku-$slug/events.db" process events --store "$store"
-  local base="http://127.0.0.1:$kiroku_port/files"
-  reset_peak_rss "$kiroku_pid"
-  read -r code secs < <(curl_put "$base/$key" "$work/put.json")
+  start_kiroku "$work/kiroku-$slug" "sqlite://$work/kiroku-$slug/events.db" process events --store "$2"
+  k_port[$1]=$kiroku_port
+  k_pid[$1]=$kiroku_pid
+}
+
+# kiroku_put NAME KEY: one timed PUT through that kiroku (201, size and
+# sha256 in the answer checked).
+kiroku_put() {
+  local name="$1" key="$2" code secs pid="${k_pid[$1]}"
+  reset_peak_rss "$pid"
+  read -r code secs < <(curl_put "http://127.0.0.1:${k_port[$name]}/files/$key" "$work/put.json")
   [[ "$code" == 201 ]] || { cat "$work/put.json" >&2; bench_die "PUT through kiroku ($name): $code"; }
   python3 - "$work/put.json" "$bytes" "$sha" <<'PY' || bench_die "PUT through kiroku ($name): wrong answer"
 import json, sys
@@ -103,14 +117,19 @@ ok = a.get("size") == int(sys.argv[2]) and a.get("sha256") == sys.argv[3]
 print(("" if ok else "unexpected answer: ") + json.dumps(a), file=sys.stderr)
 sys.exit(0 if ok else 1)
 PY
-  record "kiroku → $name" upload "$secs" "$(status_kb "$kiroku_pid" VmHWM)"
-  reset_peak_rss "$kiroku_pid"
+  record "kiroku → $name" upload "$secs" "$(status_kb "$pid" VmHWM)"
+}
+
+# kiroku_get NAME KEY [check]: one timed GET through that kiroku; with
+# `check`, a second one compared with the file's sha256.
+kiroku_get() {
+  local name="$1" key="$2" code secs pid="${k_pid[$1]}" base="http://127.0.0.1:${k_port[$1]}/files"
+  reset_peak_rss "$pid"
   read -r code secs < <(curl_get "$base/$key")
   [[ "$code" == 200 ]] || bench_die "GET through kiroku ($name): $code"
-  record "kiroku → $name" download "$secs" "$(status_kb "$kiroku_pid" VmHWM)"
-  [[ "$(curl -sS "$base/$key" | sha256sum | cut -d' ' -f1)" == "$sha" ]] ||
+  record "kiroku → $name" download "$secs" "$(status_kb "$pid" VmHWM)"
+  [[ "${3:-}" != check || "$(curl -sS "$base/$key" | sha256sum | cut -d' ' -f1)" == "$sha" ]] ||
     bench_die "GET through kiroku ($name): the bytes differ from what was uploaded"
-  stop_kiroku
 }
 
 # Is the file API there?
@@ -125,30 +144,61 @@ if [[ "$probe" == 404 ]]; then
 fi
 [[ "$probe" == 201 ]] || bench_die "PUT /files/bench-probe answered $probe"
 
-kiroku_transfers file "file://$work/objects"
-
+names=(file)
+kiroku_start file "file://$work/objects"
 if [[ -n "${KIROKU_TEST_S3_ENDPOINT:-}" ]]; then
   sigv4=(--aws-sigv4 "aws:amz:${AWS_REGION:-us-east-1}:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY"
     -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD')
   direct="$KIROKU_TEST_S3_ENDPOINT/$KIROKU_TEST_S3_BUCKET/direct-$size_mib"
-  read -r code secs < <(curl_put "$direct" "$work/direct.txt" "${sigv4[@]}")
-  [[ "$code" == 200 ]] || { cat "$work/direct.txt" >&2; bench_die "PUT to s3rver: $code"; }
-  record "curl → s3rver" upload "$secs" 0
-  read -r code secs < <(curl_get "$direct" "${sigv4[@]}")
-  [[ "$code" == 200 ]] || bench_die "GET from s3rver: $code"
-  record "curl → s3rver" download "$secs" 0
-  read -r secs < <(curl_multipart "$KIROKU_TEST_S3_ENDPOINT/$KIROKU_TEST_S3_BUCKET/direct-mp-$size_mib")
-  record "curl → s3rver, multipart" upload "$secs" 0
   s3url="s3://$KIROKU_TEST_S3_BUCKET?endpoint=$KIROKU_TEST_S3_ENDPOINT&region=${AWS_REGION:-us-east-1}"
-  kiroku_transfers s3rver "$s3url"
+  kiroku_start s3rver "$s3url"
   # The same with uploads of a known size sent as one streamed PUT, as curl's is.
-  kiroku_transfers "s3rver, streamed PUT" "$s3url&stream_put_max=$((5 << 30))"
+  kiroku_start "s3rver, streamed PUT" "$s3url&stream_put_max=$((5 << 30))"
+  names+=(s3rver "s3rver, streamed PUT")
 fi
 
+# Rounds: every path once per round, alternating, so a passing disturbance
+# of the machine does not fall on one path only; the report takes medians.
+for ((round = 1; round <= rounds; round++)); do
+  if [[ -n "${KIROKU_TEST_S3_ENDPOINT:-}" ]]; then
+    read -r code secs < <(curl_put "$direct" "$work/direct.txt" "${sigv4[@]}")
+    [[ "$code" == 200 ]] || { cat "$work/direct.txt" >&2; bench_die "PUT to s3rver: $code"; }
+    record "curl → s3rver" upload "$secs" 0
+  fi
+  for name in "${names[@]}"; do kiroku_put "$name" "bench/$size_mib-$round"; done
+  if [[ -n "${KIROKU_TEST_S3_ENDPOINT:-}" ]]; then
+    read -r code secs < <(curl_get "$direct" "${sigv4[@]}")
+    [[ "$code" == 200 ]] || bench_die "GET from s3rver: $code"
+    record "curl → s3rver" download "$secs" 0
+  fi
+  for name in "${names[@]}"; do
+    kiroku_get "$name" "bench/$size_mib-$round" "$( ((round == 1)) && echo check)"
+  done
+done
+if [[ -n "${KIROKU_TEST_S3_ENDPOINT:-}" ]]; then
+  read -r secs < <(curl_multipart "$KIROKU_TEST_S3_ENDPOINT/$KIROKU_TEST_S3_BUCKET/direct-mp-$size_mib")
+  record "curl → s3rver, multipart" upload "$secs" 0
+fi
+for name in "${names[@]}"; do
+  kiroku_pid="${k_pid[$name]}"
+  stop_kiroku
+done
+
 cat > "$work/report.py" <<'PY'
-import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
+import json, statistics, sys
+runs = [json.loads(line) for line in open(sys.argv[1])]
 size_mib, as_json = int(sys.argv[2]), sys.argv[3] == "json"
+# One row per path and direction, in the order first measured: the median of
+# its rounds, the largest peak RSS.
+rows = {}
+for r in runs:
+    row = rows.setdefault((r["store"], r["direction"]), {"store": r["store"], "direction": r["direction"],
+                                                         "rounds": [], "peak_rss_kb": 0})
+    row["rounds"].append(r["seconds"])
+    row["peak_rss_kb"] = max(row["peak_rss_kb"], r["peak_rss_kb"])
+rows = list(rows.values())
+for r in rows:
+    r["seconds"] = statistics.median(r["rounds"])
 ref = {r["direction"]: r["seconds"] for r in rows if r["store"] == "curl → s3rver"}
 mp = {r["direction"]: r["seconds"] for r in rows if r["store"] == "curl → s3rver, multipart"}
 for r in rows:
@@ -160,13 +210,14 @@ for r in rows:
 if as_json:
     print(json.dumps({"status": "measured", "size_mib": size_mib, "transfers": rows}))
     sys.exit(0)
-print(f"| path | direction | {size_mib} MiB in (s) | MiB/s | ratio to curl → s3rver | ratio to curl multipart | kiroku peak RSS (MiB) |")
-print("|---|---|---|---|---|---|---|")
+print(f"| path | direction | {size_mib} MiB in (s, median) | rounds (s) | MiB/s | ratio to curl → s3rver | ratio to curl multipart | kiroku peak RSS (MiB) |")
+print("|---|---|---|---|---|---|---|---|")
 for r in rows:
     ratio = f"{r['ratio_to_direct']:.2f}" if r["ratio_to_direct"] else "–"
     ratio_mp = f"{r['ratio_to_multipart']:.2f}" if r["ratio_to_multipart"] else "–"
     rss = f"{r['peak_rss_kb'] / 1024:.0f}" if r["peak_rss_kb"] else "–"
-    print(f"| {r['store']} | {r['direction']} | {r['seconds']:.2f} | {r['mib_per_s']:.0f} | {ratio} | {ratio_mp} | {rss} |")
+    rounds = ", ".join(f"{x:.2f}" for x in r["rounds"])
+    print(f"| {r['store']} | {r['direction']} | {r['seconds']:.2f} | {rounds} | {r['mib_per_s']:.0f} | {ratio} | {ratio_mp} | {rss} |")
 PY
 python3 "$work/report.py" "$results" "$size_mib" table
 [[ -z "${BENCH_JSON:-}" ]] || python3 "$work/report.py" "$results" "$size_mib" json > "$BENCH_JSON"

@@ -157,7 +157,9 @@ class Report:
         self.w(f"scripts/with-mariadb.sh build/bench/mysql_bulk_bench --method sink {p['bulk']}")
         self.w(f"bench/spool_size.sh {self.spool['events'] if self.spool else 'EVENTS'}")
         size = self.files.get("size_mib") if self.files else "SIZE_MIB"
-        self.w(f"scripts/with-s3rver.sh bench/files.sh {size}")
+        nrounds = max((len(t.get("rounds", [0])) for t in self.files.get("transfers", [])), default=1) \
+            if self.files else 1
+        self.w(f"BENCH_FILE_ROUNDS={nrounds} scripts/with-s3rver.sh bench/files.sh {size}")
         self.w(f"bench/load_vs_wrk.sh {p['rounds']} {p['secs']}   # kiroku load --rate 0 against wrk, on nginx")
         if self.outage:
             o = self.outage
@@ -316,7 +318,8 @@ class Report:
         elif f["status"] == "missing":
             self.w("not measured: file API missing (`PUT /files/KEY` answered 404 in this run).")
         else:
-            self.w(f"`bench/files.sh {f['size_mib']}`: {f['size_mib']} MiB of random bytes, "
+            nrounds = max(len(t.get("rounds", [0])) for t in f["transfers"])
+            self.w(f"`BENCH_FILE_ROUNDS={nrounds} bench/files.sh {f['size_mib']}`: {f['size_mib']} MiB of random bytes, "
                    "`curl -T` to `PUT /files/KEY` (201, size and sha256 in the answer checked), "
                    "`GET /files/KEY` to /dev/null (timed) and once more checked against the sha256. "
                    "Stores: `--store file:///DIR` and `--store 's3://BUCKET?endpoint=...'` on s3rver "
@@ -328,15 +331,18 @@ class Report:
                    "`&stream_put_max=5368709120`: an upload of known size goes up as one PUT whose body "
                    "is read from the part buffers as they fill, as curl's single PUT does (README, S3 URL "
                    "options: no retry once bytes are out, and only for servers that reject a short "
-                   "body). Peak RSS is kiroku's VmHWM, reset before each transfer.")
+                   "body). All kirokus run at once; each round times every path once, alternating, and "
+                   "the table gives each path's median (the curl multipart reference runs once). Peak RSS "
+                   "is kiroku's VmHWM, reset before each transfer, the largest of the rounds.")
             self.w()
-            self.w("| path | direction | seconds | MiB/s | ratio to curl → s3rver | ratio to curl multipart "
-                   "| kiroku peak RSS (MiB) |")
-            self.w("|---|---|---|---|---|---|---|")
+            self.w("| path | direction | seconds (median) | rounds (s) | MiB/s | ratio to curl → s3rver "
+                   "| ratio to curl multipart | kiroku peak RSS (MiB) |")
+            self.w("|---|---|---|---|---|---|---|---|")
             for t in f["transfers"]:
                 ratio = f"**{t['ratio_to_direct']:.2f}**" if t["ratio_to_direct"] else "–"
                 ratio_mp = f"**{t['ratio_to_multipart']:.2f}**" if t.get("ratio_to_multipart") else "–"
-                self.w(f"| {t['store']} | {t['direction']} | {t['seconds']:.2f} | {t['mib_per_s']:.0f} | "
+                rounds = ", ".join(f"{x:.2f}" for x in t.get("rounds", [t["seconds"]]))
+                self.w(f"| {t['store']} | {t['direction']} | {t['seconds']:.2f} | {rounds} | {t['mib_per_s']:.0f} | "
                        f"{ratio} | {ratio_mp} | {mib(t['peak_rss_kb'])} |")
         self.w()
 
