@@ -726,6 +726,16 @@ struct S3Client::Loop {
 
   // --- libcurl callbacks (on the loop thread, inside curl calls) ----------
 
+  // A callback pauses the transfer; a resume() that came before is applied
+  // right after.
+  static void pause(Transfer* t) {
+    t->paused = true;
+    if (t->resume_pending) {
+      t->resume_pending = false;
+      t->loop->unpause.push_back(t->id);
+    }
+  }
+
   static size_t on_read(char* out, size_t size, size_t n, void* user) {
     auto* t = static_cast<Transfer*>(user);
     std::size_t want = size * n;
@@ -735,11 +745,7 @@ struct S3Client::Loop {
       auto room = std::as_writable_bytes(std::span<char>(out, std::min<std::uint64_t>(want, left)));
       std::size_t len = std::min(t->source.read(room), room.size());
       if (len == 0) {
-        t->paused = true;
-        if (t->resume_pending) {
-          t->resume_pending = false;
-          t->loop->unpause.push_back(t->id);
-        }
+        pause(t);
         return CURL_READFUNC_PAUSE;
       }
       t->source_read += len;
@@ -869,11 +875,7 @@ struct S3Client::Loop {
       }
       std::memcpy(t->buffer.data() + t->delivered, bytes.data(), len);
     } else if (!t->stream.on_data(bytes)) {
-      t->paused = true;
-      if (t->resume_pending) {
-        t->resume_pending = false;
-        t->loop->unpause.push_back(t->id);
-      }
+      pause(t);
       return CURL_WRITEFUNC_PAUSE;
     }
     t->delivered += len;
