@@ -549,7 +549,9 @@ TEST_P(S3Files, StreamedPutOptionSendsKnownSizesAsOnePut) {
   s3_options_ = "&stream_put_max=" + std::to_string(100ull << 20);
   auto k = start({}, proxy.endpoint());
 
-  // 100 MiB with a Content-Length: one PUT, no multipart upload, memory bounded.
+  // 100 MiB with a Content-Length: one PUT, no multipart upload. (Its memory
+  // bound is measured by bench/files.sh; this test also runs under ASan,
+  // whose shadow memory would break an RSS check.)
   const std::uint64_t size = 100ull << 20;
   const std::string key = prefix_ + "streamed.bin";
   Answer put = put_pattern(k->port(), key, 21, size);
@@ -558,7 +560,6 @@ TEST_P(S3Files, StreamedPutOptionSendsKnownSizesAsOnePut) {
   EXPECT_EQ(put.json()["sha256"], sha256_of(pattern(21, size)));
   EXPECT_EQ(proxy.seen().find("uploads"), std::string::npos) << proxy.seen();
   EXPECT_EQ(proxy.seen().find("partNumber="), std::string::npos) << proxy.seen();
-  EXPECT_LT(vm_hwm_bytes(k->pid()), 96ll << 20);
   Answer get = request(k->port(), "GET", "/files/" + key);
   ASSERT_EQ(get.status, 200);
   EXPECT_EQ(get.body.size(), size);
