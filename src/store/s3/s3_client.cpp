@@ -814,7 +814,6 @@ struct S3Client::Loop {
       if (auto tp = parse_http_date(value)) t->info.last_modified = *tp;
     } else if (iequals(name, "Content-Type")) {
       t->info.content_type = std::string(value);
-
     } else if (iequals(name, "Content-Range")) {
       std::size_t slash = value.rfind('/');
       if (slash != std::string_view::npos) parse_u64(value.substr(slash + 1), t->info.size);
@@ -966,15 +965,20 @@ void S3Client::cancel(RequestId id) { loop_->post(Loop::Command::cancel, id); }
 
 // --- operations -------------------------------------------------------------
 
+// A PUT's completion: the answer's ETag.
+std::function<void(S3Client::Transfer&, Status)> S3Client::put_finish(Completion<PutObjectResult> done) {
+  return [done = std::move(done)](Transfer& t, Status s) {
+    if (!s.ok()) return done(std::move(s));
+    done(PutObjectResult{t.info.etag});
+  };
+}
+
 RequestId S3Client::put_object(std::string_view key, std::span<const std::byte> body,
                                Completion<PutObjectResult> done) {
   auto t = loop_->make(Op::put_object, Method::put, key);
   t->upload = body;
   t->payload_hash = config_.sign_payload ? sha256_hex(body) : std::string(kUnsignedPayload);
-  t->finish = [done = std::move(done)](Transfer& t, Status s) {
-    if (!s.ok()) return done(std::move(s));
-    done(PutObjectResult{t.info.etag});
-  };
+  t->finish = put_finish(std::move(done));
   return submit(std::move(t));
 }
 
@@ -985,10 +989,7 @@ RequestId S3Client::put_object_stream(std::string_view key, std::uint64_t size, 
   t->source = std::move(body);
   t->body_size = size;
   t->payload_hash = std::string(kUnsignedPayload);
-  t->finish = [done = std::move(done)](Transfer& t, Status s) {
-    if (!s.ok()) return done(std::move(s));
-    done(PutObjectResult{t.info.etag});
-  };
+  t->finish = put_finish(std::move(done));
   return submit(std::move(t));
 }
 

@@ -211,8 +211,9 @@ class S3Client {
   // One page of ListObjectsV2.
   RequestId list_objects_v2(ListObjectsRequest request, Completion<ListObjectsPage> done);
 
-  // Lets a stream paused by on_data (or a body paused by BodySource::read) go on. From any thread. A resume that
-  // arrives before the pause it answers is kept and applied to that pause.
+  // Lets a stream paused by on_data, or a body paused by BodySource::read,
+  // go on. From any thread. A resume that arrives before the pause it
+  // answers is kept and applied to that pause.
   // Unknown or finished ids are ignored.
   void resume(RequestId id);
 
@@ -229,6 +230,7 @@ class S3Client {
 
   explicit S3Client(S3Config config);
   RequestId submit(std::unique_ptr<Transfer> transfer);
+  static std::function<void(Transfer&, Status)> put_finish(Completion<PutObjectResult> done);
 
   S3Config config_;
   S3ClientStats stats_;

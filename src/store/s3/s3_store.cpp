@@ -32,8 +32,6 @@ std::string unquote(std::string etag) {
 // aborts incomplete multipart uploads is the backstop.)
 constexpr int kAbortTries = 5;
 
-constexpr std::uint64_t kMaxSinglePut = std::uint64_t{5} << 30;
-
 }  // namespace
 
 S3Store::S3Store(const StoreOptions& options, S3StoreOptions s3_options,
@@ -84,7 +82,7 @@ Result<std::unique_ptr<S3Store>> S3Store::create(s3::S3Config config, const Stor
   if (Status s = validate_store_options(options); !s) return s;
   if (options.part_size < (5u << 20))
     return Status::invalid("store part size must be at least 5 MiB for S3");
-  if (s3_options.stream_put_max > kMaxSinglePut)
+  if (s3_options.stream_put_max > S3StoreOptions::kMaxStreamPut)
     return Status::invalid("stream_put_max must be at most 5 GiB (S3's limit for one PUT)");
   auto client = s3::S3Client::create(std::move(config));
   if (!client.ok()) return client.status();

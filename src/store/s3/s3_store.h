@@ -47,9 +47,9 @@ struct S3StoreOptions {
   // as one streamed PUT instead of a multipart upload: faster where the
   // server assembles multipart objects by copying them (s3rver, some
   // self-hosted stores), but a failure fails the whole upload, where a
-  // multipart upload retries one part. 0: never. At most 5 GiB (S3's limit
-  // for one PUT).
+  // multipart upload retries one part. 0: never. At most kMaxStreamPut.
   std::uint64_t stream_put_max = 0;
+  static constexpr std::uint64_t kMaxStreamPut = std::uint64_t{5} << 30;  // S3's limit for one PUT
 };
 
 class S3Store final : public ObjectStore {
