@@ -542,11 +542,12 @@ TEST_P(S3Files, S3GoneMidUploadAnswers5xxAndLeavesNothing) {
   proxy.stop();
 }
 
-TEST_P(S3Files, StreamedPutOptionSendsKnownSizesAsOnePut) {
+TEST_P(S3Files, StreamedOptionsSendOnePutAndOneGet) {
   const std::string endpoint = std::getenv("KIROKU_TEST_S3_ENDPOINT");
   CuttableProxy proxy(endpoint);
   ASSERT_TRUE(proxy.start());
-  s3_options_ = "&stream_put_max=" + std::to_string(100ull << 20);
+  s3_options_ = "&stream_put_max=" + std::to_string(100ull << 20) +
+                "&stream_get_max=" + std::to_string(100ull << 20);
   auto k = start({}, proxy.endpoint());
 
   // 100 MiB with a Content-Length: one PUT, no multipart upload. (Its memory
@@ -560,10 +561,23 @@ TEST_P(S3Files, StreamedPutOptionSendsKnownSizesAsOnePut) {
   EXPECT_EQ(put.json()["sha256"], sha256_of(pattern(21, size)));
   EXPECT_EQ(proxy.seen().find("uploads"), std::string::npos) << proxy.seen();
   EXPECT_EQ(proxy.seen().find("partNumber="), std::string::npos) << proxy.seen();
+  // Its download: one GET (no ranges of one part each), and so is a range of it.
+  auto gets = [&] {
+    std::string seen = proxy.seen();
+    int n = 0;
+    for (std::size_t at = seen.find("GET "); at != std::string::npos; at = seen.find("GET ", at + 1)) ++n;
+    return n;
+  };
+  const int gets_before = gets();
   Answer get = request(k->port(), "GET", "/files/" + key);
   ASSERT_EQ(get.status, 200);
   EXPECT_EQ(get.body.size(), size);
   EXPECT_EQ(sha256_of(get.body), put.json()["sha256"]);
+  EXPECT_EQ(gets() - gets_before, 1) << proxy.seen();
+  Answer part = request(k->port(), "GET", "/files/" + key, "Range: bytes=1000-30000000\r\n");
+  ASSERT_EQ(part.status, 206);
+  EXPECT_EQ(part.body, pattern(21, 30000001).substr(1000));
+  EXPECT_EQ(gets() - gets_before, 2) << proxy.seen();
 
   // A chunked body has no size to announce: a multipart upload.
   Answer chunked = put_pattern(k->port(), prefix_ + "chunked.bin", 22, kPart + 3, true);

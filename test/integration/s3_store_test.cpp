@@ -571,18 +571,13 @@ TEST(StoreS3Store, StreamedPutServerGoneFailsAtOnce) {
   EXPECT_EQ(store->pool().in_use(), 0u);
 }
 
-TEST(StoreS3Store, HeldChunksStopTheRangedGets) {
-  Server server;
-  if (!s3_env(server)) return;
-  auto options = test_options();  // 3 buffers per transfer
-  auto store = make(config_for(server.endpoint, server.bucket), options);
-  ASSERT_TRUE(store);
-  const std::uint64_t size = 6 * kPart + 3;
-  std::string key = run_prefix() + "held/six.bin";
-  std::string fed;
-  ASSERT_TRUE(put_pattern(*store, key, 21, size, &fed).ok());
-  store->pool().in_use();
-
+// Downloads key (size bytes, sha256 fed) with a consumer that holds its
+// chunks for half a second, then takes them as they come: while held, the
+// transfer keeps exactly its parts_per_transfer buffers and fetches nothing
+// more. For both download paths (ranged GETs, one streamed GET).
+void held_chunks_stop_the_download(S3Store& store, const StoreOptions& options,
+                                   const std::string& key, std::uint64_t size,
+                                   const std::string& fed) {
   std::mutex mutex;
   std::vector<Chunk> held;
   auto sha = std::make_shared<Sha256Stream>();
@@ -593,14 +588,19 @@ TEST(StoreS3Store, HeldChunksStopTheRangedGets) {
     held.push_back(std::move(c));
   };
   sink.on_done = [done](Status s) { done->set_value(std::move(s)); };
-  auto download = store->get(key, std::nullopt, std::move(sink));
+  const auto received = store.client().stats().bytes_received.load();
+  auto download = store.get(key, std::nullopt, std::move(sink));
   ASSERT_TRUE(download.ok());
   std::this_thread::sleep_for(500ms);
   {
     std::lock_guard lock(mutex);
     EXPECT_EQ(held.size(), options.parts_per_transfer);  // and no more GETs meanwhile
   }
-  EXPECT_EQ(store->pool().in_use(), options.parts_per_transfer);
+  EXPECT_EQ(store.pool().in_use(), options.parts_per_transfer);
+  // What came from S3: the held parts, and for a paused stream at most one
+  // more chunk than they hold.
+  EXPECT_LE(store.client().stats().bytes_received.load() - received,
+            options.parts_per_transfer * options.part_size + 512 * 1024);
   auto future = done->get_future();
   std::uint64_t bytes = 0;
   while (future.wait_for(5ms) != std::future_status::ready) {
@@ -619,7 +619,165 @@ TEST(StoreS3Store, HeldChunksStopTheRangedGets) {
   held.clear();
   EXPECT_EQ(bytes, size);
   EXPECT_EQ(sha->finish_hex(), fed);
+  EXPECT_EQ(store.pool().in_use(), 0u);
+}
+
+TEST(StoreS3Store, HeldChunksStopTheRangedGets) {
+  Server server;
+  if (!s3_env(server)) return;
+  auto options = test_options();  // 3 buffers per transfer
+  auto store = make(config_for(server.endpoint, server.bucket), options);
+  ASSERT_TRUE(store);
+  const std::uint64_t size = 6 * kPart + 3;
+  std::string key = run_prefix() + "held/six.bin";
+  std::string fed;
+  ASSERT_TRUE(put_pattern(*store, key, 21, size, &fed).ok());
+  held_chunks_stop_the_download(*store, options, key, size, fed);
+}
+
+TEST(StoreS3Store, HeldChunksPauseTheStreamedGet) {
+  Server server;
+  if (!s3_env(server)) return;
+  auto options = test_options();
+  auto store = make(config_for(server.endpoint, server.bucket), options,
+                    S3StoreOptions{.stream_get_max = 64 * kPart});
+  ASSERT_TRUE(store);
+  const std::uint64_t size = 6 * kPart + 3;
+  std::string key = run_prefix() + "held/streamed.bin";
+  std::string fed;
+  ASSERT_TRUE(put_pattern(*store, key, 22, size, &fed).ok());
+  held_chunks_stop_the_download(*store, options, key, size, fed);
+}
+
+// Request lines "GET /bucket/<stored key>" the proxy saw for key.
+int gets_of(CuttableProxy& proxy, S3Store& store, const std::string& key) {
+  const std::string line = "GET /" + std::string(std::getenv("KIROKU_TEST_S3_BUCKET")) + "/" +
+                           store.layout().stored_key(key);
+  const std::string seen = proxy.seen();
+  int n = 0;
+  for (std::size_t at = seen.find(line); at != std::string::npos; at = seen.find(line, at + 1)) ++n;
+  return n;
+}
+
+TEST(StoreS3Store, StreamedGetFetchesWithOneGet) {
+  Server server;
+  if (!s3_env(server)) return;
+  CuttableProxy proxy(server.endpoint);
+  ASSERT_TRUE(proxy.start());
+  const auto options = test_options();  // 5 MiB parts, 3 per transfer
+  auto store = make(config_for(proxy.endpoint(), server.bucket), options,
+                    S3StoreOptions{.stream_get_max = 4 * kPart});
+  ASSERT_TRUE(store);
+  std::uint64_t seed = 400;
+  // Above one part and up to the limit: one GET, also when the last part
+  // fills exactly. One part or less: one ranged GET as always. Past the
+  // limit: ranged GETs of one part each.
+  for (std::uint64_t size : {std::uint64_t{kPart}, std::uint64_t{kPart + 1},
+                             std::uint64_t{3 * kPart + 7}, std::uint64_t{4 * kPart},
+                             std::uint64_t{4 * kPart + 1}}) {
+    SCOPED_TRACE(size);
+    std::string key = run_prefix() + "streamed-get/" + std::to_string(size) + ".bin";
+    std::string fed;
+    ASSERT_TRUE(put_pattern(*store, key, ++seed, size, &fed).ok());
+    Got got = get_all(*store, key, std::nullopt, /*keep=*/false);
+    ASSERT_TRUE(got.status.ok()) << got.status.message();
+    EXPECT_EQ(got.bytes, size);
+    EXPECT_TRUE(got.in_order);
+    EXPECT_EQ(got.sha256, fed);
+    EXPECT_EQ(gets_of(proxy, *store, key), size > 4 * kPart ? 5 : 1) << proxy.seen();
+  }
+  // A range of more than one part within the limit: one GET, the right bytes.
+  const std::uint64_t size = 6 * kPart;
+  std::string key = run_prefix() + "streamed-get/ranges.bin";
+  ASSERT_TRUE(put_pattern(*store, key, 450, size).ok());
+  std::vector<std::byte> all(size);
+  fill_pattern(450, 0, all);
+  Got got = get_all(*store, key, ByteRange{kPart / 2, kPart / 2 + 2 * kPart + 10, 0});
+  ASSERT_TRUE(got.status.ok()) << got.status.message();
+  EXPECT_EQ(got.start.offset, kPart / 2);
+  ASSERT_EQ(got.data.size(), 2 * kPart + 11);
+  EXPECT_TRUE(std::equal(got.data.begin(), got.data.end(), all.begin() + kPart / 2));
+  EXPECT_EQ(gets_of(proxy, *store, key), 1) << proxy.seen();
+  EXPECT_LE(store->pool().high_water(), options.parts_per_transfer);
   EXPECT_EQ(store->pool().in_use(), 0u);
+  proxy.stop();
+}
+
+// The connection drops in the middle of a streamed GET: the retry asks for
+// the rest only (Range from the first missing byte, If-Match the ETag) and
+// the download completes with the right bytes. With the server gone for
+// good, the download fails transient and frees its buffers.
+TEST(StoreS3Store, StreamedGetResumesAfterACut) {
+  Server server;
+  if (!s3_env(server)) return;
+  CuttableProxy proxy(server.endpoint);
+  ASSERT_TRUE(proxy.start());
+  auto config = config_for(proxy.endpoint(), server.bucket);
+  config.connect_timeout = 1000ms;
+  config.stall_timeout = 2000ms;
+  auto options = test_options();
+  auto store = make(config, options, S3StoreOptions{.stream_get_max = 64 * kPart});
+  ASSERT_TRUE(store);
+  const std::uint64_t size = 8 * kPart + 5;
+  std::string key = run_prefix() + "streamed-get/cut.bin";
+  std::string fed;
+  ASSERT_TRUE(put_pattern(*store, key, 460, size, &fed).ok());
+
+  // A consumer that holds its chunks pauses the GET part way; the cut comes then.
+  for (bool come_back : {true, false}) {
+    SCOPED_TRACE(come_back);
+    std::mutex mutex;
+    std::vector<Chunk> held;
+    auto sha = std::make_shared<Sha256Stream>();
+    auto done = std::make_shared<std::promise<Status>>();
+    GetSink sink;
+    sink.on_chunk = [&](Chunk c) {
+      std::lock_guard lock(mutex);
+      held.push_back(std::move(c));
+    };
+    sink.on_done = [done](Status s) { done->set_value(std::move(s)); };
+    const int gets_before = gets_of(proxy, *store, key);
+    auto download = store->get(key, std::nullopt, std::move(sink));
+    ASSERT_TRUE(download.ok());
+    for (int i = 0; i < 500; ++i) {
+      {
+        std::lock_guard lock(mutex);
+        if (held.size() == options.parts_per_transfer) break;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    proxy.stop();
+    if (come_back) {
+      ASSERT_TRUE(proxy.start());
+    }
+    auto future = done->get_future();
+    std::uint64_t bytes = 0;
+    while (future.wait_for(5ms) != std::future_status::ready) {
+      std::lock_guard lock(mutex);
+      for (auto& c : held) {
+        sha->update(c.data());
+        bytes += c.data().size();
+      }
+      held.clear();
+    }
+    Status status = future.get();
+    for (auto& c : held) {
+      sha->update(c.data());
+      bytes += c.data().size();
+    }
+    held.clear();
+    if (come_back) {
+      ASSERT_TRUE(status.ok()) << status.message();
+      EXPECT_EQ(bytes, size);
+      EXPECT_EQ(sha->finish_hex(), fed);
+      EXPECT_EQ(gets_of(proxy, *store, key) - gets_before, 2) << proxy.seen();
+    } else {
+      EXPECT_FALSE(status.ok());
+      EXPECT_EQ(status.kind(), ErrorKind::transient) << status.message();
+      EXPECT_LT(bytes, size);
+    }
+    EXPECT_EQ(store->pool().in_use(), 0u);
+  }
 }
 
 // A download whose consumer holds its chunks keeps every buffer of a small

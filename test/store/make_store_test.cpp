@@ -60,6 +60,7 @@ TEST(StoreMakeStore, S3UrlClientOptionsReachTheClient) {
   EXPECT_EQ(d.stall_timeout, 30000ms);
   EXPECT_EQ(d.max_attempts, 4);
   EXPECT_EQ(dynamic_cast<S3Store&>(**defaults).s3_options().stream_put_max, 0u);
+  EXPECT_EQ(dynamic_cast<S3Store&>(**defaults).s3_options().stream_get_max, 0u);
 
   auto store = make_store(kBase + "&connect_timeout_ms=250&stall_timeout_ms=1500&max_attempts=2", options());
   ASSERT_TRUE(store.ok()) << store.status().message();
@@ -68,9 +69,10 @@ TEST(StoreMakeStore, S3UrlClientOptionsReachTheClient) {
   EXPECT_EQ(c.stall_timeout, 1500ms);
   EXPECT_EQ(c.max_attempts, 2);
 
-  auto streamed = make_store(kBase + "&stream_put_max=5368709120", options());
+  auto streamed = make_store(kBase + "&stream_put_max=5368709120&stream_get_max=5497558138880", options());
   ASSERT_TRUE(streamed.ok()) << streamed.status().message();
   EXPECT_EQ(dynamic_cast<S3Store&>(**streamed).s3_options().stream_put_max, 5ull << 30);
+  EXPECT_EQ(dynamic_cast<S3Store&>(**streamed).s3_options().stream_get_max, 5ull << 40);
 }
 
 TEST(StoreMakeStore, S3UrlClientOptionsAreValidated) {
@@ -82,7 +84,8 @@ TEST(StoreMakeStore, S3UrlClientOptionsAreValidated) {
       {"max_attempts=0", "max_attempts"},                 {"max_attempts=101", "max_attempts"},
       {"max_attempts=99999999999999999999", "max_attempts"},
       {"stream_put_max=5368709121", "stream_put_max"},    {"stream_put_max=-1", "stream_put_max"},
-      {"stream_put_max=1GiB", "stream_put_max"},
+      {"stream_put_max=1GiB", "stream_put_max"},         {"stream_get_max=5497558138881", "stream_get_max"},
+      {"stream_get_max=-1", "stream_get_max"},
   };
   for (const auto& [query, name] : bad) {
     SCOPED_TRACE(query);

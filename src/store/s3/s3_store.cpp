@@ -84,6 +84,8 @@ Result<std::unique_ptr<S3Store>> S3Store::create(s3::S3Config config, const Stor
     return Status::invalid("store part size must be at least 5 MiB for S3");
   if (s3_options.stream_put_max > S3StoreOptions::kMaxStreamPut)
     return Status::invalid("stream_put_max must be at most 5 GiB (S3's limit for one PUT)");
+  if (s3_options.stream_get_max > S3StoreOptions::kMaxObject)
+    return Status::invalid("stream_get_max must be at most 5 TiB (S3's largest object)");
   auto client = s3::S3Client::create(std::move(config));
   if (!client.ok()) return client.status();
   return std::unique_ptr<S3Store>(new S3Store(options, s3_options, std::move(*client)));
@@ -626,6 +628,7 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
     PartPool::Part part;
     s3::RequestId id = 0;
     bool ready = false;
+    std::size_t filled = 0;  // streamed: bytes copied in so far
   };
 
   std::mutex mutex;
@@ -641,6 +644,13 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
   bool cancelled = false, ended = false;
   Status failed;
   bool scheduled = false, again = false;
+  // One GET for the whole range, copied into the window's slots in order
+  // (S3StoreOptions::stream_get_max); fixed once the HEAD answered.
+  bool streamed = false;
+  bool stream_started = false, stream_done = false, stream_paused = false;
+  s3::RequestId stream_id = 0;
+  std::size_t stream_skip = 0;    // bytes of a chunk given again after a pause, already copied
+  std::uint64_t stream_got = 0;   // bytes copied into slots
 
   void schedule() {
     {
@@ -652,6 +662,55 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
       scheduled = true;
     }
     store->threads_.post([self = shared_from_this()] { self->step(); });
+  }
+
+  // The streamed GET's bytes: copied into the slots not yet full, in order;
+  // when they are all full, the transfer pauses (keeping how much of this
+  // chunk was copied) until step() adds a slot. On the S3 client thread.
+  bool on_stream_data(std::span<const std::byte> chunk) {
+    bool filled_one = false, consumed = true;
+    {
+      std::lock_guard lock(mutex);
+      if (!failed.ok() || cancelled) return true;  // being cancelled: drop
+      auto rest = chunk.subspan(std::min(stream_skip, chunk.size()));
+      for (auto& s : window) {
+        if (rest.empty()) break;
+        if (s.ready) continue;
+        std::size_t k = std::min(s.size - s.filled, rest.size());
+        std::memcpy(s.part.bytes().data() + s.filled, rest.data(), k);
+        s.filled += k;
+        stream_got += k;
+        rest = rest.subspan(k);
+        if (s.filled == s.size) s.ready = filled_one = true;
+      }
+      if (rest.empty()) {
+        stream_skip = 0;
+      } else {
+        stream_skip = chunk.size() - rest.size();
+        stream_paused = true;
+        consumed = false;
+      }
+    }
+    if (filled_one) schedule();
+    return consumed;
+  }
+
+  void on_stream_done(Result<s3::ObjectInfo> r) {
+    {
+      std::lock_guard lock(mutex);
+      stream_done = true;
+      stream_id = 0;
+      if (!failed.ok()) {
+        // already failing: keep that error
+      } else if (!r.ok()) {
+        failed = r.status();
+      } else if (stream_got != end - start.offset) {
+        failed = Status::permanent("S3 GET of '" + key + "' returned a short body");
+      } else if (r->etag != etag) {
+        failed = Status::permanent("object '" + key + "' changed during the download");
+      }
+    }
+    schedule();
   }
 
   void step() {
@@ -671,10 +730,14 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
           if (failed.ok()) failed = Status::invalid("cancelled");
           bool in_flight = false;
           for (auto& s : window) {
-            if (!s.ready) {
+            if (!s.ready && !streamed) {
               in_flight = true;
               if (s.id) to_cancel.push_back(s.id);
             }
+          }
+          if (stream_started && !stream_done) {
+            in_flight = true;
+            if (stream_id) to_cancel.push_back(stream_id);
           }
           if (head_sent && !head_done) in_flight = true;
           if (!in_flight) {
@@ -718,6 +781,7 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
             window.push_back({offset, n, std::move(part)});
             ++held;
             next_fetch += n;
+            if (streamed) continue;
             actions.push_back([self, offset, n, buffer] {
               s3::RequestId rid = self->store->client_->get_object(
                   self->stored_key, s3::ByteRange{offset, n}, buffer,
@@ -728,6 +792,26 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
               for (auto& s : self->window)
                 if (s.offset == offset && !s.ready) s.id = rid;
             });
+          }
+          if (streamed && !stream_started && !window.empty()) {
+            stream_started = true;
+            actions.push_back([self, range = s3::ByteRange{start.offset, start.length}] {
+              s3::RequestId rid = self->store->client_->get_object(
+                  self->stored_key, range,
+                  s3::ObjectStream{{}, [self](std::span<const std::byte> chunk) {
+                                     return self->on_stream_data(chunk);
+                                   }},
+                  [self](Result<s3::ObjectInfo> r) { self->on_stream_done(std::move(r)); });
+              {
+                std::lock_guard lock(self->mutex);
+                if (!self->stream_done) self->stream_id = rid;
+              }
+              self->store->client_->resume(rid);  // for a chunk that found no slot yet
+            });
+          } else if (streamed && stream_paused && stream_id &&
+                     std::any_of(window.begin(), window.end(), [](const Slot& s) { return !s.ready; })) {
+            stream_paused = false;
+            actions.push_back([self, rid = stream_id] { self->store->client_->resume(rid); });
           }
           while (!window.empty() && window.front().ready) {
             Slot s = std::move(window.front());
@@ -788,6 +872,8 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
         }
         next_fetch = start.offset;
         end = start.offset + start.length;
+        streamed = start.length > store->pool_.part_size() &&
+                   start.length <= store->s3_options_.stream_get_max;
       }
     }
     schedule();

@@ -14,7 +14,8 @@
 // drops the ones still running (logged; a bucket lifecycle rule for
 // incomplete multipart uploads is the backstop). Downloads: HEAD for size and ETag, then ranged GETs
 // of one part each into pooled buffers, up to parts_per_transfer at once, delivered strictly in
-// order; a consumer that holds its chunks stops new GETs. A part whose ETag differs from the HEAD's
+// order; a consumer that holds its chunks stops new GETs. With S3StoreOptions::stream_get_max, one
+// GET fills the same buffers in order instead, paused while the consumer holds them all. A part whose ETag differs from the HEAD's
 // (the object was replaced meanwhile) fails the download (permanent). Listings run one
 // ListObjectsV2 per hash partition in parallel and merge them, fetching a partition's next page
 // only when the merge reaches its end.
@@ -50,6 +51,14 @@ struct S3StoreOptions {
   // multipart upload retries one part. 0: never. At most kMaxStreamPut.
   std::uint64_t stream_put_max = 0;
   static constexpr std::uint64_t kMaxStreamPut = std::uint64_t{5} << 30;  // S3's limit for one PUT
+  // Downloads (or requested ranges) above one part and at most this many
+  // bytes come down as one GET streamed through the part buffers instead of
+  // concurrent ranged GETs: fewer requests for servers that pay per request
+  // and gain nothing from parallel ones (s3rver), slower on AWS, where one
+  // connection is slower than several. A retry resumes after the last byte
+  // received. 0: never. At most kMaxObject.
+  std::uint64_t stream_get_max = 0;
+  static constexpr std::uint64_t kMaxObject = std::uint64_t{5} << 40;  // S3's largest object
 };
 
 class S3Store final : public ObjectStore {
