@@ -327,22 +327,30 @@ class Report:
                    "PUT and one GET, and for uploads also the same multipart upload kiroku makes "
                    "(8 MiB parts, 4 at once, with curl): s3rver assembles a multipart object by reading "
                    "every part back and writing the whole object again, which a single PUT does not "
-                   "pay. `kiroku → s3rver, streamed PUT` is the same store URL with "
-                   "`&stream_put_max=5368709120`: an upload of known size goes up as one PUT whose body "
-                   "is read from the part buffers as they fill, as curl's single PUT does (README, S3 URL "
-                   "options: no retry once bytes are out, and only for servers that reject a short "
-                   "body). All kirokus run at once; each round times every path once, alternating, and "
-                   "the table gives each path's median (the curl multipart reference runs once). Peak RSS "
-                   "is kiroku's VmHWM, reset before each transfer, the largest of the rounds.")
+                   "pay. `kiroku → s3rver, streamed` is the same store URL with "
+                   "`&stream_put_max=5368709120&stream_get_max=5368709120`: an upload of known size goes "
+                   "up as one PUT whose body is read from the part buffers as they fill, and a download "
+                   "comes down as one GET that fills them in order, as curl's single PUT and GET do "
+                   "(README, S3 URL options: the PUT is not retried once bytes are out and is only for "
+                   "servers that reject a short body; the GET resumes after the last byte received). "
+                   "All kirokus run at once; each round times every path once, alternating, and the "
+                   "table gives each path's median (the curl multipart reference runs once per "
+                   "placement). Placement `shared` leaves every process to the scheduler; `split` pins "
+                   "s3rver (all its threads) to CPU 0 and kiroku and every curl to the other CPU, as an "
+                   "S3 server on a machine of its own would be: s3rver's one JavaScript thread limits "
+                   "every S3 transfer here, and on 2 shared cores the threads in front of it (kiroku's) "
+                   "preempt it, which measures the scheduler more than kiroku. The file store is timed "
+                   "in `shared` only. Ratios compare with curl in the same placement. Peak RSS is "
+                   "kiroku's VmHWM, reset before each transfer, the largest of the rounds.")
             self.w()
-            self.w("| path | direction | seconds (median) | rounds (s) | MiB/s | ratio to curl → s3rver "
-                   "| ratio to curl multipart | kiroku peak RSS (MiB) |")
-            self.w("|---|---|---|---|---|---|---|---|")
+            self.w("| placement | path | direction | seconds (median) | rounds (s) | MiB/s "
+                   "| ratio to curl → s3rver | ratio to curl multipart | kiroku peak RSS (MiB) |")
+            self.w("|---|---|---|---|---|---|---|---|---|")
             for t in f["transfers"]:
                 ratio = f"**{t['ratio_to_direct']:.2f}**" if t["ratio_to_direct"] else "–"
                 ratio_mp = f"**{t['ratio_to_multipart']:.2f}**" if t.get("ratio_to_multipart") else "–"
                 rounds = ", ".join(f"{x:.2f}" for x in t.get("rounds", [t["seconds"]]))
-                self.w(f"| {t['store']} | {t['direction']} | {t['seconds']:.2f} | {rounds} | {t['mib_per_s']:.0f} | "
+                self.w(f"| {t.get('placement', 'shared')} | {t['store']} | {t['direction']} | {t['seconds']:.2f} | {rounds} | {t['mib_per_s']:.0f} | "
                        f"{ratio} | {ratio_mp} | {mib(t['peak_rss_kb'])} |")
         self.w()
 

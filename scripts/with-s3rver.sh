@@ -7,6 +7,7 @@
 # 127.0.0.1 on a free port with a fresh data directory and one bucket, exports
 #   KIROKU_TEST_S3_ENDPOINT  http://127.0.0.1:PORT
 #   KIROKU_TEST_S3_BUCKET    the bucket's name
+#   KIROKU_TEST_S3_PID       the server's process (benchmarks pin it to a core)
 #   AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
 # runs CMD, then stops the server and removes its directory whatever happens,
 # and exits with CMD's status. Safe to nest inside other with-*.sh wrappers:
@@ -84,6 +85,7 @@ fi
 
 export KIROKU_TEST_S3_ENDPOINT="http://127.0.0.1:$s3rver_port"
 export KIROKU_TEST_S3_BUCKET="$s3rver_bucket"
+export KIROKU_TEST_S3_PID="$s3rver_pid"
 export AWS_ACCESS_KEY_ID=S3RVER
 export AWS_SECRET_ACCESS_KEY=S3RVER
 export AWS_REGION=us-east-1
