@@ -571,6 +571,45 @@ TEST(StoreS3Store, StreamedPutServerGoneFailsAtOnce) {
   EXPECT_EQ(store->pool().in_use(), 0u);
 }
 
+// A download's consumer that holds its chunks until take() hashes and drops
+// them. Outlives the download.
+struct HoldingSink {
+  std::mutex mutex;
+  std::vector<Chunk> held;
+  Sha256Stream sha;
+  std::uint64_t bytes = 0;
+  std::promise<Status> done;
+
+  GetSink sink() {
+    GetSink s;
+    s.on_chunk = [this](Chunk c) {
+      std::lock_guard lock(mutex);
+      held.push_back(std::move(c));
+    };
+    s.on_done = [this](Status st) { done.set_value(std::move(st)); };
+    return s;
+  }
+  std::size_t holding() {
+    std::lock_guard lock(mutex);
+    return held.size();
+  }
+  void take() {
+    std::lock_guard lock(mutex);
+    for (auto& c : held) {
+      sha.update(c.data());
+      bytes += c.data().size();
+    }
+    held.clear();
+  }
+  // Takes the chunks as they come until the download ends; its status.
+  Status drain() {
+    auto future = done.get_future();
+    while (future.wait_for(5ms) != std::future_status::ready) take();
+    take();
+    return future.get();
+  }
+};
+
 // Downloads key (size bytes, sha256 fed) with a consumer that holds its
 // chunks for half a second, then takes them as they come: while held, the
 // transfer keeps exactly its parts_per_transfer buffers and fetches nothing
@@ -578,47 +617,20 @@ TEST(StoreS3Store, StreamedPutServerGoneFailsAtOnce) {
 void held_chunks_stop_the_download(S3Store& store, const StoreOptions& options,
                                    const std::string& key, std::uint64_t size,
                                    const std::string& fed) {
-  std::mutex mutex;
-  std::vector<Chunk> held;
-  auto sha = std::make_shared<Sha256Stream>();
-  auto done = std::make_shared<std::promise<Status>>();
-  GetSink sink;
-  sink.on_chunk = [&](Chunk c) {
-    std::lock_guard lock(mutex);
-    held.push_back(std::move(c));
-  };
-  sink.on_done = [done](Status s) { done->set_value(std::move(s)); };
+  HoldingSink consumer;
   const auto received = store.client().stats().bytes_received.load();
-  auto download = store.get(key, std::nullopt, std::move(sink));
+  auto download = store.get(key, std::nullopt, consumer.sink());
   ASSERT_TRUE(download.ok());
   std::this_thread::sleep_for(500ms);
-  {
-    std::lock_guard lock(mutex);
-    EXPECT_EQ(held.size(), options.parts_per_transfer);  // and no more GETs meanwhile
-  }
+  EXPECT_EQ(consumer.holding(), options.parts_per_transfer);  // and no more GETs meanwhile
   EXPECT_EQ(store.pool().in_use(), options.parts_per_transfer);
   // What came from S3: the held parts, and for a paused stream at most one
   // more chunk than they hold.
   EXPECT_LE(store.client().stats().bytes_received.load() - received,
             options.parts_per_transfer * options.part_size + 512 * 1024);
-  auto future = done->get_future();
-  std::uint64_t bytes = 0;
-  while (future.wait_for(5ms) != std::future_status::ready) {
-    std::lock_guard lock(mutex);
-    for (auto& c : held) {
-      sha->update(c.data());
-      bytes += c.data().size();
-    }
-    held.clear();
-  }
-  ASSERT_TRUE(future.get().ok());
-  for (auto& c : held) {
-    sha->update(c.data());
-    bytes += c.data().size();
-  }
-  held.clear();
-  EXPECT_EQ(bytes, size);
-  EXPECT_EQ(sha->finish_hex(), fed);
+  ASSERT_TRUE(consumer.drain().ok());
+  EXPECT_EQ(consumer.bytes, size);
+  EXPECT_EQ(consumer.sha.finish_hex(), fed);
   EXPECT_EQ(store.pool().in_use(), 0u);
 }
 
@@ -726,55 +738,26 @@ TEST(StoreS3Store, StreamedGetResumesAfterACut) {
   // A consumer that holds its chunks pauses the GET part way; the cut comes then.
   for (bool come_back : {true, false}) {
     SCOPED_TRACE(come_back);
-    std::mutex mutex;
-    std::vector<Chunk> held;
-    auto sha = std::make_shared<Sha256Stream>();
-    auto done = std::make_shared<std::promise<Status>>();
-    GetSink sink;
-    sink.on_chunk = [&](Chunk c) {
-      std::lock_guard lock(mutex);
-      held.push_back(std::move(c));
-    };
-    sink.on_done = [done](Status s) { done->set_value(std::move(s)); };
+    HoldingSink consumer;
     const int gets_before = gets_of(proxy, *store, key);
-    auto download = store->get(key, std::nullopt, std::move(sink));
+    auto download = store->get(key, std::nullopt, consumer.sink());
     ASSERT_TRUE(download.ok());
-    for (int i = 0; i < 500; ++i) {
-      {
-        std::lock_guard lock(mutex);
-        if (held.size() == options.parts_per_transfer) break;
-      }
+    for (int i = 0; i < 500 && consumer.holding() < options.parts_per_transfer; ++i)
       std::this_thread::sleep_for(10ms);
-    }
     proxy.stop();
     if (come_back) {
       ASSERT_TRUE(proxy.start());
     }
-    auto future = done->get_future();
-    std::uint64_t bytes = 0;
-    while (future.wait_for(5ms) != std::future_status::ready) {
-      std::lock_guard lock(mutex);
-      for (auto& c : held) {
-        sha->update(c.data());
-        bytes += c.data().size();
-      }
-      held.clear();
-    }
-    Status status = future.get();
-    for (auto& c : held) {
-      sha->update(c.data());
-      bytes += c.data().size();
-    }
-    held.clear();
+    Status status = consumer.drain();
     if (come_back) {
       ASSERT_TRUE(status.ok()) << status.message();
-      EXPECT_EQ(bytes, size);
-      EXPECT_EQ(sha->finish_hex(), fed);
+      EXPECT_EQ(consumer.bytes, size);
+      EXPECT_EQ(consumer.sha.finish_hex(), fed);
       EXPECT_EQ(gets_of(proxy, *store, key) - gets_before, 2) << proxy.seen();
     } else {
       EXPECT_FALSE(status.ok());
       EXPECT_EQ(status.kind(), ErrorKind::transient) << status.message();
-      EXPECT_LT(bytes, size);
+      EXPECT_LT(consumer.bytes, size);
     }
     EXPECT_EQ(store->pool().in_use(), 0u);
   }
