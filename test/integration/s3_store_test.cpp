@@ -63,6 +63,13 @@ s3::S3Config config_for(const std::string& endpoint, const std::string& bucket) 
   return c;
 }
 
+// For tests that cut S3 off: timeouts short enough that a cut shows in seconds.
+s3::S3Config cut_quickly(s3::S3Config c) {
+  c.connect_timeout = 1000ms;
+  c.stall_timeout = 2000ms;
+  return c;
+}
+
 constexpr std::size_t kPart = 5 << 20;
 
 StoreOptions test_options() {
@@ -391,10 +398,8 @@ TEST(StoreS3Store, ServerGoneMidUploadAbortsTheMultipartUpload) {
   // host:port of the real server, behind a proxy the test can cut.
   CuttableProxy proxy(server.endpoint);
   ASSERT_TRUE(proxy.start());
-  auto config = config_for(proxy.endpoint(), server.bucket);
+  auto config = cut_quickly(config_for(proxy.endpoint(), server.bucket));
   config.max_attempts = 2;
-  config.connect_timeout = 1000ms;
-  config.stall_timeout = 2000ms;
   auto store = make(config, test_options());
   ASSERT_TRUE(store);
   auto direct = make(config_for(server.endpoint, server.bucket), test_options());
@@ -540,9 +545,7 @@ TEST(StoreS3Store, StreamedPutServerGoneFailsAtOnce) {
   if (!s3_env(server)) return;
   CuttableProxy proxy(server.endpoint);
   ASSERT_TRUE(proxy.start());
-  auto config = config_for(proxy.endpoint(), server.bucket);
-  config.connect_timeout = 1000ms;
-  config.stall_timeout = 2000ms;
+  auto config = cut_quickly(config_for(proxy.endpoint(), server.bucket));
   auto store = make(config, test_options(), S3StoreOptions{.stream_put_max = 64 * kPart});
   ASSERT_TRUE(store);
 
@@ -724,9 +727,7 @@ TEST(StoreS3Store, StreamedGetResumesAfterACut) {
   if (!s3_env(server)) return;
   CuttableProxy proxy(server.endpoint);
   ASSERT_TRUE(proxy.start());
-  auto config = config_for(proxy.endpoint(), server.bucket);
-  config.connect_timeout = 1000ms;
-  config.stall_timeout = 2000ms;
+  auto config = cut_quickly(config_for(proxy.endpoint(), server.bucket));
   auto options = test_options();
   auto store = make(config, options, S3StoreOptions{.stream_get_max = 64 * kPart});
   ASSERT_TRUE(store);

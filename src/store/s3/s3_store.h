@@ -1,27 +1,23 @@
 // s3_store.h - the ObjectStore on an S3 bucket (s3://bucket?endpoint=...).
 //
-// Uploads: an object of at most one part goes up with one PUT; so does one
-// whose size is announced and at most S3StoreOptions::stream_put_max, its
-// body read from the part buffers as they fill (no retry once it has begun);
-// any other
-// with a multipart upload whose parts (StoreOptions::part_size, from the
-// pool) go up concurrently, parts_per_transfer - 1 at once while the next
-// fills. On any failure, or abort(), the caller gets the error at once and
-// the multipart upload is aborted in the background once the parts in flight
-// have ended (S3 may keep a part whose upload overlaps the abort), so no parts
-// are orphaned; the abort is tried up to 5 times over about 15 s, each try
-// with S3Client's retries. settle() waits for those aborts; the destructor
-// drops the ones still running (logged; a bucket lifecycle rule for
-// incomplete multipart uploads is the backstop). Downloads: HEAD for size and ETag, then ranged GETs
-// of one part each into pooled buffers, up to parts_per_transfer at once, delivered strictly in
-// order; a consumer that holds its chunks stops new GETs. With S3StoreOptions::stream_get_max, one
-// GET fills the same buffers in order instead, paused while the consumer holds them all. A part whose ETag differs from the HEAD's
-// (the object was replaced meanwhile) fails the download (permanent). Listings run one
-// ListObjectsV2 per hash partition in parallel and merge them, fetching a partition's next page
-// only when the merge reaches its end.
-// Retries with backoff happen per request in S3Client. Threads: see
-// object_store.h; S3 completions run on the client thread, steps and
-// callbacks on the store's TransferThreads.
+// Uploads: an object of at most one part goes up with one PUT; so does one whose size is announced
+// and at most S3StoreOptions::stream_put_max, its body read from the part buffers as they fill (no
+// retry once it has begun); any other with a multipart upload whose parts (StoreOptions::part_size,
+// from the pool) go up concurrently, parts_per_transfer - 1 at once while the next fills. On any
+// failure, or abort(), the caller gets the error at once and the multipart upload is aborted in the
+// background once the parts in flight have ended (S3 may keep a part whose upload overlaps the
+// abort), so no parts are orphaned; the abort is tried up to 5 times over about 15 s, each try with
+// S3Client's retries. settle() waits for those aborts; the destructor drops the ones still running
+// (logged; a bucket lifecycle rule for incomplete multipart uploads is the backstop). Downloads:
+// HEAD for size and ETag, then ranged GETs of one part each into pooled buffers, up to
+// parts_per_transfer at once, delivered strictly in order; a consumer that holds its chunks stops
+// new GETs. With S3StoreOptions::stream_get_max, one GET fills the same buffers in order instead,
+// paused while the consumer holds them all. An answer whose ETag differs from the HEAD's (the
+// object was replaced meanwhile) fails the download (permanent). Listings run one ListObjectsV2 per
+// hash partition in parallel and merge them, fetching a partition's next page only when the merge
+// reaches its end. Retries with backoff happen per request in S3Client. Threads: see
+// object_store.h; S3 completions run on the client thread, steps and callbacks on the store's
+// TransferThreads.
 #pragma once
 
 #include <chrono>
