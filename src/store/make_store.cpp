@@ -107,14 +107,12 @@ Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const Stor
         long long n = 0;
         if (Status s = parse_s3_int(name, *value, 1, 100, n); !s) return s;
         config.max_attempts = static_cast<int>(n);
-      } else if (name == "stream_put_max") {
+      } else if (name == "stream_put_max" || name == "stream_get_max") {
+        const bool put = name == "stream_put_max";
+        const auto max = put ? S3StoreOptions::kMaxStreamPut : S3StoreOptions::kMaxObject;
         long long n = 0;
-        if (Status s = parse_s3_int(name, *value, 0, static_cast<long long>(S3StoreOptions::kMaxStreamPut), n); !s) return s;
-        s3_options.stream_put_max = static_cast<std::uint64_t>(n);
-      } else if (name == "stream_get_max") {
-        long long n = 0;
-        if (Status s = parse_s3_int(name, *value, 0, static_cast<long long>(S3StoreOptions::kMaxObject), n); !s) return s;
-        s3_options.stream_get_max = static_cast<std::uint64_t>(n);
+        if (Status s = parse_s3_int(name, *value, 0, static_cast<long long>(max), n); !s) return s;
+        (put ? s3_options.stream_put_max : s3_options.stream_get_max) = static_cast<std::uint64_t>(n);
       } else {
         return Status::invalid("--store: unknown S3 URL parameter '" + std::string(name) + "'");
       }

@@ -64,6 +64,13 @@ class CuttableProxy {
     std::lock_guard lock(mutex_);
     return seen_;
   }
+  // How many of the noted request lines contain text.
+  int seen_count(std::string_view text) {
+    std::lock_guard lock(mutex_);
+    int n = 0;
+    for (std::size_t at = seen_.find(text); at != std::string::npos; at = seen_.find(text, at + 1)) ++n;
+    return n;
+  }
 
  private:
   void accept_loop() {

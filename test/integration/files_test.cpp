@@ -562,12 +562,7 @@ TEST_P(S3Files, StreamedOptionsSendOnePutAndOneGet) {
   EXPECT_EQ(proxy.seen().find("uploads"), std::string::npos) << proxy.seen();
   EXPECT_EQ(proxy.seen().find("partNumber="), std::string::npos) << proxy.seen();
   // Its download: one GET (no ranges of one part each), and so is a range of it.
-  auto gets = [&] {
-    std::string seen = proxy.seen();
-    int n = 0;
-    for (std::size_t at = seen.find("GET "); at != std::string::npos; at = seen.find("GET ", at + 1)) ++n;
-    return n;
-  };
+  auto gets = [&] { return proxy.seen_count("GET "); };
   const int gets_before = gets();
   Answer get = request(k->port(), "GET", "/files/" + key);
   ASSERT_EQ(get.status, 200);

@@ -666,12 +666,8 @@ TEST(StoreS3Store, HeldChunksPauseTheStreamedGet) {
 
 // Request lines "GET /bucket/<stored key>" the proxy saw for key.
 int gets_of(CuttableProxy& proxy, S3Store& store, const std::string& key) {
-  const std::string line = "GET /" + std::string(std::getenv("KIROKU_TEST_S3_BUCKET")) + "/" +
-                           store.layout().stored_key(key);
-  const std::string seen = proxy.seen();
-  int n = 0;
-  for (std::size_t at = seen.find(line); at != std::string::npos; at = seen.find(line, at + 1)) ++n;
-  return n;
+  return proxy.seen_count("GET /" + std::string(std::getenv("KIROKU_TEST_S3_BUCKET")) + "/" +
+                          store.layout().stored_key(key));
 }
 
 TEST(StoreS3Store, StreamedGetFetchesWithOneGet) {
