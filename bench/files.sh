@@ -14,8 +14,15 @@
 # part runs when scripts/with-s3rver.sh exported KIROKU_TEST_S3_ENDPOINT; the
 # same transfers with curl straight to s3rver (SigV4) are the reference.
 # Paths: kiroku on the file store, on s3rver, and on s3rver with
-# stream_put_max and stream_get_max; all run at once, and each round (BENCH_FILE_ROUNDS,
-# default 1) times every path once, alternating; the table gives medians.
+# stream_put_max and stream_get_max; all run at once. Each round
+# (BENCH_FILE_ROUNDS, default 1) uploads once per path and downloads
+# BENCH_FILE_GETS times (default 1), curl's reference in turn with the
+# kiroku paths (the order rotates), then deletes what it stored, so every
+# round starts from the same S3 state. A ratio is the median of the ratios
+# of each kiroku transfer to curl's in the same round (and download turn):
+# s3rver's own speed moves by a third from one transfer to the next, and
+# pairing keeps that drift out of the ratio. Each transfer also records the
+# CPU seconds kiroku and s3rver used (utime + stime from /proc/PID/stat).
 # Placements (BENCH_FILE_PLACEMENTS, default "shared split" when s3rver runs
 # and there are 2 or more CPUs): `shared` leaves every process to the
 # scheduler; `split` pins s3rver (all its threads) to CPU 0 and kiroku and
@@ -115,10 +122,29 @@ curl_multipart() {
   rm -rf "$parts"
 }
 
-# record STORE DIRECTION SECONDS PEAK_RSS_KB, in the current placement
+# cpu_ticks PID: the CPU time the process used so far (utime + stime, in
+# clock ticks; 0 without PID).
+cpu_ticks() { [[ -z "${1:-}" ]] && echo 0 || awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+# timed PID CMD...: runs CMD (which prints "HTTP_CODE SECONDS") and prints
+# "HTTP_CODE SECONDS KIROKU_CPU_S S3RVER_CPU_S": the CPU seconds PID (a
+# kiroku, or none) and s3rver used meanwhile.
+timed() {
+  local pid="$1" k0 s0 out
+  shift
+  k0=$(cpu_ticks "$pid") s0=$(cpu_ticks "${KIROKU_TEST_S3_PID:-}")
+  out=$("$@")
+  echo "$out $(python3 -c 'import sys; h = int(sys.argv[1]); print((int(sys.argv[3]) - int(sys.argv[2])) / h, (int(sys.argv[5]) - int(sys.argv[4])) / h)' \
+    "$hz" "$k0" "$(cpu_ticks "$pid")" "$s0" "$(cpu_ticks "${KIROKU_TEST_S3_PID:-}")")"
+}
+
+# record STORE DIRECTION PAIR SECONDS KIROKU_CPU_S S3RVER_CPU_S PEAK_RSS_KB,
+# in the current placement; PAIR names the curl transfer this one is
+# compared with (the round, and for downloads the turn).
 record() {
-  printf '{"placement":"%s","store":"%s","direction":"%s","seconds":%s,"peak_rss_kb":%s}\n' \
-    "$placement" "$1" "$2" "$3" "$4" >> "$results"
+  printf '{"placement":"%s","store":"%s","direction":"%s","pair":"%s","seconds":%s,"kiroku_cpu_s":%s,"s3_cpu_s":%s,"peak_rss_kb":%s}\n' \
+    "$placement" "$1" "$2" "$3" "$4" "$5" "$6" "$7" >> "$results"
 }
 
 # kiroku instances by path name: their port and pid.
@@ -133,12 +159,12 @@ kiroku_start() {
   k_pid[$1]=$kiroku_pid
 }
 
-# kiroku_put NAME KEY: one timed PUT through that kiroku (201, size and
+# kiroku_put NAME KEY PAIR: one timed PUT through that kiroku (201, size and
 # sha256 in the answer checked).
 kiroku_put() {
-  local name="$1" key="$2" code secs pid="${k_pid[$1]}"
+  local name="$1" key="$2" code secs kcpu scpu pid="${k_pid[$1]}"
   reset_peak_rss "$pid"
-  read -r code secs < <(curl_put "http://127.0.0.1:${k_port[$name]}/files/$key" "$work/put.json")
+  read -r code secs kcpu scpu < <(timed "$pid" curl_put "http://127.0.0.1:${k_port[$name]}/files/$key" "$work/put.json")
   [[ "$code" == 201 ]] || { cat "$work/put.json" >&2; bench_die "PUT through kiroku ($name): $code"; }
   python3 - "$work/put.json" "$bytes" "$sha" <<'PY' || bench_die "PUT through kiroku ($name): wrong answer"
 import json, sys
@@ -147,18 +173,18 @@ ok = a.get("size") == int(sys.argv[2]) and a.get("sha256") == sys.argv[3]
 print(("" if ok else "unexpected answer: ") + json.dumps(a), file=sys.stderr)
 sys.exit(0 if ok else 1)
 PY
-  record "kiroku → $name" upload "$secs" "$(status_kb "$pid" VmHWM)"
+  record "kiroku → $name" upload "$3" "$secs" "$kcpu" "$scpu" "$(status_kb "$pid" VmHWM)"
 }
 
-# kiroku_get NAME KEY [check]: one timed GET through that kiroku; with
+# kiroku_get NAME KEY PAIR [check]: one timed GET through that kiroku; with
 # `check`, a second one compared with the file's sha256.
 kiroku_get() {
-  local name="$1" key="$2" code secs pid="${k_pid[$1]}" base="http://127.0.0.1:${k_port[$1]}/files"
+  local name="$1" key="$2" code secs kcpu scpu pid="${k_pid[$1]}" base="http://127.0.0.1:${k_port[$1]}/files"
   reset_peak_rss "$pid"
-  read -r code secs < <(curl_get "$base/$key")
+  read -r code secs kcpu scpu < <(timed "$pid" curl_get "$base/$key")
   [[ "$code" == 200 ]] || bench_die "GET through kiroku ($name): $code"
-  record "kiroku → $name" download "$secs" "$(status_kb "$pid" VmHWM)"
-  [[ "${3:-}" != check || "$(curl -sS "$base/$key" | sha256sum | cut -d' ' -f1)" == "$sha" ]] ||
+  record "kiroku → $name" download "$3" "$secs" "$kcpu" "$scpu" "$(status_kb "$pid" VmHWM)"
+  [[ "${4:-}" != check || "$(curl -sS "$base/$key" | sha256sum | cut -d' ' -f1)" == "$sha" ]] ||
     bench_die "GET through kiroku ($name): the bytes differ from what was uploaded"
 }
 
@@ -188,34 +214,59 @@ if [[ -n "${KIROKU_TEST_S3_ENDPOINT:-}" ]]; then
   names+=(s3rver "s3rver, streamed")
 fi
 
+# direct_put PAIR / direct_get PAIR: curl's timed reference transfers.
+direct_put() {
+  local code secs kcpu scpu
+  read -r code secs kcpu scpu < <(timed "" curl_put "$direct" "$work/direct.txt" "${sigv4[@]}")
+  [[ "$code" == 200 ]] || { cat "$work/direct.txt" >&2; bench_die "PUT to s3rver: $code"; }
+  record "curl → s3rver" upload "$1" "$secs" null "$scpu" 0
+}
+direct_get() {
+  local code secs kcpu scpu
+  read -r code secs kcpu scpu < <(timed "" curl_get "$direct" "${sigv4[@]}")
+  [[ "$code" == 200 ]] || bench_die "GET from s3rver: $code"
+  record "curl → s3rver" download "$1" "$secs" null "$scpu" 0
+}
+
 # Rounds: every path once per round, alternating, so a passing disturbance
-# of the machine does not fall on one path only; the report takes medians.
+# of the machine does not fall on one path only; downloads take turns with
+# curl's, in an order that rotates from turn to turn.
+gets="${BENCH_FILE_GETS:-1}"
 for ((round = 1; round <= rounds; round++)); do
   for p in "${placements[@]}"; do
     place "$p"
     paths=("${names[@]}")
     [[ "$p" == shared ]] || paths=("${names[@]:1}")  # the file store: shared only
-    if [[ -n "${KIROKU_TEST_S3_ENDPOINT:-}" ]]; then
-      read -r code secs < <(curl_put "$direct" "$work/direct.txt" "${sigv4[@]}")
-      [[ "$code" == 200 ]] || { cat "$work/direct.txt" >&2; bench_die "PUT to s3rver: $code"; }
-      record "curl → s3rver" upload "$secs" 0
-    fi
-    for name in "${paths[@]}"; do kiroku_put "$name" "bench/$size_mib-$round-$p"; done
-    if [[ -n "${KIROKU_TEST_S3_ENDPOINT:-}" ]]; then
-      read -r code secs < <(curl_get "$direct" "${sigv4[@]}")
-      [[ "$code" == 200 ]] || bench_die "GET from s3rver: $code"
-      record "curl → s3rver" download "$secs" 0
-    fi
-    for name in "${paths[@]}"; do
-      kiroku_get "$name" "bench/$size_mib-$round-$p" "$( ((round == 1)) && [[ "$p" == "${placements[0]}" ]] && echo check)"
+    key="bench/$size_mib-$round-$p"
+    [[ -z "${KIROKU_TEST_S3_ENDPOINT:-}" ]] || direct_put "$round"
+    for name in "${paths[@]}"; do kiroku_put "$name" "$key" "$round"; done
+    turn=("${paths[@]}")
+    [[ -z "${KIROKU_TEST_S3_ENDPOINT:-}" ]] || turn=(direct "${paths[@]}")
+    for ((g = 1; g <= gets; g++)); do
+      for ((i = 0; i < ${#turn[@]}; i++)); do
+        name="${turn[(i + g - 1) % ${#turn[@]}]}"
+        if [[ "$name" == direct ]]; then
+          direct_get "$round.$g"
+        else
+          kiroku_get "$name" "$key" "$round.$g" \
+            "$( ((round == 1 && g == 1)) && [[ "$p" == "${placements[0]}" ]] && echo check)"
+        fi
+      done
     done
+    # Not timed: what this round stored goes, so every round starts alike.
+    for name in "${paths[@]}"; do
+      code=$(curl -sS -o /dev/null -w '%{http_code}' -X DELETE "http://127.0.0.1:${k_port[$name]}/files/$key")
+      [[ "$code" == 204 ]] || bench_die "DELETE through kiroku ($name): $code"
+    done
+    [[ -z "${KIROKU_TEST_S3_ENDPOINT:-}" ]] || curl -sS -X DELETE "${sigv4[@]}" -o /dev/null "$direct"
   done
 done
 if [[ -n "${KIROKU_TEST_S3_ENDPOINT:-}" ]]; then
   for p in "${placements[@]}"; do
     place "$p"
-    read -r secs < <(curl_multipart "$KIROKU_TEST_S3_ENDPOINT/$KIROKU_TEST_S3_BUCKET/direct-mp-$size_mib")
-    record "curl → s3rver, multipart" upload "$secs" 0
+    read -r secs kcpu scpu < <(timed "" curl_multipart "$direct-mp")
+    record "curl → s3rver, multipart" upload mp "$secs" null "$scpu" 0
+    curl -sS -X DELETE "${sigv4[@]}" -o /dev/null "$direct-mp"
   done
 fi
 for name in "${names[@]}"; do
@@ -226,42 +277,59 @@ done
 cat > "$work/report.py" <<'PY'
 import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1])]
-size_mib, as_json = int(sys.argv[2]), sys.argv[3] == "json"
+size_mib, as_json, nrounds, ngets = int(sys.argv[2]), sys.argv[3] == "json", int(sys.argv[4]), int(sys.argv[5])
 # One row per placement, path and direction, by placement and then in the
-# order first measured: the median of its rounds, the largest peak RSS.
-# Ratios compare with curl in the same placement.
-rows, order = {}, []
+# order first measured: the median of its transfers' seconds and CPU
+# seconds, the largest peak RSS. ratio_to_direct is the median of the
+# ratios of each transfer to curl's paired with it (same placement, round
+# and turn); ratio_to_multipart compares medians (curl's multipart upload
+# runs once per placement).
+rows, order, direct = {}, [], {}
 for r in runs:
     if r["placement"] not in order:
         order.append(r["placement"])
+    if r["store"] == "curl → s3rver":
+        direct[(r["placement"], r["direction"], r["pair"])] = r["seconds"]
     key = (r["placement"], r["store"], r["direction"])
     row = rows.setdefault(key, {"placement": r["placement"], "store": r["store"], "direction": r["direction"],
-                                "rounds": [], "peak_rss_kb": 0})
+                                "rounds": [], "paired_ratios": [], "kiroku_cpu": [], "s3_cpu": [],
+                                "peak_rss_kb": 0})
     row["rounds"].append(r["seconds"])
+    if r["kiroku_cpu_s"] is not None:
+        row["kiroku_cpu"].append(r["kiroku_cpu_s"])
+    row["s3_cpu"].append(r["s3_cpu_s"])
     row["peak_rss_kb"] = max(row["peak_rss_kb"], r["peak_rss_kb"])
+for r in runs:
+    base = direct.get((r["placement"], r["direction"], r["pair"]))
+    if base and r["store"].startswith("kiroku → s3rver"):
+        rows[(r["placement"], r["store"], r["direction"])]["paired_ratios"].append(base / r["seconds"])
 rows = sorted(rows.values(), key=lambda r: order.index(r["placement"]))
+med = lambda xs: statistics.median(xs) if xs else None
+mp = {(r["placement"], r["direction"]): med(r["rounds"]) for r in rows if r["store"] == "curl → s3rver, multipart"}
 for r in rows:
-    r["seconds"] = statistics.median(r["rounds"])
-ref = {(r["placement"], r["direction"]): r["seconds"] for r in rows if r["store"] == "curl → s3rver"}
-mp = {(r["placement"], r["direction"]): r["seconds"] for r in rows if r["store"] == "curl → s3rver, multipart"}
-for r in rows:
+    r["seconds"] = med(r["rounds"])
     r["mib_per_s"] = size_mib / r["seconds"]
-    s3 = r["store"].startswith("kiroku → s3rver")
-    base = ref.get((r["placement"], r["direction"])) if s3 else None
-    r["ratio_to_direct"] = base / r["seconds"] if base else None
-    base = mp.get((r["placement"], r["direction"])) if s3 else None
+    r["kiroku_cpu_s"] = med(r.pop("kiroku_cpu"))
+    s3_cpu = r.pop("s3_cpu")
+    r["s3_cpu_s"] = med(s3_cpu) if "s3rver" in r["store"] else None
+    r["ratio_to_direct"] = med(r["paired_ratios"])
+    base = mp.get((r["placement"], r["direction"])) if r["store"].startswith("kiroku → s3rver") else None
     r["ratio_to_multipart"] = base / r["seconds"] if base else None
 if as_json:
-    print(json.dumps({"status": "measured", "size_mib": size_mib, "transfers": rows}))
+    print(json.dumps({"status": "measured", "size_mib": size_mib, "rounds": nrounds, "gets": ngets, "transfers": rows}))
     sys.exit(0)
-print(f"| placement | path | direction | {size_mib} MiB in (s, median) | rounds (s) | MiB/s | ratio to curl → s3rver | ratio to curl multipart | kiroku peak RSS (MiB) |")
-print("|---|---|---|---|---|---|---|---|---|")
+two = lambda x: f"{x:.2f}" if x is not None else "–"
+print(f"| placement | path | direction | {size_mib} MiB in (s, median) | transfers (s) | MiB/s "
+      "| ratio to curl → s3rver (median of paired) | paired ratios | ratio to curl multipart "
+      "| kiroku CPU (s) | s3rver CPU (s) | kiroku peak RSS (MiB) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
-    ratio = f"{r['ratio_to_direct']:.2f}" if r["ratio_to_direct"] else "–"
-    ratio_mp = f"{r['ratio_to_multipart']:.2f}" if r["ratio_to_multipart"] else "–"
     rss = f"{r['peak_rss_kb'] / 1024:.0f}" if r["peak_rss_kb"] else "–"
     rounds = ", ".join(f"{x:.2f}" for x in r["rounds"])
-    print(f"| {r['placement']} | {r['store']} | {r['direction']} | {r['seconds']:.2f} | {rounds} | {r['mib_per_s']:.0f} | {ratio} | {ratio_mp} | {rss} |")
+    paired = ", ".join(f"{x:.2f}" for x in r["paired_ratios"]) or "–"
+    print(f"| {r['placement']} | {r['store']} | {r['direction']} | {r['seconds']:.2f} | {rounds} | {r['mib_per_s']:.0f} "
+          f"| {two(r['ratio_to_direct'])} | {paired} | {two(r['ratio_to_multipart'])} | {two(r['kiroku_cpu_s'])} "
+          f"| {two(r['s3_cpu_s'])} | {rss} |")
 PY
-python3 "$work/report.py" "$results" "$size_mib" table
-[[ -z "${BENCH_JSON:-}" ]] || python3 "$work/report.py" "$results" "$size_mib" json > "$BENCH_JSON"
+python3 "$work/report.py" "$results" "$size_mib" table "$rounds" "$gets"
+[[ -z "${BENCH_JSON:-}" ]] || python3 "$work/report.py" "$results" "$size_mib" json "$rounds" "$gets" > "$BENCH_JSON"

@@ -157,9 +157,8 @@ class Report:
         self.w(f"scripts/with-mariadb.sh build/bench/mysql_bulk_bench --method sink {p['bulk']}")
         self.w(f"bench/spool_size.sh {self.spool['events'] if self.spool else 'EVENTS'}")
         size = self.files.get("size_mib") if self.files else "SIZE_MIB"
-        nrounds = max((len(t.get("rounds", [0])) for t in self.files.get("transfers", [])), default=1) \
-            if self.files else 1
-        self.w(f"BENCH_FILE_ROUNDS={nrounds} scripts/with-s3rver.sh bench/files.sh {size}")
+        nrounds, ngets = self.files_rounds()
+        self.w(f"BENCH_FILE_ROUNDS={nrounds} BENCH_FILE_GETS={ngets} scripts/with-s3rver.sh bench/files.sh {size}")
         self.w(f"bench/load_vs_wrk.sh {p['rounds']} {p['secs']}   # kiroku load --rate 0 against wrk, on nginx")
         if self.outage:
             o = self.outage
@@ -309,6 +308,13 @@ class Report:
             self.w("failed" if "bulk-mariadb" in self.failed else "not run")
         self.w()
 
+    def files_rounds(self):
+        """(rounds, downloads per round) of the files run."""
+        f = self.files or {}
+        if "rounds" in f:
+            return f["rounds"], f.get("gets", 1)
+        return max((len(t.get("rounds", [0])) for t in f.get("transfers", [])), default=1), 1
+
     def file_api(self):
         self.w("## Files: upload and download through the file API")
         self.w()
@@ -318,8 +324,9 @@ class Report:
         elif f["status"] == "missing":
             self.w("not measured: file API missing (`PUT /files/KEY` answered 404 in this run).")
         else:
-            nrounds = max(len(t.get("rounds", [0])) for t in f["transfers"])
-            self.w(f"`BENCH_FILE_ROUNDS={nrounds} bench/files.sh {f['size_mib']}`: {f['size_mib']} MiB of random bytes, "
+            nrounds, ngets = self.files_rounds()
+            self.w(f"`BENCH_FILE_ROUNDS={nrounds} BENCH_FILE_GETS={ngets} bench/files.sh {f['size_mib']}`: "
+                   f"{f['size_mib']} MiB of random bytes, "
                    "`curl -T` to `PUT /files/KEY` (201, size and sha256 in the answer checked), "
                    "`GET /files/KEY` to /dev/null (timed) and once more checked against the sha256. "
                    "Stores: `--store file:///DIR` and `--store 's3://BUCKET?endpoint=...'` on s3rver "
@@ -333,25 +340,35 @@ class Report:
                    "comes down as one GET that fills them in order, as curl's single PUT and GET do "
                    "(README, S3 URL options: the PUT is not retried once bytes are out and is only for "
                    "servers that reject a short body; the GET resumes after the last byte received). "
-                   "All kirokus run at once; each round times every path once, alternating, and the "
-                   "table gives each path's median (the curl multipart reference runs once per "
-                   "placement). Placement `shared` leaves every process to the scheduler; `split` pins "
+                   f"All kirokus run at once. Each of the {nrounds} rounds uploads once per path and "
+                   f"downloads {ngets} times per path, curl's reference taking its turn with the kiroku "
+                   "paths (the order rotates), then deletes what it stored. The ratio to curl is the "
+                   "median of the paired ratios: each kiroku transfer against curl's in the same round "
+                   "and turn, because s3rver's own speed moves by up to a third from one transfer to "
+                   "the next (its CPU seconds per transfer are in the table). The curl multipart "
+                   "reference runs once per placement and is compared by medians. Placement `shared` "
+                   "leaves every process to the scheduler; `split` pins "
                    "s3rver (all its threads) to CPU 0 and kiroku and every curl to the other CPU, as an "
-                   "S3 server on a machine of its own would be: s3rver's one JavaScript thread limits "
-                   "every S3 transfer here, and on 2 shared cores the threads in front of it (kiroku's) "
-                   "preempt it, which measures the scheduler more than kiroku. The file store is timed "
+                   "S3 server on a machine of its own would be: s3rver is the bottleneck of every S3 "
+                   "transfer here, and on 2 shared cores every CPU second kiroku spends (receiving, "
+                   "hashing, sending: the kiroku CPU column) is taken from s3rver, which measures the "
+                   "machine's size more than kiroku. The file store is timed "
                    "in `shared` only. Ratios compare with curl in the same placement. Peak RSS is "
                    "kiroku's VmHWM, reset before each transfer, the largest of the rounds.")
             self.w()
-            self.w("| placement | path | direction | seconds (median) | rounds (s) | MiB/s "
-                   "| ratio to curl → s3rver | ratio to curl multipart | kiroku peak RSS (MiB) |")
-            self.w("|---|---|---|---|---|---|---|---|---|")
+            self.w("| placement | path | direction | seconds (median) | transfers (s) | MiB/s "
+                   "| ratio to curl → s3rver | paired ratios | ratio to curl multipart "
+                   "| kiroku CPU (s, median) | s3rver CPU (s, median) | kiroku peak RSS (MiB) |")
+            self.w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+            two = lambda x: f"{x:.2f}" if x is not None else "–"
             for t in f["transfers"]:
                 ratio = f"**{t['ratio_to_direct']:.2f}**" if t["ratio_to_direct"] else "–"
                 ratio_mp = f"**{t['ratio_to_multipart']:.2f}**" if t.get("ratio_to_multipart") else "–"
                 rounds = ", ".join(f"{x:.2f}" for x in t.get("rounds", [t["seconds"]]))
-                self.w(f"| {t.get('placement', 'shared')} | {t['store']} | {t['direction']} | {t['seconds']:.2f} | {rounds} | {t['mib_per_s']:.0f} | "
-                       f"{ratio} | {ratio_mp} | {mib(t['peak_rss_kb'])} |")
+                paired = ", ".join(f"{x:.2f}" for x in t.get("paired_ratios", [])) or "–"
+                self.w(f"| {t.get('placement', 'shared')} | {t['store']} | {t['direction']} | {t['seconds']:.2f} "
+                       f"| {rounds} | {t['mib_per_s']:.0f} | {ratio} | {paired} | {ratio_mp} "
+                       f"| {two(t.get('kiroku_cpu_s'))} | {two(t.get('s3_cpu_s'))} | {mib(t['peak_rss_kb'])} |")
         self.w()
 
     def outage_section(self):

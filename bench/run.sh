@@ -16,7 +16,7 @@
 #   - bytes per event in the spool (bench/spool_size.sh)
 #   - a 1 GiB file up and down through the file API, to the file store and to
 #     s3rver (multipart and streamed PUT), against curl to s3rver directly, 3
-#     alternating rounds (bench/files.sh)
+#     alternating rounds of one upload and 3 downloads each (bench/files.sh)
 #   - `kiroku load` in closed loop against wrk, both on nginx (bench/load_vs_wrk.sh)
 #   - the component micro benchmarks and the allocation test
 # quick: the same steps for a second or two each (2,000 requests/s, 64 MiB),
@@ -39,7 +39,7 @@ case "$mode" in
   full)
     export BENCH_ROUNDS=3 BENCH_SECS=10 BENCH_RATE=30000 BENCH_DURATION=60s BENCH_SEGMENT=5s
     export BENCH_BULK_ARGS="--rows 100000 --rounds 3"
-    files_mib=1024; export BENCH_FILE_ROUNDS=3; spool_events=300000; micro_min_time=0.5; outage="30000 10 20 10"
+    files_mib=1024; export BENCH_FILE_ROUNDS=3 BENCH_FILE_GETS=3; spool_events=300000; micro_min_time=0.5; outage="30000 10 20 10"
     ;;
   quick)
     export BENCH_ROUNDS=1 BENCH_SECS=1 BENCH_RATE=2000 BENCH_DURATION=2s BENCH_SEGMENT=1s
