@@ -135,8 +135,8 @@ timed() {
   shift
   k0=$(cpu_ticks "$pid") s0=$(cpu_ticks "${KIROKU_TEST_S3_PID:-}")
   out=$("$@")
-  echo "$out $(python3 -c 'import sys; h = int(sys.argv[1]); print((int(sys.argv[3]) - int(sys.argv[2])) / h, (int(sys.argv[5]) - int(sys.argv[4])) / h)' \
-    "$hz" "$k0" "$(cpu_ticks "$pid")" "$s0" "$(cpu_ticks "${KIROKU_TEST_S3_PID:-}")")"
+  echo "$out $(awk -v h="$hz" -v k0="$k0" -v k1="$(cpu_ticks "$pid")" -v s0="$s0" \
+    -v s1="$(cpu_ticks "${KIROKU_TEST_S3_PID:-}")" 'BEGIN { print (k1 - k0) / h, (s1 - s0) / h }')"
 }
 
 # record STORE DIRECTION PAIR SECONDS KIROKU_CPU_S S3RVER_CPU_S PEAK_RSS_KB,
