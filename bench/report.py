@@ -311,9 +311,7 @@ class Report:
     def files_rounds(self):
         """(rounds, downloads per round) of the files run."""
         f = self.files or {}
-        if "rounds" in f:
-            return f["rounds"], f.get("gets", 1)
-        return max((len(t.get("rounds", [0])) for t in f.get("transfers", [])), default=1), 1
+        return f.get("rounds", 1), f.get("gets", 1)
 
     def file_api(self):
         self.w("## Files: upload and download through the file API")

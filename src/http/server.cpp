@@ -41,7 +41,7 @@ namespace {
 constexpr std::size_t kReadChunk = 8192;
 // Read size while a body streams to a BodyReader (file uploads): fewer,
 // larger reads; a connection's read buffer may grow to this once it has
-// streamed a body (64 KiB reads cost 15 % more CPU per uploaded GiB).
+// streamed a body (64 KiB reads cost 8-15 % more CPU per uploaded GiB).
 constexpr std::size_t kStreamReadChunk = 256 * 1024;
 // A request body buffer larger than this is released after its request, so
 // one large POST does not pin memory on an idle keep-alive connection.

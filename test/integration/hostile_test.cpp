@@ -401,9 +401,12 @@ void attack_group(const std::string& scenario, const std::vector<Attack>& attack
 
 const std::string kSmuggled = "GET /?name=smuggled&value=1 HTTP/1.1\r\nHost: t\r\n\r\n";
 
-std::string chunked_post(const std::string& chunks) {
-  return "POST /events HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks;
+// A head for REQUEST_LINE (method and target) with a chunked body, then CHUNKS.
+std::string chunked_request(const std::string& request_line, const std::string& chunks) {
+  return request_line + " HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks;
 }
+
+std::string chunked_post(const std::string& chunks) { return chunked_request("POST /events", chunks); }
 
 TEST(Hostile, OversizedHeadsAndBodies) {
   const std::string big_body(100 * 1024, ' ');
@@ -513,11 +516,10 @@ TEST(Hostile, OverlongChunkLineIsRejectedWithoutSpinning) {
   // An event body is read 64 KiB at a time, a streamed file upload 256 KiB
   // at a time: a chunk line longer than either buffer.
   const std::string line = "1;" + std::string(300 * 1024, 'e');
-  for (const std::string& head : {std::string("POST /events HTTP/1.1\r\n"),
-                                  std::string("PUT /files/overlong HTTP/1.1\r\n")}) {
-    SCOPED_TRACE(head);
+  for (const std::string request_line : {"POST /events", "PUT /files/overlong"}) {
+    SCOPED_TRACE(request_line);
     Client c(k.port(), 3000);
-    c.send_raw(head + "Host: t\r\nTransfer-Encoding: chunked\r\n\r\n" + line);
+    c.send_raw(chunked_request(request_line, line));
     const long long cpu0 = cpu_time_ms(k.pid());
     const Response r = c.read_response();
     const long long cpu = cpu_time_ms(k.pid()) - cpu0;
