@@ -1,18 +1,19 @@
 // mysql_tls_test.cpp - the real binary against MariaDB over TLS (the server and
 // its certificates come from scripts/with-mariadb.sh): events stored with
-// VERIFY_IDENTITY, VERIFY_CA and REQUIRED by an account that REQUIRES SSL; a
-// wrong CA, a certificate for another name and a server without TLS refused
-// at start with one line and exit 2.
+// VERIFY_IDENTITY, VERIFY_CA, REQUIRED and PREFERRED by an account that
+// REQUIRES SSL (and is refused with DISABLED); a wrong CA, a certificate for
+// another name and a server without TLS refused at start with one line and
+// exit 2.
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
