@@ -4,12 +4,17 @@
 #   scripts/with-mariadb.sh CMD ARGS...
 #
 # Creates a temporary data directory, starts mariadbd on 127.0.0.1 on a free
-# TCP port (socket in the same directory), creates database `kiroku_test` and
-# user kiroku/kiroku with all privileges on it, runs CMD with these variables
-# exported, then stops the server and deletes the directory whatever happens.
-# The exit status is CMD's.
+# TCP port (socket in the same directory) with TLS (a CA and a server
+# certificate for 127.0.0.1 and localhost, made with openssl in the same
+# directory), creates database `kiroku_test`, user kiroku/kiroku with all
+# privileges on it and user kiroku_tls/kiroku, the same but REQUIRE SSL, runs
+# CMD with these variables exported, then stops the server and deletes the
+# directory whatever happens. The exit status is CMD's.
 #
-#   KIROKU_TEST_MYSQL_URL     mysql://kiroku:kiroku@127.0.0.1:PORT/kiroku_test
+#   KIROKU_TEST_MYSQL_URL     mysql://kiroku:kiroku@127.0.0.1:PORT/kiroku_test (plain TCP)
+#   KIROKU_TEST_MYSQL_TLS_URL mysql://kiroku_tls:kiroku@127.0.0.1:PORT/kiroku_test
+#                               ?ssl-mode=VERIFY_IDENTITY&ssl-ca=CA (unset without TLS)
+#   KIROKU_TEST_MYSQL_CA      the CA certificate (PEM) that signed the server's (unset without TLS)
 #   KIROKU_TEST_MYSQL_ADMIN   mysql://root@localhost/mysql?socket=SOCKET (root, no password)
 #   KIROKU_TEST_MYSQL_SOCKET  the unix socket path
 #   KIROKU_TEST_MYSQL_PORT    the TCP port
@@ -21,16 +26,20 @@
 #                               CTL pid        prints the running server's pid
 #                               CTL sql STMT   runs STMT as root, prints tab-separated rows
 #
-# Extra server options may be given in KIROKU_MARIADB_ARGS (space-separated).
+# Extra server options may be given in KIROKU_MARIADB_ARGS (space-separated);
+# KIROKU_MARIADB_TLS=0 starts the server without TLS (and without kiroku_tls).
 # Nesting with other wrappers is fine: nothing here is global but the port.
 set -euo pipefail
 
 die() { echo "with-mariadb: $*" >&2; exit 2; }
 
 [ $# -ge 1 ] || die "usage: $0 CMD [ARGS...]"
-for tool in mariadbd mariadb-install-db mariadb; do
+TLS=${KIROKU_MARIADB_TLS:-1}
+tools=(mariadbd mariadb-install-db mariadb)
+if [ "$TLS" != 0 ]; then tools+=(openssl); fi
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] ||
-    die "$tool not found (install mariadb-server)"
+    die "$tool not found (install mariadb-server and openssl)"
 done
 MARIADBD=$(command -v mariadbd 2>/dev/null || echo /usr/sbin/mariadbd)
 
@@ -75,6 +84,32 @@ SERVER_ARGS=(--no-defaults --datadir="$DIR/data" "${RUN_AS[@]}"
 # shellcheck disable=SC2206
 EXTRA_ARGS=(${KIROKU_MARIADB_ARGS:-})
 
+# TLS: a throwaway CA and a server certificate for 127.0.0.1 and localhost
+# (P-256 keys: made in milliseconds), valid for two days.
+TLS_ARGS=()
+if [ "$TLS" != 0 ]; then
+  mkdir "$DIR/tls"
+  printf '%s\n' 'basicConstraints=critical,CA:TRUE' 'keyUsage=critical,keyCertSign,cRLSign' \
+    >"$DIR/tls/ca.ext"
+  printf '%s\n' 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' \
+    'extendedKeyUsage=serverAuth' 'subjectAltName=IP:127.0.0.1,DNS:localhost' >"$DIR/tls/server.ext"
+  if ! {
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj '/CN=kiroku test CA' -keyout "$DIR/tls/ca-key.pem" -out "$DIR/tls/ca.csr" &&
+    openssl x509 -req -in "$DIR/tls/ca.csr" -signkey "$DIR/tls/ca-key.pem" -days 2 \
+      -extfile "$DIR/tls/ca.ext" -out "$DIR/tls/ca.pem" &&
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj '/CN=localhost' -keyout "$DIR/tls/server-key.pem" -out "$DIR/tls/server.csr" &&
+    openssl x509 -req -in "$DIR/tls/server.csr" -CA "$DIR/tls/ca.pem" -CAkey "$DIR/tls/ca-key.pem" \
+      -set_serial 2 -days 2 -extfile "$DIR/tls/server.ext" -out "$DIR/tls/server.pem"
+  } >"$DIR/tls/openssl.log" 2>&1; then
+    cat "$DIR/tls/openssl.log" >&2
+    die "openssl could not make the test certificates"
+  fi
+  TLS_ARGS=(--ssl-ca="$DIR/tls/ca.pem" --ssl-cert="$DIR/tls/server.pem"
+    --ssl-key="$DIR/tls/server-key.pem")
+fi
+
 if ! mariadb-install-db "${SERVER_ARGS[@]}" --auth-root-authentication-method=normal \
     --skip-test-db >"$DIR/install.log" 2>&1; then
   cat "$DIR/install.log" >&2
@@ -87,7 +122,8 @@ fi
   echo '# Controls the MariaDB server of one with-mariadb.sh run: stop|kill|start|pid|sql STMT.'
   echo 'set -euo pipefail'
   printf 'DIR=%q\nPORT=%q\nMARIADBD=%q\n' "$DIR" "$PORT" "$MARIADBD"
-  printf 'SERVER_ARGS=(' ; printf '%q ' "${SERVER_ARGS[@]}" "${EXTRA_ARGS[@]}"; printf ')\n'
+  printf 'SERVER_ARGS=(' ; printf '%q ' "${SERVER_ARGS[@]}" "${TLS_ARGS[@]}" "${EXTRA_ARGS[@]}"
+  printf ')\n'
   cat <<'EOF'
 SOCK="$DIR/mysqld.sock"
 PIDFILE="$DIR/mysqld.pid"
@@ -150,6 +186,15 @@ chmod +x "$CTL"
   GRANT ALL PRIVILEGES ON kiroku_test.* TO 'kiroku'@'127.0.0.1';
   GRANT ALL PRIVILEGES ON kiroku_test.* TO 'kiroku'@'localhost';" ||
   die "could not create the test database and user"
+if [ "$TLS" != 0 ]; then
+  "$CTL" sql "CREATE USER 'kiroku_tls'@'127.0.0.1' IDENTIFIED BY 'kiroku' REQUIRE SSL;
+    GRANT ALL PRIVILEGES ON kiroku_test.* TO 'kiroku_tls'@'127.0.0.1';" ||
+    die "could not create the TLS test user"
+  export KIROKU_TEST_MYSQL_CA="$DIR/tls/ca.pem"
+  export KIROKU_TEST_MYSQL_TLS_URL="mysql://kiroku_tls:kiroku@127.0.0.1:$PORT/kiroku_test?ssl-mode=VERIFY_IDENTITY&ssl-ca=$DIR/tls/ca.pem"
+else
+  unset KIROKU_TEST_MYSQL_CA KIROKU_TEST_MYSQL_TLS_URL
+fi
 
 export KIROKU_TEST_MYSQL_URL="mysql://kiroku:kiroku@127.0.0.1:$PORT/kiroku_test"
 export KIROKU_TEST_MYSQL_ADMIN="mysql://root@localhost/mysql?socket=$DIR/mysqld.sock"

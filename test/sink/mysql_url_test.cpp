@@ -2,10 +2,15 @@
 #include "sink/mysql/mysql_url.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <string>
 
 #include "sink/mysql/mysql_sink.h"
+#include "sink/mysql/mysql_tls.h"
 
 namespace kiroku {
 namespace {
@@ -170,6 +175,183 @@ TEST(MysqlUrlTest, MakeSinkRejectsBadUrlAndTableWithoutConnecting) {
   const Status s = (*ok)->open();
   EXPECT_EQ(s.kind(), ErrorKind::transient) << s.message();
   EXPECT_NE(s.message().find("mysql://u@127.0.0.1:1/db"), std::string::npos) << s.message();
+}
+
+// ---- TLS parameters
+
+TEST(MysqlUrlTest, SslModeDefaultsToVerifyIdentityExceptOnLoopback) {
+  EXPECT_EQ(parse_ok("mysql://u:p@db.example.com/d").ssl_mode, MysqlSslMode::verify_identity);
+  EXPECT_EQ(parse_ok("mysql://u:p@10.0.0.5:3306/d").ssl_mode, MysqlSslMode::verify_identity);
+  EXPECT_EQ(parse_ok("mysql://u:p@[2001:db8::1]/d").ssl_mode, MysqlSslMode::verify_identity);
+  for (std::string_view local :
+       {"mysql://u:p@127.0.0.1:3306/d", "mysql://u:p@127.1.2.3/d", "mysql://u:p@localhost/d",
+        "mysql://u:p@LocalHost/d", "mysql://u:p@[::1]:3306/d", "mysql://u:p@/d?socket=/s.sock"}) {
+    EXPECT_EQ(parse_ok(local).ssl_mode, MysqlSslMode::disabled) << local;
+  }
+  // Not loopback, though they look close.
+  EXPECT_EQ(parse_ok("mysql://u:p@127.example.com/d").ssl_mode, MysqlSslMode::verify_identity);
+  EXPECT_EQ(parse_ok("mysql://u:p@127.0.0.1.nip.io/d").ssl_mode, MysqlSslMode::verify_identity);
+  // An ssl- file asks for TLS, also on loopback.
+  const MysqlUrl u = parse_ok("mysql://u:p@127.0.0.1/d?ssl-ca=/etc/ca.pem");
+  EXPECT_EQ(u.ssl_mode, MysqlSslMode::verify_identity);
+  EXPECT_EQ(u.ssl_ca, "/etc/ca.pem");
+}
+
+TEST(MysqlUrlTest, SslModeValuesAndFiles) {
+  struct Case {
+    std::string_view value;
+    MysqlSslMode mode;
+  };
+  for (const Case c : {Case{"DISABLED", MysqlSslMode::disabled},
+                       Case{"preferred", MysqlSslMode::preferred},
+                       Case{"Required", MysqlSslMode::required},
+                       Case{"VERIFY_IDENTITY", MysqlSslMode::verify_identity}}) {
+    const MysqlUrl u = parse_ok("mysql://u:p@db.example.com/d?ssl-mode=" + std::string(c.value));
+    EXPECT_EQ(u.ssl_mode, c.mode) << c.value;
+    EXPECT_EQ(ssl_mode_name(u.ssl_mode).size() > 0, true);
+  }
+  EXPECT_EQ(ssl_mode_name(MysqlSslMode::verify_ca), "VERIFY_CA");
+  const MysqlUrl u = parse_ok(
+      "mysql://u:p@db.example.com:3307/d?ssl-mode=VERIFY_CA&ssl-ca=/certs/my%20ca.pem"
+      "&ssl-cert=/certs/client.pem&ssl-key=/certs/client-key.pem");
+  EXPECT_EQ(u.ssl_mode, MysqlSslMode::verify_ca);
+  EXPECT_EQ(u.ssl_ca, "/certs/my ca.pem");
+  EXPECT_EQ(u.ssl_cert, "/certs/client.pem");
+  EXPECT_EQ(u.ssl_key, "/certs/client-key.pem");
+  EXPECT_EQ(u.port, 3307u);
+  // A client certificate with PREFERRED or REQUIRED is fine.
+  EXPECT_EQ(parse_ok("mysql://u@h/d?ssl-mode=REQUIRED&ssl-cert=/c.pem&ssl-key=/k.pem").ssl_cert,
+            "/c.pem");
+  // Plain TCP on a remote host when asked for.
+  EXPECT_EQ(parse_ok("mysql://u@h/d?ssl-mode=disabled").ssl_mode, MysqlSslMode::disabled);
+  // The password stays out of the redacted form, which does not change with TLS.
+  EXPECT_EQ(parse_ok("mysql://u:pw@h:1/d?ssl-mode=REQUIRED").redacted(), "mysql://u@h:1/d");
+}
+
+TEST(MysqlUrlTest, BadSslParameters) {
+  expect_invalid("mysql://u:p@h/d?ssl-mode=on", "bad ssl-mode \"on\" (expected DISABLED, PREFERRED");
+  expect_invalid("mysql://u:p@h/d?ssl-mode=", "bad ssl-mode \"\"");
+  expect_invalid("mysql://u:p@h/d?ssl-mode=REQUIRED&ssl-mode=DISABLED", "ssl-mode given twice");
+  expect_invalid("mysql://u:p@h/d?ssl-ca=/a&ssl-ca=/b", "ssl-ca given twice");
+  expect_invalid("mysql://u:p@h/d?ssl-ca=", "empty ssl-ca path");
+  expect_invalid("mysql://u:p@h/d?ssl-ca=%zz", "bad percent-encoding in ssl-ca path");
+  expect_invalid("mysql://u:p@h/d?ssl-ca=/a%00b", "ssl-ca path contains a NUL byte");
+  expect_invalid("mysql://u:p@h/d?ssl_mode=REQUIRED", "unknown parameter \"ssl_mode\"");
+  expect_invalid("mysql://u:p@h/d?ssl-mode=DISABLED&ssl-ca=/ca.pem", "need TLS, but ssl-mode=DISABLED");
+  expect_invalid("mysql://u:p@h/d?ssl-cert=/c.pem", "ssl-cert and ssl-key go together");
+  expect_invalid("mysql://u:p@h/d?ssl-key=/k.pem", "ssl-cert and ssl-key go together");
+  expect_invalid("mysql://u:p@h/d?ssl-mode=REQUIRED&ssl-ca=/ca.pem",
+                 "ssl-ca with ssl-mode=REQUIRED would not verify the server; use ssl-mode=VERIFY_CA");
+  expect_invalid("mysql://u:p@h/d?ssl-mode=PREFERRED&ssl-ca=/ca.pem", "would not verify");
+  expect_invalid("mysql://u:p@h/d?ssl-mode=VERIFY_CA", "ssl-mode=VERIFY_CA needs ssl-ca=/path");
+  expect_invalid("mysql://u:p@/d?socket=/s.sock&ssl-mode=REQUIRED", "TLS over a unix socket");
+  expect_invalid("mysql://u:p@/d?socket=/s.sock&ssl-ca=/ca.pem", "TLS over a unix socket");
+  EXPECT_EQ(parse_ok("mysql://u:p@/d?socket=/s.sock&ssl-mode=DISABLED").socket, "/s.sock");
+  // No message shows the password.
+  Result<MysqlUrl> r = parse_mysql_url("mysql://u:hunter2@h/d?ssl-mode=bogus");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message().find("hunter2"), std::string::npos);
+}
+
+class TlsFilesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/kiroku-tls-unit.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    for (const auto& f : files_) ::unlink(f.c_str());
+    ::rmdir(dir_.c_str());
+  }
+  std::string write(const std::string& name, const std::string& text) {
+    const std::string path = dir_ + "/" + name;
+    std::ofstream(path) << text;
+    files_.push_back(path);
+    return path;
+  }
+  Status check(const std::string& query) {
+    Result<MysqlUrl> u = parse_mysql_url("mysql://u:secret@db.example.com/d?" + query);
+    EXPECT_TRUE(u.ok()) << query << ": " << u.status().message();
+    return u.ok() ? check_mysql_tls_files(*u) : u.status();
+  }
+  std::string dir_;
+  std::vector<std::string> files_;
+};
+
+TEST_F(TlsFilesTest, ReadablePemFilesPass) {
+  const std::string cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  const std::string ca = write("ca.pem", "subject=CN=x\n" + cert + cert);
+  const std::string c = write("client.pem", cert);
+  const std::string k =
+      write("client-key.pem", "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n");
+  EXPECT_TRUE(check("ssl-ca=" + ca + "&ssl-cert=" + c + "&ssl-key=" + k).ok());
+  EXPECT_TRUE(check("ssl-mode=VERIFY_IDENTITY").ok()) << "no files, nothing to check";
+}
+
+TEST_F(TlsFilesTest, MissingOrWrongFilesFailWithOneLine) {
+  const Status missing = check("ssl-ca=" + dir_ + "/nope.pem");
+  EXPECT_EQ(missing.kind(), ErrorKind::invalid);
+  EXPECT_NE(missing.message().find("ssl-ca \"" + dir_ + "/nope.pem\": cannot read: No such file"),
+            std::string::npos)
+      << missing.message();
+  EXPECT_EQ(missing.message().find("secret"), std::string::npos);
+  EXPECT_EQ(missing.message().find('\n'), std::string::npos);
+
+  const Status a_dir = check("ssl-ca=" + dir_);
+  EXPECT_EQ(a_dir.kind(), ErrorKind::invalid) << a_dir.message();
+
+  const std::string junk = write("junk.pem", "not a certificate\n");
+  const Status not_pem = check("ssl-ca=" + junk);
+  EXPECT_NE(not_pem.message().find("holds no CA certificate"), std::string::npos)
+      << not_pem.message();
+
+  const std::string cert = write("c.pem", "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n");
+  const Status key_is_cert = check("ssl-cert=" + cert + "&ssl-key=" + cert);
+  EXPECT_NE(key_is_cert.message().find("ssl-key \"" + cert + "\" holds no private key"),
+            std::string::npos)
+      << key_is_cert.message();
+
+  if (::geteuid() != 0) {  // root reads every file
+    const std::string locked = write("locked.pem", "-----BEGIN CERTIFICATE-----\n");
+    ::chmod(locked.c_str(), 0);
+    const Status unreadable = check("ssl-ca=" + locked);
+    EXPECT_NE(unreadable.message().find("Permission denied"), std::string::npos)
+        << unreadable.message();
+  }
+}
+
+TEST_F(TlsFilesTest, MakeSinkChecksTheFilesWithoutConnecting) {
+  SinkOptions o;
+  Result<std::unique_ptr<Sink>> r =
+      make_mysql_sink("mysql://u:p@127.0.0.1:1/d?ssl-mode=VERIFY_IDENTITY&ssl-ca=" + dir_ + "/x", o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().kind(), ErrorKind::invalid);
+  EXPECT_NE(r.status().message().find("mysql URL: ssl-ca"), std::string::npos)
+      << r.status().message();
+}
+
+TEST(MysqlTlsTest, WhichTlsFailuresArePermanent) {
+  const MysqlUrl tls = parse_ok("mysql://u:p@db.example.com/d?ssl-ca=/ca.pem");
+  const MysqlUrl plain = parse_ok("mysql://u:p@db.example.com/d?ssl-mode=DISABLED");
+  constexpr unsigned kSslError = 2026;  // CR_SSL_CONNECTION_ERROR
+  // Configuration: a certificate that does not verify, another name, no TLS on the server.
+  for (std::string_view text : {"TLS/SSL error: self-signed certificate in certificate chain",
+                                "TLS/SSL error: unable to get local issuer certificate",
+                                "TLS/SSL error: Validation of SSL server certificate failed",
+                                "TLS/SSL error: SSL is required, but the server does not support it",
+                                "TLS/SSL error: no such file"}) {
+    EXPECT_TRUE(tls_failure_is_permanent(tls, kSslError, text)) << text;
+  }
+  // The network: an OS error or an EOF in the handshake, or any other error code.
+  EXPECT_FALSE(tls_failure_is_permanent(tls, kSslError, "TLS/SSL error: Connection reset by peer (104)"));
+  EXPECT_FALSE(tls_failure_is_permanent(tls, kSslError, "TLS/SSL error: unexpected eof while reading"));
+  EXPECT_FALSE(tls_failure_is_permanent(tls, 2013, "Lost connection to server during query"));
+  EXPECT_FALSE(tls_failure_is_permanent(plain, kSslError, "TLS/SSL error: anything"));
+  EXPECT_EQ(tls_settings(tls), " (ssl-mode=VERIFY_IDENTITY, host db.example.com, ssl-ca /ca.pem)");
+  EXPECT_EQ(tls_settings(parse_ok("mysql://u@h/d")),
+            " (ssl-mode=VERIFY_IDENTITY, host h, the system's CAs)");
+  EXPECT_EQ(tls_settings(parse_ok("mysql://u@h/d?ssl-mode=REQUIRED")), " (ssl-mode=REQUIRED)");
 }
 
 }  // namespace

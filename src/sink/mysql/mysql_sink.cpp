@@ -15,6 +15,7 @@
 
 #include "ingest/event.h"
 #include "sink/mysql/connection_pool.h"
+#include "sink/mysql/mysql_tls.h"
 #include "sink/mysql/mysql_url.h"
 
 namespace kiroku {
@@ -604,12 +605,22 @@ class MysqlSink final : public Sink {
     // and CREATE TABLE fails rather than fall back to a non-transactional engine.
     mysql_optionsv(m, MYSQL_INIT_COMMAND,
                    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'");
+    set_tls_options(m, url_);
     const char* host = url_.socket.empty() ? url_.host.c_str() : nullptr;
     const char* socket = url_.socket.empty() ? nullptr : url_.socket.c_str();
+    Status s;
     if (mysql_real_connect(m, host, url_.user.c_str(), url_.password.c_str(), url_.database.c_str(),
                            url_.port, socket, 0) == nullptr) {
-      const Status s =
-          status_of(Failure::make(mysql_errno(m), mysql_error(m), "connect to " + where_));
+      Failure f = Failure::make(mysql_errno(m), mysql_error(m), "connect to " + where_);
+      if (tls_failure_is_permanent(url_, mysql_errno(m), mysql_error(m))) {
+        f.fault = Fault::permanent;
+        f.message += tls_settings(url_);
+      }
+      s = status_of(f);
+    } else {
+      s = check_tls_in_use(m, url_, where_);
+    }
+    if (!s.ok()) {
       mysql_close(m);
       std::lock_guard lock(backoff_mu_);
       backoff_ms_ = backoff_ms_ == 0 ? tuning_.reconnect_backoff_min_ms
@@ -649,6 +660,7 @@ Result<std::unique_ptr<Sink>> make_mysql_sink(std::string_view url, const SinkOp
   Result<MysqlUrl> parsed = parse_mysql_url(url);
   if (!parsed.ok()) return parsed.status();
   if (Status s = validate_table_name(options.table); !s.ok()) return s;
+  if (Status s = check_mysql_tls_files(*parsed); !s.ok()) return s;
   if (options.connect_timeout_ms <= 0) {
     return Status::invalid("mysql: connect timeout must be positive");
   }

@@ -13,8 +13,8 @@
 // (MySQL) it uses multi-row prepared INSERTs. Statements and bind arrays are
 // per connection and reused, growing only up to the largest batch seen.
 //
-// Errors: bad credentials, unknown database, missing privileges and schema
-// mismatches are permanent; lost connections, timeouts, deadlocks and a server
+// Errors: bad credentials, unknown database, missing privileges, schema
+// mismatches and TLS failures (mysql_tls.h) are permanent; lost connections, timeouts, deadlocks and a server
 // that is down are transient. A lost connection is reopened with exponential
 // backoff: while backing off, calls fail at once with the last error rather
 // than block. Messages carry the server's text and error number, never the
@@ -47,9 +47,9 @@ struct MysqlSinkTuning {
   std::int64_t read_timeout_ms = 30'000;         // per network read/write on a connection
 };
 
-// Builds the sink for mysql://user:pass@host:port/db[?socket=/path] (see
-// mysql_url.h). Returns invalid for a malformed URL or table name; does not
-// connect (open() does).
+// Builds the sink for mysql://user:pass@host:port/db[?socket=/path|?ssl-mode=...]
+// (see mysql_url.h). Returns invalid for a malformed URL or table name, or
+// ssl- files that cannot be read; does not connect (open() does).
 Result<std::unique_ptr<Sink>> make_mysql_sink(std::string_view url, const SinkOptions& options,
                                               const MysqlSinkTuning& tuning = {});
 

@@ -4,7 +4,11 @@
 #include "common/percent.h"
 
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <utility>
 
 namespace kiroku {
 namespace {
@@ -49,7 +53,90 @@ bool ascii_alnum(char c) {
 
 bool host_char(char c) { return ascii_alnum(c) || c == '.' || c == '-' || c == '_'; }
 
+char ascii_upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(),
+                    [](char x, char y) { return ascii_upper(x) == ascii_upper(y); });
+}
+
+constexpr std::array<std::pair<std::string_view, MysqlSslMode>, 5> kSslModes = {{
+    {"DISABLED", MysqlSslMode::disabled},
+    {"PREFERRED", MysqlSslMode::preferred},
+    {"REQUIRED", MysqlSslMode::required},
+    {"VERIFY_CA", MysqlSslMode::verify_ca},
+    {"VERIFY_IDENTITY", MysqlSslMode::verify_identity},
+}};
+
+// localhost, 127.0.0.0/8 (dotted quad) or ::1: a connection that stays on this machine.
+bool loopback_host(std::string_view host) {
+  if (iequals(host, "localhost") || host == "::1") return true;
+  if (host.substr(0, 4) != "127.") return false;
+  int dots = 0;
+  for (const char c : host) {
+    if (c == '.') {
+      ++dots;
+    } else if (c < '0' || c > '9') {
+      return false;
+    }
+  }
+  return dots == 3;
+}
+
+// Reads at most `limit` bytes of `path` into `out`; false with errno's text in `error`.
+bool read_head(const std::string& path, std::size_t limit, std::string& out, std::string& error) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    error = std::strerror(errno);
+    return false;
+  }
+  out.resize(limit);
+  const std::size_t n = std::fread(out.data(), 1, limit, f);
+  const bool failed = std::ferror(f) != 0;
+  const int err = errno;
+  std::fclose(f);
+  out.resize(n);
+  if (failed) error = std::strerror(err);
+  return !failed;
+}
+
+// One file of check_mysql_tls_files: readable and holding `marker` (and `marker2`, if any).
+Status check_pem(std::string_view param, const std::string& path, std::string_view marker,
+                 std::string_view marker2, std::string_view what) {
+  if (path.empty()) return {};
+  std::string text;
+  std::string error;
+  if (!read_head(path, 1u << 20, text, error))
+    return bad(std::string(param) + " " + quoted(path) + ": cannot read: " + error);
+  const std::size_t at = text.find(marker);
+  if (at == std::string::npos ||
+      (!marker2.empty() && text.find(marker2, at + marker.size()) == std::string::npos))
+    return bad(std::string(param) + " " + quoted(path) + " holds no " + std::string(what) +
+               " (expected PEM text with " + std::string(marker) + "...)");
+  return {};
+}
+
 }  // namespace
+
+std::string_view ssl_mode_name(MysqlSslMode mode) {
+  for (const auto& [name, m] : kSslModes) {
+    if (m == mode) return name;
+  }
+  return "DISABLED";
+}
+
+Status check_mysql_tls_files(const MysqlUrl& url) {
+  if (Status s = check_pem("ssl-ca", url.ssl_ca, "-----BEGIN CERTIFICATE-----", {},
+                           "CA certificate");
+      !s)
+    return s;
+  if (Status s = check_pem("ssl-cert", url.ssl_cert, "-----BEGIN CERTIFICATE-----", {},
+                           "certificate");
+      !s)
+    return s;
+  return check_pem("ssl-key", url.ssl_key, "-----BEGIN ", "PRIVATE KEY-----", "private key");
+}
 
 std::string MysqlUrl::redacted() const {
   std::string out = "mysql://" + user + "@";
@@ -142,17 +229,57 @@ Result<MysqlUrl> parse_mysql_url(std::string_view url) {
   if (out.database.size() > 64)
     return bad("database name " + quoted(out.database) + " is longer than 64 bytes");
 
-  // Query parameters: only socket= is understood.
+  // Query parameters.
   std::string_view q = query;
+  bool mode_given = false;
   for (QueryPair p; next_query_pair(q, p);) {
-    if (p.name != "socket")
-      return bad("unknown parameter " + quoted(p.name) + " (only socket= is understood)");
-    if (Status s = percent_decode(p.value, "socket path", out.socket); !s) return s;
-    if (out.socket.empty()) return bad("empty socket path");
+    if (p.name == "socket") {
+      if (Status s = percent_decode(p.value, "socket path", out.socket); !s) return s;
+      if (out.socket.empty()) return bad("empty socket path");
+    } else if (p.name == "ssl-mode") {
+      if (mode_given) return bad("ssl-mode given twice");
+      mode_given = true;
+      const auto it = std::find_if(kSslModes.begin(), kSslModes.end(),
+                                   [&](const auto& m) { return iequals(m.first, p.value); });
+      if (it == kSslModes.end())
+        return bad("bad ssl-mode " + quoted(p.value) +
+                   " (expected DISABLED, PREFERRED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY)");
+      out.ssl_mode = it->second;
+    } else if (p.name == "ssl-ca" || p.name == "ssl-cert" || p.name == "ssl-key") {
+      std::string& path = p.name == "ssl-ca"     ? out.ssl_ca
+                          : p.name == "ssl-cert" ? out.ssl_cert
+                                                 : out.ssl_key;
+      if (!path.empty()) return bad(std::string(p.name) + " given twice");
+      if (Status s = percent_decode(p.value, std::string(p.name) + " path", path); !s) return s;
+      if (path.empty()) return bad("empty " + std::string(p.name) + " path");
+    } else {
+      return bad("unknown parameter " + quoted(p.name) +
+                 " (understood: socket, ssl-mode, ssl-ca, ssl-cert, ssl-key)");
+    }
   }
 
   if (out.host.empty() && out.socket.empty())
     return bad("missing host (or ?socket=/path)" + std::string(kForm));
+
+  // TLS: the default mode, then the combinations that make no sense.
+  const bool files = !out.ssl_ca.empty() || !out.ssl_cert.empty() || !out.ssl_key.empty();
+  if (!mode_given) {
+    const bool local = !out.socket.empty() || loopback_host(out.host);
+    out.ssl_mode = local && !files ? MysqlSslMode::disabled : MysqlSslMode::verify_identity;
+  }
+  const std::string mode = "ssl-mode=" + std::string(ssl_mode_name(out.ssl_mode));
+  if (!out.socket.empty() && (files || out.ssl_mode != MysqlSslMode::disabled))
+    return bad("TLS over a unix socket is not supported (drop the ssl- parameters or socket=)");
+  if (out.ssl_mode == MysqlSslMode::disabled && files)
+    return bad("ssl-ca, ssl-cert and ssl-key need TLS, but " + mode);
+  if (out.ssl_cert.empty() != out.ssl_key.empty())
+    return bad("ssl-cert and ssl-key go together (a client certificate and its key)");
+  if (!out.ssl_ca.empty() && (out.ssl_mode == MysqlSslMode::preferred ||
+                              out.ssl_mode == MysqlSslMode::required))
+    return bad("ssl-ca with " + mode +
+               " would not verify the server; use ssl-mode=VERIFY_CA or VERIFY_IDENTITY");
+  if (out.ssl_ca.empty() && out.ssl_mode == MysqlSslMode::verify_ca)
+    return bad("ssl-mode=VERIFY_CA needs ssl-ca=/path (the CA that signed the server's certificate)");
   return out;
 }
 
