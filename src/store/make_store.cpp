@@ -1,11 +1,11 @@
 // make_store.cpp - the ObjectStore for a --store URL, store options, byte ranges.
 #include <charconv>
-#include <cstdlib>
 #include <string>
 
 #include "common/percent.h"
 #include "store/file/file_store.h"
 #include "store/object_store.h"
+#include "store/s3/credentials.h"
 #include "store/s3/s3_store.h"
 
 namespace kiroku {
@@ -87,7 +87,7 @@ Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const Stor
     s3::S3Config config;
     S3StoreOptions s3_options;
     config.bucket = std::string(rest);
-    if (const char* region = std::getenv("AWS_REGION"); region && *region) config.region = region;
+    bool url_region = false;
     for (QueryPair p; next_query_pair(query, p);) {
       const std::string_view name = p.name;
       auto value = percent_decode(p.value);
@@ -96,6 +96,7 @@ Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const Stor
         config.endpoint = *value;
       } else if (name == "region") {
         config.region = *value;
+        url_region = true;
       } else if (name == "path_style") {
         config.path_style = *value != "false" && *value != "0";
       } else if (name == "connect_timeout_ms" || name == "stall_timeout_ms") {
@@ -118,9 +119,13 @@ Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const Stor
       }
     }
     if (config.endpoint.empty()) config.path_style = false;
-    auto credentials = s3::credentials_from_environment();
+    const s3::EnvLookup env = s3::process_environment();
+    if (!url_region) {
+      if (std::string region = s3::default_region(env); !region.empty()) config.region = std::move(region);
+    }
+    auto credentials = s3::CredentialsProvider::resolve(s3::default_chain(env));
     if (!credentials.ok()) return Status::invalid("--store: " + credentials.status().message());
-    config.credentials = std::move(*credentials);
+    config.credentials_provider = std::move(*credentials);
     auto store = S3Store::create(std::move(config), options, s3_options);
     if (!store.ok()) return Status::invalid("--store: " + store.status().message());
     return std::unique_ptr<ObjectStore>(std::move(*store));

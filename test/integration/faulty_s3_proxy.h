@@ -5,7 +5,7 @@
 // fault is a rule with an optional filter on the request line (e.g. only
 // UploadPart); rules are tried in the order added, the first one that matches
 // and has requests left applies, and a request no rule takes passes through.
-// It keeps the request lines in arrival order and counts the faults.
+// It keeps the request lines (and heads) in arrival order and counts the faults.
 //
 // Framing: requests are read by their head and Content-Length (what
 // S3Client sends; no chunked request bodies). A faulted request's body is read
@@ -114,6 +114,11 @@ class FaultyS3Proxy {
     std::lock_guard lock(mutex_);
     return lines_;
   }
+  // The request heads (request line and headers), in arrival order.
+  std::vector<std::string> heads() {
+    std::lock_guard lock(mutex_);
+    return heads_;
+  }
   // Request lines that contain every one of `parts`.
   int count(std::initializer_list<std::string_view> parts) {
     std::lock_guard lock(mutex_);
@@ -149,9 +154,10 @@ class FaultyS3Proxy {
     rules_.push_back(std::move(rule));
   }
 
-  Action decide(const std::string& line) {
+  Action decide(const std::string& line, const std::string& head) {
     std::lock_guard lock(mutex_);
     lines_.push_back(line);
+    heads_.push_back(head);
     times_ms_.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count());
     for (Rule& r : rules_) {
       if (r.remaining == 0 || (r.match && !r.match(line))) continue;
@@ -266,7 +272,7 @@ class FaultyS3Proxy {
       const std::string length = header(head, "content-length");
       const std::uint64_t body = length.empty() ? 0 : std::stoull(length);
       const bool is_head = line.rfind("HEAD ", 0) == 0;
-      const Action action = decide(line);
+      const Action action = decide(line, head);
 
       if (action.mode == Mode::hang) {
         std::string sink;
@@ -336,6 +342,7 @@ class FaultyS3Proxy {
   std::vector<Rule> rules_;
   int faults_ = 0;
   std::vector<std::string> lines_;
+  std::vector<std::string> heads_;  // of lines_: request line and headers
   std::vector<long long> times_ms_;  // of lines_, since started_
   std::chrono::steady_clock::time_point started_;
 };

@@ -3,6 +3,8 @@
 // cannot produce (503 SlowDown, a connection cut mid-download, 200 + <Error>).
 #include "store/s3/s3_client.h"
 
+#include "integration/fake_http.h"
+
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -591,118 +593,7 @@ TEST(S3ClientFailures, InvalidRequestsCompleteOnTheClientThread) {
   EXPECT_EQ(client->stats().attempts.load(), 0u);
 }
 
-// A scripted HTTP/1.1 server on loopback: each connection's requests are
-// answered by `respond`, which gets the request head and its body.
-class FakeS3 {
- public:
-  struct Request {
-    std::string head;  // request line and headers
-    std::string body;
-  };
-  // The raw answer to write, and whether to close the connection after it.
-  struct Answer {
-    std::string bytes;
-    bool close = false;
-  };
-  using Respond = std::function<Answer(const Request&, int index)>;
-
-  explicit FakeS3(Respond respond) : respond_(std::move(respond)) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    ::listen(fd_, 16);
-    socklen_t len = sizeof addr;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this] { serve(); });
-  }
-
-  ~FakeS3() {
-    stop_ = true;
-    ::shutdown(fd_, SHUT_RDWR);
-    ::close(fd_);
-    thread_.join();
-  }
-
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
-
-  std::vector<Request> requests() {
-    std::lock_guard lock(mu_);
-    return requests_;
-  }
-
-  int connections() const { return connections_.load(); }
-
- private:
-  void serve() {
-    while (!stop_) {
-      int conn = ::accept(fd_, nullptr, nullptr);
-      if (conn < 0) return;
-      ++connections_;
-      timeval tv{5, 0};
-      ::setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-      handle(conn);
-      ::close(conn);
-    }
-  }
-
-  void handle(int conn) {
-    std::string buffer;
-    char chunk[65536];
-    while (!stop_) {
-      std::size_t end;
-      while ((end = buffer.find("\r\n\r\n")) == std::string::npos) {
-        ssize_t n = ::recv(conn, chunk, sizeof chunk, 0);
-        if (n <= 0) return;
-        buffer.append(chunk, static_cast<std::size_t>(n));
-      }
-      Request request;
-      request.head = buffer.substr(0, end);
-      buffer.erase(0, end + 4);
-      std::size_t length = 0;
-      std::string lower = request.head;
-      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      if (auto pos = lower.find("content-length:"); pos != std::string::npos) {
-        length = std::stoul(lower.substr(pos + 15));
-      }
-      while (buffer.size() < length) {
-        ssize_t n = ::recv(conn, chunk, sizeof chunk, 0);
-        if (n <= 0) return;
-        buffer.append(chunk, static_cast<std::size_t>(n));
-      }
-      request.body = buffer.substr(0, length);
-      buffer.erase(0, length);
-      int index;
-      {
-        std::lock_guard lock(mu_);
-        requests_.push_back(request);
-        index = static_cast<int>(requests_.size()) - 1;
-      }
-      Answer answer = respond_(request, index);
-      std::size_t sent = 0;
-      while (sent < answer.bytes.size()) {
-        ssize_t n =
-            ::send(conn, answer.bytes.data() + sent, answer.bytes.size() - sent, MSG_NOSIGNAL);
-        if (n <= 0) return;
-        sent += static_cast<std::size_t>(n);
-      }
-      if (answer.close) return;
-    }
-  }
-
-  Respond respond_;
-  int fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::atomic<int> connections_{0};
-  std::thread thread_;
-  std::mutex mu_;
-  std::vector<Request> requests_;
-};
+using FakeS3 = test::FakeHttpServer;
 
 std::string http_answer(int status, const std::string& reason, const std::string& headers,
                         const std::string& body) {

@@ -268,7 +268,9 @@ struct S3Client::Loop {
         config(owner.config_),
         endpoint(std::move(endpoint)),
         rng(std::random_device{}()),
-        signer(owner.config_.credentials) {}
+        credentials(owner.config_.credentials_provider),
+        signing(credentials->current()),
+        signer(signing->credentials) {}
 
   ~Loop() {
     for (CURL* easy : idle) curl_easy_cleanup(easy);
@@ -511,6 +513,17 @@ struct S3Client::Loop {
     params.content_sha256_header = true;
     SigningRequest request{method_name(t->method), t->path, params_scratch, fields,
                            t->payload_hash};
+    // The provider's newest credentials, for this attempt (a refresh never
+    // touches a request already signed).
+    if (auto now_credentials = credentials->current(); now_credentials != signing) {
+      signing = std::move(now_credentials);
+      signer = Signer(signing->credentials);
+    }
+    if (signing->expired(std::chrono::system_clock::now())) {
+      idle.push_back(easy);
+      complete(t, Status::permanent(t->what + ": " + credentials->expired_message()));
+      return;
+    }
     if (Status s = signer.sign_headers(request, params, signed_headers); !s) {
       idle.push_back(easy);
       complete(t, Status::permanent(t->what + ": " + s.message()));
@@ -522,8 +535,8 @@ struct S3Client::Loop {
     add("Host: " + endpoint.host_header);
     add("x-amz-date: " + signed_headers.amz_date);
     add("x-amz-content-sha256: " + t->payload_hash);
-    if (!config.credentials.session_token.empty()) {
-      add("x-amz-security-token: " + config.credentials.session_token);
+    if (!signing->credentials.session_token.empty()) {
+      add("x-amz-security-token: " + signing->credentials.session_token);
     }
     add("Authorization: " + signed_headers.authorization);
     if (!range_value.empty()) add("Range: " + range_value);
@@ -903,6 +916,8 @@ struct S3Client::Loop {
   std::vector<CURL*> idle;
   int active = 0;
   std::mt19937_64 rng;
+  std::shared_ptr<CredentialsProvider> credentials;
+  std::shared_ptr<const TimedCredentials> signing;  // what signer holds
   Signer signer;
   SignedHeaders signed_headers;
   std::vector<HttpField> fields;
@@ -925,8 +940,11 @@ Result<std::unique_ptr<S3Client>> S3Client::create(S3Config config) {
     return Status::invalid("S3 bucket '" + config.bucket + "' is not a valid bucket name");
   }
   if (config.region.empty()) return Status::invalid("S3 region is empty");
-  if (config.credentials.access_key_id.empty() || config.credentials.secret_access_key.empty()) {
-    return Status::invalid("S3 credentials are missing (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)");
+  if (!config.credentials_provider) {
+    if (config.credentials.access_key_id.empty() || config.credentials.secret_access_key.empty()) {
+      return Status::invalid("S3 credentials are missing (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)");
+    }
+    config.credentials_provider = CredentialsProvider::fixed(config.credentials);
   }
   if (config.max_attempts < 1) return Status::invalid("S3 max_attempts must be at least 1");
   if (config.max_connections < 1) return Status::invalid("S3 max_connections must be at least 1");

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "store/s3/credentials.h"
 #include "store/s3/s3_xml.h"
 #include "store/s3/sigv4.h"
 
@@ -50,6 +51,9 @@ struct S3Config {
   // With an endpoint: http://host/bucket/key (true) or http://bucket.host/key.
   bool path_style = true;
   Credentials credentials;  // see credentials_from_environment()
+  // When set, used instead of `credentials`: the client signs each request
+  // with the provider's current() credentials (see credentials.h).
+  std::shared_ptr<CredentialsProvider> credentials_provider;
 
   std::chrono::milliseconds connect_timeout{5000};
   // An attempt that moves no byte for this long fails (transient); whole
