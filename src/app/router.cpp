@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <strings.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -16,6 +17,7 @@
 #include "ops/profiler.h"
 
 #include <boost/asio/post.hpp>
+#include <algorithm>
 #include <charconv>
 #include <limits>
 #include <memory>
@@ -135,13 +137,26 @@ bool same_secret(std::string_view given, std::string_view secret) {
 
 bool Router::authorized(const http::Request& req, http::Reply& reply) {
   if (deps_.auth_token.empty()) {
-    if (req.peer_loopback) return true;
-    reply.error(403, "this endpoint answers loopback clients only unless --auth-token is set");
-    return false;
+    if (!req.peer_loopback) {
+      reply.error(403, "this endpoint answers loopback clients only unless --auth-token is set");
+      return false;
+    }
+    // Through a reverse proxy on this host every client is a loopback peer.
+    if (req.forwarded) {
+      reply.error(403,
+                  "this request came through a proxy (Forwarded, X-Forwarded-For or X-Real-IP): without "
+                  "--auth-token this endpoint answers direct loopback clients only; set a token to use it "
+                  "behind a proxy");
+      return false;
+    }
+    return true;
   }
-  constexpr std::string_view bearer = "Bearer ";
-  const std::string_view a = req.authorization;
-  if (a.starts_with(bearer) && same_secret(a.substr(bearer.size()), deps_.auth_token)) return true;
+  // RFC 9110 11.1: the scheme is case-insensitive, then one or more spaces.
+  std::string_view a = req.authorization;
+  if (a.size() > 7 && strncasecmp(a.data(), "Bearer ", 7) == 0) {
+    a.remove_prefix(std::min(a.find_first_not_of(' ', 7), a.size()));
+    if (same_secret(a, deps_.auth_token)) return true;
+  }
   reply.error(401, "missing or wrong bearer token", "WWW-Authenticate: Bearer\r\n");
   return false;
 }

@@ -249,6 +249,10 @@ int serve(const ServeConfig& cfg) {
   spdlog::info("kiroku {} listening on {} ({} sink, durability {}, open-file limit {})", KIROKU_VERSION,
                server.local_address(), sink->kind(), to_string(cfg.durability), nofile);
   spdlog::info("config: {}", describe(cfg));
+  if (cfg.auth_token.empty())
+    spdlog::warn("no --auth-token: the file API and /debug/pprof answer loopback clients only, and refuse "
+                 "(403) requests carrying Forwarded, X-Forwarded-For or X-Real-IP; behind a reverse proxy on "
+                 "this host every client is a loopback client: set a token there");
 
   // Wait for a stop signal.
   int sig = 0;

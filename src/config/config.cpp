@@ -91,7 +91,7 @@ const OptionSpec kOptions[] = {
      [](ServeConfig& c, std::string_view v) { return set_uint(c.threads, v, 1, 64); }},
     {"max-connections", "most client connections open at once",
      [](ServeConfig& c, std::string_view v) { return set_uint(c.max_connections, v, 1, 1'000'000); }},
-    {"max-header-bytes", "largest request head (431 beyond)",
+    {"max-header-bytes", "largest request head, request line and fields together (431 beyond)",
      [](ServeConfig& c, std::string_view v) { return set_size(c.max_header_bytes, v, 512, 1 << 20); }},
     {"max-body-bytes", "largest POST /events body (413 beyond)",
      [](ServeConfig& c, std::string_view v) { return set_size(c.max_body_bytes, v, 1024, 1ull << 30); }},
@@ -161,7 +161,9 @@ const OptionSpec kOptions[] = {
        if (!e) c.store = v;
        return e;
      }},
-    {"auth-token", "bearer token for the file API and profiles (without one: loopback only)",
+    {"auth-token",
+     "bearer token for the file API and profiles (without one: loopback clients only, and requests with "
+     "Forwarded/X-Forwarded-For/X-Real-IP refused: set one behind a reverse proxy)",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        c.auth_token = v;
        return std::nullopt;

@@ -273,21 +273,32 @@ class Connection : public std::enable_shared_from_this<Connection> {
    private:
     void on_request_impl(beast::http::verb method, beast::string_view method_str, beast::string_view target,
                          int version, error_code& ec) override {
-      (void)version;
       (void)ec;
-      c_.on_request_line(method, std::string_view(method_str), std::string_view(target));
+      c_.on_request_line(method, std::string_view(method_str), std::string_view(target), version);
       body_limit(c_.body_limit_);
     }
     void on_response_impl(int, beast::string_view, int, error_code&) override {}
-    void on_field_impl(beast::http::field name, beast::string_view, beast::string_view value,
-                       error_code&) override {
-      c_.on_field(name, std::string_view(value));
+    void on_field_impl(beast::http::field name, beast::string_view name_str, beast::string_view value,
+                       error_code& ec) override {
+      // After the head, fields are the trailer of a chunked body: they are
+      // never merged into the request (RFC 9110 6.5.1), and the head's
+      // storage, which the Request's views point into, is not touched again.
+      if (is_header_done()) c_.on_trailer_field(name_str.size() + value.size() + 4, ec);
+      else c_.on_field(name, std::string_view(name_str), std::string_view(value));
     }
     void on_header_impl(error_code& ec) override {
       // RFC 9112 6.3: a Transfer-Encoding that does not end in chunked leaves
       // the length unknown (Beast would read no body): 400 and close.
       if (c_.transfer_encoding_ && !chunked()) {
         ec = beast::http::error::bad_transfer_encoding;
+        return;
+      }
+      // RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with
+      // more than one, is a 400.
+      if (c_.hosts_ > 1) c_.head_error_ = "more than one Host header";
+      else if (c_.hosts_ == 0 && c_.version_ >= 11) c_.head_error_ = "an HTTP/1.1 request needs a Host header";
+      if (!c_.head_error_.empty()) {
+        ec = beast::http::error::bad_value;
         return;
       }
       c_.on_head();
@@ -319,11 +330,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
   std::string_view view(Span s) const { return std::string_view(head_).substr(s.off, s.len); }
 
-  void on_request_line(beast::http::verb method, std::string_view method_str, std::string_view target) {
+  void on_request_line(beast::http::verb method, std::string_view method_str, std::string_view target,
+                       int version) {
     head_.clear();
     content_type_ = authorization_ = range_ = Span{};
     expect_continue_ = false;
     transfer_encoding_ = false;
+    forwarded_ = false;
+    hosts_ = 0;
+    version_ = version;
+    head_error_ = {};
+    trailer_bytes_ = 0;
+    seen_authorization_ = false;
     method_ = to_method(method);
     method_name_ = store(method_str);
     target_ = store(target);
@@ -345,6 +363,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     r.content_type = view(content_type_);
     r.authorization = view(authorization_);
     r.range = view(range_);
+    r.forwarded = forwarded_;
     r.body = {};
     const auto len = parser_->content_length();
     r.content_length = len ? std::optional<std::uint64_t>(*len) : std::nullopt;
@@ -369,7 +388,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       close_after_ = true;
       expect_continue_ = false;
     } else if (reader_) {
-      if (!r.keep_alive) close_after_ = true;
+      // A request without keep-alive closes after its answer, which comes
+      // once the body is read (end_stream): not before.
       if (rbuf_.max_size() < kStreamReadChunk) rbuf_.max_size(kStreamReadChunk);
       // One body piece per put(), so that a pause stops the parser at once.
       parser_->eager(false);
@@ -391,18 +411,36 @@ class Connection : public std::enable_shared_from_this<Connection> {
     return data.size();
   }
 
-  void on_field(beast::http::field name, std::string_view value) {
+  void on_field(beast::http::field name, std::string_view name_str, std::string_view value) {
     using beast::http::field;
     switch (name) {
       case field::content_type: content_type_ = store(value); break;
-      case field::authorization: authorization_ = store(value); break;
+      case field::authorization:
+        // Two credentials: which one a proxy checked is unknown (the last
+        // one would win here).
+        if (seen_authorization_) head_error_ = "more than one Authorization header";
+        seen_authorization_ = true;
+        authorization_ = store(value);
+        break;
       case field::range: range_ = store(value); break;
       case field::transfer_encoding: transfer_encoding_ = true; break;
+      case field::host: ++hosts_; break;
+      case field::forwarded: forwarded_ = true; break;
       case field::expect:
         expect_continue_ = beast::iequals(value, "100-continue");
         break;
+      case field::unknown:
+        if (beast::iequals(name_str, "x-forwarded-for") || beast::iequals(name_str, "x-real-ip")) forwarded_ = true;
+        break;
       default: break;
     }
+  }
+
+  // A trailer field of `bytes` (name, value, ": " and CRLF): only counted,
+  // against the same limit as the head.
+  void on_trailer_field(std::size_t bytes, error_code& ec) {
+    trailer_bytes_ += bytes;
+    if (trailer_bytes_ > shard_.server.options_.max_header_bytes) ec = beast::http::error::header_limit;
   }
 
   void set_deadline(std::chrono::milliseconds d) { deadline_ = shard_.now + d; }
@@ -433,7 +471,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       flush_or_read();
       return;
     }
-    const std::size_t chunk = reader_ ? kStreamReadChunk : kReadChunk;
+    std::size_t chunk = reader_ ? kStreamReadChunk : kReadChunk;
+    if (const std::size_t cap = shard_.server.options_.max_read_bytes; cap > 0) chunk = std::min(chunk, cap);
     socket_.async_read_some(rbuf_.prepare(std::min(chunk, room)),
                             [self = shared_from_this()](error_code ec, std::size_t n) {
                               self->on_read(ec, n);
@@ -492,16 +531,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
       if (!parser_) {
         parser_.emplace(*this);
-        parser_->header_limit(static_cast<std::uint32_t>(shard_.server.options_.max_header_bytes));
+        // The engine enforces --max-header-bytes on the whole head itself
+        // (check_head); Beast's own limit counts per call, not per head.
+        parser_->header_limit(std::numeric_limits<std::uint32_t>::max());
         parser_->eager(true);
         body_.clear();
+        head_consumed_ = 0;
       }
       error_code ec;
-      if (!parser_->is_header_done() && has_obs_fold()) {
-        fail(beast::http::error::bad_obs_fold);
+      const bool in_head = !parser_->is_header_done();
+      if (in_head && !check_head(ec)) {
+        fail(ec);
         break;
       }
       const std::size_t used = parser_->put(rbuf_.data(), ec);
+      if (in_head) head_consumed_ += used;
       rbuf_.consume(used);
       if (state_ == State::closed) return;
       if (ec == beast::http::error::need_more) {
@@ -539,6 +583,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void end_stream() {
     auto reader = std::move(reader_);
+    if (!req_.keep_alive) close_after_ = true;
     parser_.reset();
     paused_ = false;
     Reply reply(*this);
@@ -559,13 +604,30 @@ class Connection : public std::enable_shared_from_this<Connection> {
     set_deadline(kWaitForHandler);
   }
 
-  // True if the head at the front of the read buffer (complete or not) folds
-  // a field over two lines (RFC 9112 5.2): rejected rather than unfolded.
-  bool has_obs_fold() const {
+  // Checks the rest of the current head in the read buffer (complete or not)
+  // before the parser sees it: the whole head, with what the parser already
+  // took (it takes whole lines), must fit --max-header-bytes (else 431), and
+  // no field may be folded over two lines (RFC 9112 5.2: rejected rather
+  // than unfolded). False with `ec` set if the head is refused.
+  bool check_head(error_code& ec) const {
     const auto d = rbuf_.data();
-    std::string_view b(static_cast<const char*>(d.data()), d.size());
-    b = b.substr(0, b.find("\r\n\r\n"));
-    return b.find("\n ") != std::string_view::npos || b.find("\n\t") != std::string_view::npos;
+    const std::string_view b(static_cast<const char*>(d.data()), d.size());
+    const std::size_t limit = shard_.server.options_.max_header_bytes;
+    // Length of the head's rest in b: up to and including the empty line.
+    std::size_t rest = std::string_view::npos;
+    if (head_consumed_ > 0 && b.starts_with("\r\n")) rest = 2;
+    else if (const std::size_t e = b.find("\r\n\r\n"); e != std::string_view::npos) rest = e + 4;
+    const std::size_t known = rest == std::string_view::npos ? b.size() + 1 : rest;  // at least one more byte
+    if (head_consumed_ + known > limit) {
+      ec = beast::http::error::header_limit;
+      return false;
+    }
+    const std::string_view head = b.substr(0, rest);
+    if (head.find("\n ") != std::string_view::npos || head.find("\n\t") != std::string_view::npos) {
+      ec = beast::http::error::bad_obs_fold;
+      return false;
+    }
+    return true;
   }
 
   // Answers "Expect: 100-continue" once the head is accepted.
@@ -589,7 +651,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       msg = "request body too large";
     } else if (ec == he::bad_content_length || ec == he::bad_transfer_encoding) {
       msg = "bad Content-Length or Transfer-Encoding";
+    } else if (ec == he::bad_value && !head_error_.empty()) {
+      msg = head_error_;
     }
+    head_error_ = {};
     // After a framing error the rest of the stream cannot be trusted.
     close_after_ = true;
     discarding_ = false;
@@ -694,6 +759,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint64_t body_limit_ = 0;
   bool expect_continue_ = false;
   bool transfer_encoding_ = false;  // the current request has a Transfer-Encoding field
+  bool forwarded_ = false;          // ... Forwarded, X-Forwarded-For or X-Real-IP
+  bool seen_authorization_ = false;
+  unsigned hosts_ = 0;              // Host fields in the head
+  int version_ = 11;                // 10 or 11
+  std::string_view head_error_;     // why the head is refused (400), static text
+  std::size_t head_consumed_ = 0;   // bytes of the current head the parser has taken
+  std::size_t trailer_bytes_ = 0;   // of the current chunked body's trailer
   bool head_started_ = false;       // the read deadline of the current head is set
   bool close_after_ = false;
   State state_ = State::reading;

@@ -39,13 +39,15 @@ struct Request {
   std::string_view path;    // still percent-encoded
   std::string_view query;   // after '?', empty if none
   std::string_view content_type;
-  std::string_view authorization;
+  std::string_view authorization;  // from the head only: trailer fields are never merged
   std::string_view range;
   std::string_view body;  // whole body (bounded by the handler's body limit); empty when streamed
   // Content-Length as sent; nullopt for a chunked body (or none).
   std::optional<std::uint64_t> content_length;
   bool keep_alive = true;
   bool peer_loopback = false;
+  // The head carries Forwarded, X-Forwarded-For or X-Real-IP: a proxy passed it on.
+  bool forwarded = false;
   unsigned shard = 0;
   std::int64_t received_us = 0;  // Unix microseconds when the head was complete
 };
@@ -182,7 +184,11 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:8080";
   unsigned threads = 1;
   unsigned max_connections = 10000;
+  // The whole request head: request line, fields and the empty line (431 beyond).
   std::size_t max_header_bytes = 8 * 1024;
+  // Largest single read from a socket; 0: the engine's own sizes. For tests
+  // and fuzzing, which split requests at every place with small reads.
+  std::size_t max_read_bytes = 0;
   std::chrono::milliseconds idle_timeout{75'000};
   std::chrono::milliseconds read_timeout{10'000};
   std::chrono::milliseconds write_timeout{30'000};

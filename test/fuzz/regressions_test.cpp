@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz/connection_check.h"
 #include "fuzz/http_check.h"
 #include "fuzz/json_events_check.h"
 #include "fuzz/multipart_check.h"
@@ -53,6 +54,7 @@ void replay(std::string_view target, void (*check)(std::string_view)) {
 }
 
 TEST(FuzzRegressions, Http) { replay("http", check_http); }
+TEST(FuzzRegressions, Connection) { replay("connection", check_connection); }
 TEST(FuzzRegressions, Query) { replay("query", check_query); }
 TEST(FuzzRegressions, JsonEvents) { replay("json_events", check_json_events); }
 TEST(FuzzRegressions, Multipart) { replay("multipart", check_multipart); }
