@@ -322,6 +322,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void on_request_line(beast::http::verb method, std::string_view method_str, std::string_view target) {
     head_.clear();
     content_type_ = authorization_ = range_ = Span{};
+    if_none_match_ = if_modified_since_ = if_range_ = Span{};
     expect_continue_ = false;
     transfer_encoding_ = false;
     method_ = to_method(method);
@@ -345,6 +346,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     r.content_type = view(content_type_);
     r.authorization = view(authorization_);
     r.range = view(range_);
+    r.if_none_match = view(if_none_match_);
+    r.if_modified_since = view(if_modified_since_);
+    r.if_range = view(if_range_);
     r.body = {};
     const auto len = parser_->content_length();
     r.content_length = len ? std::optional<std::uint64_t>(*len) : std::nullopt;
@@ -397,6 +401,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
       case field::content_type: content_type_ = store(value); break;
       case field::authorization: authorization_ = store(value); break;
       case field::range: range_ = store(value); break;
+      case field::if_none_match: if_none_match_ = store(value); break;
+      case field::if_modified_since: if_modified_since_ = store(value); break;
+      case field::if_range: if_range_ = store(value); break;
       case field::transfer_encoding: transfer_encoding_ = true; break;
       case field::expect:
         expect_continue_ = beast::iequals(value, "100-continue");
@@ -602,6 +609,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       // The head was not read: nothing of req_ (a previous request's) applies.
       req_.method_name = req_.target = req_.path = req_.query = {};
       req_.content_type = req_.authorization = req_.range = req_.body = {};
+      req_.if_none_match = req_.if_modified_since = req_.if_range = {};
       req_.shard = shard_.index;
       req_.peer_loopback = loopback_;
       req_.received_us = 0;
@@ -691,6 +699,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint64_t stream_left_ = 0;  // body bytes a streamed answer still owes
   Method method_ = Method::other;
   Span method_name_, target_, content_type_, authorization_, range_;
+  Span if_none_match_, if_modified_since_, if_range_;
   std::uint64_t body_limit_ = 0;
   bool expect_continue_ = false;
   bool transfer_encoding_ = false;  // the current request has a Transfer-Encoding field
