@@ -507,6 +507,9 @@ TEST_P(StoreS3Store, StreamedPutSendsKnownSizesAsOnePut) {
 // writes a PUT's body in place and keeps what arrived, so these tests check
 // what went over the wire, through a proxy that counts it, not the bucket.
 TEST_P(StoreS3Store, StreamedPutCutShortNeverSendsAWholeBody) {
+  // The byte counts below assume a server that reads as slowly as s3rver: RGW
+  // takes a whole over-long body before kiroku can stop it.
+  if (GetParam() == "rgw") GTEST_SKIP() << "byte counts paced by s3rver";
   Server server;
   if (!s3_env(server)) return;
   CuttableProxy proxy(server.endpoint);
@@ -683,7 +686,9 @@ TEST_P(StoreS3Store, HeldChunksPauseTheStreamedGet) {
 
 // Request lines "GET /bucket/<stored key>" the proxy saw for key.
 int gets_of(CuttableProxy& proxy, S3Store& store, const std::string& key) {
-  return proxy.seen_count("GET /" + std::string(std::getenv("KIROKU_TEST_S3_BUCKET")) + "/" +
+  Server server;
+  if (!s3_env(server)) return -1;
+  return proxy.seen_count("GET /" + server.bucket + "/" +
                           store.layout().stored_key(key));
 }
 

@@ -628,7 +628,8 @@ Result<std::unique_ptr<Upload>> S3Store::begin_put(std::string_view key,
   state->key = std::string(key);
   state->stored_key = layout_.stored_key(key);
   state->expected_size = expected_size;
-  state->content_type = std::string(content_type);
+  // S3 would store its own default (binary/octet-stream) for none.
+  state->content_type = content_type.empty() ? "application/octet-stream" : std::string(content_type);
   state->when_writable = std::move(when_writable);
   state->cap = options_.parts_per_transfer;
   state->streamed = expected_size && *expected_size > pool_.part_size() &&
