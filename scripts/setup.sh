@@ -16,6 +16,7 @@ packages=(
   libcurl4-openssl-dev libssl-dev libpugixml-dev libgoogle-perftools-dev google-perftools
   libgtest-dev libgmock-dev libbenchmark-dev
   curl wrk nginx python3 procps time chromium clang libclang-rt-14-dev gnuplot-nox
+  ceph-mon ceph-osd radosgw awscli
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test.sh - sets everything up on a bare Debian 12 machine and runs every
 # test: the unit tests (warnings as errors); the integration tests against the
-# real binary, a real MariaDB and a real S3 server (s3rver), each started in a
-# temporary directory on a free loopback port and removed after; the
+# real binary, a real MariaDB and two real S3 servers (s3rver, and Ceph RGW,
+# which checks signatures), each started in a temporary directory on a free
+# loopback port and removed after; the
 # benchmark suite in its quick mode; the unit and integration tests again
 # under AddressSanitizer + UndefinedBehaviorSanitizer; every fuzz target for a
 # bounded time (libFuzzer); the concurrent parts under ThreadSanitizer.
@@ -23,8 +24,8 @@ status=0
 echo "== unit tests"
 (cd build && ctest -L unit --output-on-failure -j2) || status=1
 
-echo "== integration tests (real kiroku, MariaDB, s3rver)"
-scripts/with-mariadb.sh scripts/with-s3rver.sh \
+echo "== integration tests (real kiroku, MariaDB, s3rver, Ceph RGW)"
+scripts/with-mariadb.sh scripts/with-s3rver.sh scripts/with-rgw.sh \
   bash -c 'cd build && ctest -L integration --output-on-failure' || status=1
 
 if [[ "$mode" == "all" ]]; then
@@ -44,7 +45,7 @@ if [[ "$mode" == "all" ]]; then
   # shadow memory and quarantine break.
   asan_skip='IdleConnectionsReleaseTheirBuffers|SlowReadersOfALargeDownload|TenThousandIdleConnections'
   asan_skip+='|DatabaseOutageUnderLoadLosesNothingAndMemoryStaysBounded|RoundTripsAroundThePartSizeAndOf100MiB'
-  scripts/with-mariadb.sh scripts/with-s3rver.sh bash -c 'cd build-asan &&
+  scripts/with-mariadb.sh scripts/with-s3rver.sh scripts/with-rgw.sh bash -c 'cd build-asan &&
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest -L integration --output-on-failure -E "$1"' _ "$asan_skip" || status=1
 

@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/http_date.h"
 #include "common/percent.h"
 #include "http/multipart.h"
 #include "ops/metrics.h"
@@ -49,6 +50,7 @@ void send_error(Answer& answer, const Status& st) {
     case ErrorKind::invalid: status = 400; break;
     case ErrorKind::not_found: status = 404; break;
     case ErrorKind::full: status = 507; break;
+    case ErrorKind::denied: status = 500; break;  // kiroku's configuration, not the client's request
     case ErrorKind::transient:
       status = 503;
       extra = "Retry-After: 1\r\n";
@@ -59,14 +61,6 @@ void send_error(Answer& answer, const Status& st) {
   answer.send(status, "application/json", dump(j), extra);
 }
 
-std::string http_date(std::chrono::system_clock::time_point t) {
-  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[40];
-  const std::size_t n = std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-  return std::string(buf, n);
-}
 
 std::string rfc3339(std::chrono::system_clock::time_point t) {
   const std::time_t tt = std::chrono::system_clock::to_time_t(t);
@@ -80,8 +74,72 @@ std::string rfc3339(std::chrono::system_clock::time_point t) {
 // ETag, Last-Modified and Accept-Ranges of an object.
 std::string object_headers(const ObjectMeta& m) {
   return fmt::format("ETag: \"{}\"\r\nLast-Modified: {}\r\nAccept-Ranges: bytes\r\n", m.etag,
-                     http_date(m.modified));
+                     format_http_date(m.modified));
 }
+
+// The Content-Type an object is served with.
+std::string_view served_type(const ObjectMeta& m) {
+  return m.content_type.empty() ? std::string_view("application/octet-stream") : m.content_type;
+}
+
+// A Content-Type to store with an upload: at most 256 bytes of printable
+// ASCII (no control character can reach a header of S3 or of an answer).
+Status check_content_type(std::string_view v) {
+  if (v.size() > 256) return Status::invalid("Content-Type: longer than 256 bytes");
+  for (char c : v)
+    if (c < 0x20 || c > 0x7e) return Status::invalid("Content-Type: only printable ASCII is kept");
+  return {};
+}
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// The validators of a conditional GET or HEAD (RFC 9110 section 13).
+struct Conditions {
+  std::string if_none_match, if_modified_since, if_range;
+
+  explicit Conditions(const http::Request& req)
+      : if_none_match(trim_ows(req.if_none_match)),
+        if_modified_since(trim_ows(req.if_modified_since)),
+        if_range(trim_ows(req.if_range)) {}
+
+  // 304: If-None-Match names the object's ETag (weak comparison) or is "*";
+  // without If-None-Match, If-Modified-Since is not before Last-Modified.
+  bool not_modified(const ObjectMeta& m) const {
+    if (!if_none_match.empty()) {
+      std::string_view list = if_none_match;
+      if (list == "*") return true;
+      while (!list.empty()) {
+        const std::size_t comma = list.find(',');
+        std::string_view tag = trim_ows(list.substr(0, comma));
+        list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+        if (tag.starts_with("W/")) tag.remove_prefix(2);
+        if (tag.size() == m.etag.size() + 2 && tag.front() == '"' && tag.back() == '"' &&
+            tag.substr(1, m.etag.size()) == m.etag)
+          return true;
+      }
+      return false;
+    }
+    if (if_modified_since.empty()) return false;
+    const auto since = parse_http_date(if_modified_since);
+    return since && std::chrono::floor<std::chrono::seconds>(m.modified) <= *since;
+  }
+
+  // A Range applies unless If-Range names another version: a strong ETag
+  // must equal the object's, a date must equal its Last-Modified.
+  bool range_applies(const ObjectMeta& m) const {
+    if (if_range.empty()) return true;
+    if (if_range.front() == '"')
+      return if_range.size() == m.etag.size() + 2 && if_range.back() == '"' &&
+             std::string_view(if_range).substr(1, m.etag.size()) == m.etag;
+    if (if_range.starts_with("W/")) return false;
+    const auto date = parse_http_date(if_range);
+    return date && std::chrono::floor<std::chrono::seconds>(m.modified) == *date;
+  }
+};
 
 bool iequals_prefix(std::string_view s, std::string_view prefix) {
   if (s.size() < prefix.size()) return false;
@@ -105,15 +163,20 @@ class UploadReader : public http::BodyReader, public std::enable_shared_from_thi
     if (counted_) api_.operation_done();
   }
 
-  // Starts the store upload of key; an error (a bad key) is answered by the caller.
-  Status start(const std::string& key, std::optional<std::uint64_t> size) {
+  // Starts the store upload of key, stored with content_type (when not
+  // empty); an error (a bad key or type) is answered by the caller.
+  Status start(const std::string& key, std::optional<std::uint64_t> size, std::string_view content_type) {
+    if (Status st = check_content_type(content_type); !st.ok()) return st;
     std::weak_ptr<UploadReader> weak = weak_from_this();
     asio::io_context& ctx = ctx_;
-    auto up = api_.store().begin_put(key, size, [weak, &ctx] {
-      asio::post(ctx, [weak] {
-        if (auto self = weak.lock(); self && !self->over_) self->writable();
-      });
-    });
+    auto up = api_.store().begin_put(
+        key, size,
+        [weak, &ctx] {
+          asio::post(ctx, [weak] {
+            if (auto self = weak.lock(); self && !self->over_) self->writable();
+          });
+        },
+        content_type);
     if (!up.ok()) return up.status();
     upload_ = std::move(*up);
     api_.operation_started();
@@ -243,7 +306,7 @@ class FormReader final : public UploadReader, public MultipartHandler {
     std::string key = key_given_ ? key_ : std::string(h.filename);
     if (key.empty())
       return Status::invalid("form: no key: send a key field before the file part, or a file part with a filename");
-    if (Status st = start(key, std::nullopt); !st.ok()) return st;
+    if (Status st = start(key, std::nullopt, h.content_type); !st.ok()) return st;
     in_file_ = true;
     return {};
   }
@@ -320,7 +383,10 @@ class FormReader final : public UploadReader, public MultipartHandler {
 
 // GET /files/{key}: the store's chunks, in order, into the connection; a
 // chunk goes back to the pool once written, so a slow client holds at most
-// the transfer's share of buffers and the fetch waits for it.
+// the transfer's share of buffers and the fetch waits for it. The
+// conditions are checked against the object the store is about to deliver:
+// 304 drops the fetch; an If-Range that names another version starts it
+// again without the range.
 class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
  public:
   DownloadStream(FileApi& api, const http::Request& req, bool ranged, http::Deferred later)
@@ -329,9 +395,11 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
         ctx_(api.server().shard_context(req.shard)),
         ranged_(ranged),
         later_(std::move(later)),
-        started_us_(now_us()) {}
+        started_us_(now_us()),
+        conditions_(req) {}
 
   void start(const std::string& key, std::optional<ByteRange> range) {
+    key_ = key;
     auto self = shared_from_this();
     GetSink sink;
     sink.on_start = [self](const GetStart& s) {
@@ -364,7 +432,21 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
 
  private:
   void on_start(const GetStart& s) {
-    if (over_) return;
+    if (over_ || restart_) return;
+    if (conditions_.not_modified(s.object)) {
+      over_ = true;
+      not_modified_ = true;
+      later_.send(304, {}, {}, object_headers(s.object));
+      if (download_) download_->cancel();
+      return;
+    }
+    if (ranged_ && !conditions_.range_applies(s.object)) {
+      // If-Range names another version: the whole object instead (on_done restarts).
+      ranged_ = false;
+      restart_ = true;
+      if (download_) download_->cancel();
+      return;
+    }
     if (s.range_unsatisfiable) {
       over_ = true;
       later_.send(416, "application/json", "{\"error\":\"Range: outside the object\"}\n",
@@ -372,6 +454,7 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
       return;
     }
     head_ = object_headers(s.object);
+    type_ = served_type(s.object);
     if (ranged_)
       head_ += fmt::format("Content-Range: bytes {}-{}/{}\r\n", s.offset, s.offset + s.length - 1, s.object.size);
     length_ = s.length;
@@ -383,12 +466,12 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
   void begin() {
     if (begun_) return;
     begun_ = true;
-    later_.begin(ranged_ ? 206 : 200, "application/octet-stream", length_, head_);
+    later_.begin(ranged_ ? 206 : 200, type_, length_, head_);
     std::string().swap(head_);
   }
 
   void on_chunk(Chunk c) {
-    if (over_ && !started_) return;  // dropped: the buffer goes back
+    if ((over_ || restart_) && !started_) return;  // dropped: the buffer goes back
     queue_.push_back(std::move(c));
     pump();
   }
@@ -400,12 +483,19 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
       api_.untrack(download_.get());
       download_.reset();  // lets go of the sink, and so of this stream
     }
+    if (restart_ && !over_) {
+      restart_ = false;
+      done_ = false;
+      result_ = Status();
+      start(key_, std::nullopt);
+      return;
+    }
     if (!started_) {
       if (!over_) {
         over_ = true;
         send_error(later_, result_);
       }
-      api_.record(shard_, FileOp::get, started_us_, 0, result_.ok());
+      api_.record(shard_, FileOp::get, started_us_, 0, result_.ok() || not_modified_);
       return;
     }
     pump();
@@ -449,9 +539,14 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
   FileApi& api_;
   const unsigned shard_;
   asio::io_context& ctx_;
-  const bool ranged_;
+  bool ranged_;
   http::Deferred later_;
   const std::int64_t started_us_;
+  const Conditions conditions_;
+  std::string key_;
+  std::string type_;  // the answer's Content-Type
+  bool restart_ = false;       // fetching again without the range (If-Range)
+  bool not_modified_ = false;  // answered 304
   std::unique_ptr<Download> download_;
   std::deque<Chunk> queue_;
   Status result_;
@@ -594,7 +689,7 @@ std::shared_ptr<http::BodyReader> FileApi::upload(const http::Request& req, http
       return nullptr;
     }
     auto reader = std::make_shared<UploadReader>(*this, req);
-    if (Status st = reader->start(*key, req.content_length); !st.ok()) {
+    if (Status st = reader->start(*key, req.content_length, trim_ows(req.content_type)); !st.ok()) {
       send_error(reply, st);
       return nullptr;
     }
@@ -652,14 +747,18 @@ void FileApi::head(const http::Request& req, http::Reply& reply, std::string key
   const unsigned shard = req.shard;
   const std::int64_t t0 = now_us();
   operation_started();
-  store_.head(key, [this, answer, &ctx, shard, t0](Result<ObjectMeta> r) {
-    asio::post(ctx, [this, answer, shard, t0, r = std::move(r)] {
+  store_.head(key, [this, answer, &ctx, shard, t0, conditions = Conditions(req)](Result<ObjectMeta> r) {
+    asio::post(ctx, [this, answer, shard, t0, conditions, r = std::move(r)] {
       record(shard, FileOp::head, t0, 0, r.ok());
       if (!r.ok()) {
         send_error(*answer, r.status());
         return;
       }
-      answer->begin(200, "application/octet-stream", r->size, object_headers(*r));
+      if (conditions.not_modified(*r)) {
+        answer->send(304, {}, {}, object_headers(*r));
+        return;
+      }
+      answer->begin(200, served_type(*r), r->size, object_headers(*r));
       answer->end();
     });
     operation_done();

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <future>
 #include <thread>
 
 #include "app/file_api.h"
@@ -148,6 +149,20 @@ int serve(const ServeConfig& cfg) {
                                     : config_error("--store", m);
   }
   std::unique_ptr<ObjectStore> store = std::move(*made_store);
+  {
+    // Credentials the store refuses stop the start; other trouble (S3 not
+    // reachable yet, no permission to read) is only a warning. At most 5 s.
+    auto checked = std::make_shared<std::promise<Status>>();
+    store->check_access([checked](Status s) { checked->set_value(std::move(s)); });
+    auto answer = checked->get_future();
+    if (answer.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+      spdlog::warn("--store: no answer to the start-up check within 5 s; starting anyway");
+    } else if (Status st = answer.get(); st.kind() == ErrorKind::denied) {
+      return config_error("--store", st.message());
+    } else if (!st.ok()) {
+      spdlog::warn("--store: start-up check: {}; starting anyway", st.message());
+    }
+  }
 
   Profiler profiler;
   RouterDeps deps;

@@ -20,6 +20,7 @@ enum class ErrorKind {
   permanent,  // will not succeed without an operator (bad credentials, no such database)
   not_found,  // the thing asked for does not exist
   full,       // a bounded resource is full (spool, queue): answer 503 + Retry-After
+  denied,     // a server refused our credentials (wrong key or secret, expired token): as permanent
 };
 
 class Status {
@@ -32,6 +33,7 @@ class Status {
   static Status permanent(std::string m) { return {ErrorKind::permanent, std::move(m)}; }
   static Status not_found(std::string m) { return {ErrorKind::not_found, std::move(m)}; }
   static Status full(std::string m) { return {ErrorKind::full, std::move(m)}; }
+  static Status denied(std::string m) { return {ErrorKind::denied, std::move(m)}; }
 
   bool ok() const { return kind_ == ErrorKind::ok; }
   explicit operator bool() const { return ok(); }

@@ -334,6 +334,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                        int version) {
     head_.clear();
     content_type_ = authorization_ = range_ = Span{};
+    if_none_match_ = if_modified_since_ = if_range_ = Span{};
     expect_continue_ = false;
     transfer_encoding_ = false;
     forwarded_ = false;
@@ -364,6 +365,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     r.authorization = view(authorization_);
     r.range = view(range_);
     r.forwarded = forwarded_;
+    r.if_none_match = view(if_none_match_);
+    r.if_modified_since = view(if_modified_since_);
+    r.if_range = view(if_range_);
     r.body = {};
     const auto len = parser_->content_length();
     r.content_length = len ? std::optional<std::uint64_t>(*len) : std::nullopt;
@@ -423,6 +427,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
         authorization_ = store(value);
         break;
       case field::range: range_ = store(value); break;
+      case field::if_none_match: if_none_match_ = store(value); break;
+      case field::if_modified_since: if_modified_since_ = store(value); break;
+      case field::if_range: if_range_ = store(value); break;
       case field::transfer_encoding: transfer_encoding_ = true; break;
       case field::host: ++hosts_; break;
       case field::forwarded: forwarded_ = true; break;
@@ -667,6 +674,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       // The head was not read: nothing of req_ (a previous request's) applies.
       req_.method_name = req_.target = req_.path = req_.query = {};
       req_.content_type = req_.authorization = req_.range = req_.body = {};
+      req_.if_none_match = req_.if_modified_since = req_.if_range = {};
       req_.shard = shard_.index;
       req_.peer_loopback = loopback_;
       req_.received_us = 0;
@@ -756,6 +764,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint64_t stream_left_ = 0;  // body bytes a streamed answer still owes
   Method method_ = Method::other;
   Span method_name_, target_, content_type_, authorization_, range_;
+  Span if_none_match_, if_modified_since_, if_range_;
   std::uint64_t body_limit_ = 0;
   bool expect_continue_ = false;
   bool transfer_encoding_ = false;  // the current request has a Transfer-Encoding field

@@ -62,6 +62,9 @@ struct ObjectMeta {
   // (hex MD5 of a single PUT, "{hex}-{parts}" of a multipart upload).
   std::string etag;
   std::chrono::system_clock::time_point modified{};
+  // The uploader's Content-Type as stored with the object; empty when none
+  // was given (served as application/octet-stream). Not filled by listings.
+  std::string content_type;
 };
 
 struct PutResult {
@@ -226,11 +229,14 @@ class ObjectStore {
 
   // Starts an upload of key (replacing any object of that key when it
   // finishes). expected_size, when known, is checked at finish() (invalid
-  // if the bytes written differ). invalid at once for a bad key;
-  // when_writable is described at Upload::write.
+  // if the bytes written differ). content_type (checked by the caller:
+  // the file API keeps printable ASCII, at most 256 bytes) is stored with
+  // the object when not empty. invalid at once for a bad key; when_writable is described at
+  // Upload::write.
   virtual Result<std::unique_ptr<Upload>> begin_put(std::string_view key,
                                                     std::optional<std::uint64_t> expected_size,
-                                                    std::function<void()> when_writable) = 0;
+                                                    std::function<void()> when_writable,
+                                                    std::string_view content_type = {}) = 0;
 
   // Starts a download of key, or of a range of it, into sink. invalid at once
   // for a bad key or a range with last < first; not_found and other errors
@@ -254,6 +260,12 @@ class ObjectStore {
   virtual std::size_t cleaning_up() const { return 0; }
   // Waits until cleaning_up() is 0, or the deadline; returns cleaning_up().
   virtual std::size_t settle(std::chrono::steady_clock::time_point /*deadline*/) { return 0; }
+
+  // Start-up check that the store accepts kiroku's credentials: denied when
+  // it refuses them; other errors (unreachable, permissions) are for a
+  // warning only. S3: a GET of a key that does not exist. The default
+  // answers ok at once, on the caller's thread.
+  virtual void check_access(std::function<void(Status)> done) { done(Status()); }
 };
 
 // A store from a URL: file:///path/to/dir or

@@ -1,13 +1,17 @@
-// files_test.cpp - the file API through the real kiroku binary, once with the
-// file store and once with S3 (s3rver from scripts/with-s3rver.sh): round
+// files_test.cpp - the file API through the real kiroku binary, with the file
+// store, with S3 as s3rver serves it (scripts/with-s3rver.sh) and with S3 as
+// Ceph RGW serves it, signatures checked (scripts/with-rgw.sh): round
 // trips around the part size and of 100 MiB with SHA-256 compared, raw,
 // chunked and form uploads, ranges, HEAD, DELETE, listings across hash
 // partitions in order and paginated, bad keys, the bearer token, a client
-// gone mid-upload, and (S3) the server cut off mid-upload.
+// gone mid-upload, Content-Type kept, conditional GET/HEAD and If-Range, and
+// (S3) the server cut off mid-upload; (RGW) answers without an ETag, refused
+// credentials, and the aws CLI reading what kiroku wrote.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -214,22 +218,36 @@ long long vm_hwm_bytes(int pid) {
 
 // ---------------------------------------------------------------------------
 
+// Parameters: "file" (a directory), "s3" (s3rver), "rgw" (Ceph RGW).
 class Files : public ::testing::TestWithParam<std::string> {
  protected:
-  bool s3() const { return GetParam() == "s3"; }
+  bool s3() const { return GetParam() != "file"; }
+  bool rgw() const { return GetParam() == "rgw"; }
+  static const char* env(const char* name) {
+    const char* v = std::getenv(name);
+    return v ? v : "";
+  }
+  std::string s3_endpoint() const { return env(rgw() ? "KIROKU_TEST_RGW_ENDPOINT" : "KIROKU_TEST_S3_ENDPOINT"); }
+  std::string s3_bucket() const { return env(rgw() ? "KIROKU_TEST_RGW_BUCKET" : "KIROKU_TEST_S3_BUCKET"); }
+  // The environment kiroku gets: RGW's keys (s3rver's are in the test's own).
+  std::vector<std::string> s3_env() const {
+    if (!rgw()) return {};
+    return {std::string("AWS_ACCESS_KEY_ID=") + env("KIROKU_TEST_RGW_ACCESS_KEY"),
+            std::string("AWS_SECRET_ACCESS_KEY=") + env("KIROKU_TEST_RGW_SECRET_KEY")};
+  }
 
-  // The --store URL: a directory of the test, or the s3rver bucket (through
-  // `endpoint` when given, e.g. a proxy).
+  // The --store URL: a directory of the test, or the S3 server's bucket
+  // (through `endpoint` when given, e.g. a proxy).
   std::string store_url(std::string endpoint = {}) {
     if (!s3()) return "file://" + dir_.path() + "/objects";
-    if (endpoint.empty()) endpoint = std::getenv("KIROKU_TEST_S3_ENDPOINT");
-    return "s3://" + std::string(std::getenv("KIROKU_TEST_S3_BUCKET")) + "?endpoint=" + endpoint +
-           "&region=us-east-1" + s3_options_;
+    if (endpoint.empty()) endpoint = s3_endpoint();
+    return "s3://" + s3_bucket() + "?endpoint=" + endpoint + "&region=us-east-1" + s3_options_;
   }
 
   void SetUp() override {
-    if (s3() && (!std::getenv("KIROKU_TEST_S3_ENDPOINT") || !std::getenv("KIROKU_TEST_S3_BUCKET")))
-      FAIL() << "KIROKU_TEST_S3_ENDPOINT is not set: run under scripts/with-s3rver.sh";
+    if (s3() && (s3_endpoint().empty() || s3_bucket().empty()))
+      FAIL() << (rgw() ? "KIROKU_TEST_RGW_ENDPOINT is not set: run under scripts/with-rgw.sh"
+                       : "KIROKU_TEST_S3_ENDPOINT is not set: run under scripts/with-s3rver.sh");
     // Keys of this test and run only: the bucket is shared by every test.
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     prefix_ = std::string(info->name()).substr(0, std::string(info->name()).find('/')) + "-" +
@@ -240,12 +258,13 @@ class Files : public ::testing::TestWithParam<std::string> {
     std::vector<std::string> args{"--sink", "sqlite://" + dir_.path() + "/events.db", "--spool-dir",
                                   dir_.path() + "/spool", "--store", store_url(endpoint), "--part-size", "5MiB"};
     args.insert(args.end(), extra.begin(), extra.end());
-    return std::make_unique<Kiroku>(dir_.path(), args);
+    return std::make_unique<Kiroku>(dir_.path(), args, s3_env());
   }
 
   TempDir dir_;
   std::string prefix_;
   std::string s3_options_;  // more S3 URL parameters, "&name=value..."
+  std::vector<std::string> k_env_;
 };
 
 TEST_P(Files, RoundTripsAroundThePartSizeAndOf100MiB) {
@@ -508,7 +527,7 @@ TEST_P(Files, MetricsCountTransfers) {
 class S3Files : public Files {};
 
 TEST_P(S3Files, S3GoneMidUploadAnswers5xxAndLeavesNothing) {
-  const std::string endpoint = std::getenv("KIROKU_TEST_S3_ENDPOINT");
+  const std::string endpoint = s3_endpoint();
   CuttableProxy proxy(endpoint);
   ASSERT_TRUE(proxy.start());
   auto k = start({}, proxy.endpoint());
@@ -543,7 +562,7 @@ TEST_P(S3Files, S3GoneMidUploadAnswers5xxAndLeavesNothing) {
 }
 
 TEST_P(S3Files, StreamedOptionsSendOnePutAndOneGet) {
-  const std::string endpoint = std::getenv("KIROKU_TEST_S3_ENDPOINT");
+  const std::string endpoint = s3_endpoint();
   CuttableProxy proxy(endpoint);
   ASSERT_TRUE(proxy.start());
   s3_options_ = "&stream_put_max=" + std::to_string(100ull << 20) +
@@ -582,9 +601,254 @@ TEST_P(S3Files, StreamedOptionsSendOnePutAndOneGet) {
   proxy.stop();
 }
 
-INSTANTIATE_TEST_SUITE_P(Stores, Files, ::testing::Values("file", "s3"),
+// The uploader's Content-Type is stored and served: a raw PUT's header, a
+// form's file part (one part and multipart sizes); none gives
+// application/octet-stream; one that cannot be kept safely is a 400.
+TEST_P(Files, ContentTypeIsKeptAndServed) {
+  auto k = start();
+  const std::string csv = prefix_ + "types/a.csv";
+  Answer put = request(k->port(), "PUT", "/files/" + csv, "Content-Type: text/csv; charset=utf-8\r\n", "a,b\n1,2\n");
+  ASSERT_EQ(put.status, 201) << put.body;
+  Answer get = request(k->port(), "GET", "/files/" + csv);
+  ASSERT_EQ(get.status, 200);
+  EXPECT_EQ(get.header("Content-Type"), "text/csv; charset=utf-8");
+  EXPECT_EQ(get.body, "a,b\n1,2\n");
+  EXPECT_EQ(request(k->port(), "HEAD", "/files/" + csv).header("Content-Type"), "text/csv; charset=utf-8");
+  EXPECT_EQ(request(k->port(), "GET", "/files/" + csv, "Range: bytes=0-2\r\n").header("Content-Type"),
+            "text/csv; charset=utf-8");
+
+  // Above one part: S3 takes the type with CreateMultipartUpload.
+  const std::string big = prefix_ + "types/big.json";
+  put = put_pattern(k->port(), big, 41, 2 * kPart + 1, false, "Content-Type: application/json\r\n");
+  ASSERT_EQ(put.status, 201) << put.body;
+  EXPECT_EQ(request(k->port(), "HEAD", "/files/" + big).header("Content-Type"), "application/json");
+
+  const std::string form = prefix_ + "types/pic.png";
+  const std::string body = "--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\n" + form +
+                           "\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.png\"\r\n"
+                           "Content-Type: image/png\r\n\r\nPNGDATA\r\n--XyZ--\r\n";
+  put = request(k->port(), "POST", "/files", "Content-Type: multipart/form-data; boundary=XyZ\r\n", body);
+  ASSERT_EQ(put.status, 201) << put.body;
+  get = request(k->port(), "GET", "/files/" + form);
+  EXPECT_EQ(get.header("Content-Type"), "image/png");
+  EXPECT_EQ(get.body, "PNGDATA");
+
+  const std::string plain = prefix_ + "types/plain";
+  ASSERT_EQ(request(k->port(), "PUT", "/files/" + plain, {}, "x").status, 201);
+  EXPECT_EQ(request(k->port(), "GET", "/files/" + plain).header("Content-Type"), "application/octet-stream");
+
+  // Replacing an object replaces its type.
+  ASSERT_EQ(request(k->port(), "PUT", "/files/" + csv, "Content-Type: text/plain\r\n", "z").status, 201);
+  EXPECT_EQ(request(k->port(), "GET", "/files/" + csv).header("Content-Type"), "text/plain");
+
+  Answer bad = request(k->port(), "PUT", "/files/" + prefix_ + "types/bad", "Content-Type: text/\xc3\xa9t\xc3\xa9\r\n", "x");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_NE(bad.body.find("Content-Type"), std::string::npos) << bad.body;
+  EXPECT_EQ(request(k->port(), "HEAD", "/files/" + prefix_ + "types/bad").status, 404);
+  EXPECT_EQ(k->stop(), 0);
+}
+
+// If-None-Match and If-Modified-Since answer 304 (GET and HEAD); If-Range
+// keeps a range only for the version it names.
+TEST_P(Files, ConditionalRequestsAndIfRange) {
+  auto k = start();
+  const std::string key = prefix_ + "cond.bin";
+  const std::uint64_t size = kPart + 100;  // two chunks on every store
+  const std::string data = pattern(51, size);
+  Answer put = put_pattern(k->port(), key, 51, size);
+  ASSERT_EQ(put.status, 201) << put.body;
+  Answer head = request(k->port(), "HEAD", "/files/" + key);
+  ASSERT_EQ(head.status, 200);
+  const std::string etag = head.header("ETag");
+  const std::string modified = head.header("Last-Modified");
+  ASSERT_FALSE(etag.empty());
+  ASSERT_FALSE(modified.empty());
+  const std::string path = "/files/" + key;
+
+  for (const std::string& inm : {etag, "W/" + etag, std::string("*"), "\"nope\", " + etag}) {
+    SCOPED_TRACE("If-None-Match: " + inm);
+    Answer a = request(k->port(), "GET", path, "If-None-Match: " + inm + "\r\n");
+    EXPECT_EQ(a.status, 304);
+    EXPECT_EQ(a.body, "");
+    EXPECT_EQ(a.header("ETag"), etag);
+    EXPECT_EQ(request(k->port(), "HEAD", path, "If-None-Match: " + inm + "\r\n").status, 304);
+  }
+  Answer other = request(k->port(), "GET", path, "If-None-Match: \"nope\"\r\n");
+  EXPECT_EQ(other.status, 200);
+  EXPECT_EQ(other.body.size(), size);
+  EXPECT_EQ(request(k->port(), "GET", path, "If-Modified-Since: " + modified + "\r\n").status, 304);
+  EXPECT_EQ(request(k->port(), "HEAD", path, "If-Modified-Since: " + modified + "\r\n").status, 304);
+  Answer older = request(k->port(), "GET", path, "If-Modified-Since: Thu, 01 Jan 2015 00:00:00 GMT\r\n");
+  EXPECT_EQ(older.status, 200);
+  EXPECT_EQ(older.body, data);
+  EXPECT_EQ(request(k->port(), "GET", path, "If-Modified-Since: yesterday\r\n").status, 200);
+  // If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
+  EXPECT_EQ(request(k->port(), "GET", path, "If-None-Match: \"nope\"\r\nIf-Modified-Since: " + modified + "\r\n")
+                .status,
+            200);
+
+  const std::string range = "Range: bytes=10-" + std::to_string(kPart + 20) + "\r\n";
+  const std::string slice = data.substr(10, kPart + 11);
+  for (const std::string& v : {etag, modified}) {
+    SCOPED_TRACE("If-Range: " + v);
+    Answer a = request(k->port(), "GET", path, range + "If-Range: " + v + "\r\n");
+    EXPECT_EQ(a.status, 206);
+    EXPECT_EQ(a.body, slice);
+  }
+  for (const std::string& v : {std::string("\"nope\""), "W/" + etag, std::string("Thu, 01 Jan 2015 00:00:00 GMT")}) {
+    SCOPED_TRACE("If-Range: " + v);
+    Answer a = request(k->port(), "GET", path, range + "If-Range: " + v + "\r\n");
+    EXPECT_EQ(a.status, 200);
+    EXPECT_EQ(a.header("Content-Range"), "");
+    EXPECT_EQ(a.body.size(), size);
+    EXPECT_TRUE(a.body == data);
+  }
+  EXPECT_EQ(k->stop(), 0);
+}
+
+// The S3 store against RGW only: what s3rver cannot show.
+class RgwFiles : public Files {
+ protected:
+  // Runs a shell command; gives its exit status and standard output.
+  static std::pair<int, std::string> shell(const std::string& command) {
+    std::string out;
+    FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+    if (!p) return {-1, out};
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+    const int status = ::pclose(p);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  }
+  static std::string admin() { return env("KIROKU_TEST_RGW_ADMIN"); }
+};
+
+// RGW answers CompleteMultipartUpload with <ETag></ETag>: the upload is
+// complete, and kiroku reports the ETag a HEAD gives (17 MiB: 4 parts).
+TEST_P(RgwFiles, MultipartAnswersWithoutAnETagAreSettledByAHead) {
+  auto k = start();
+  for (bool chunked : {false, true}) {
+    SCOPED_TRACE(chunked ? "chunked" : "Content-Length");
+    const std::string key = prefix_ + (chunked ? "17m-chunked.bin" : "17m.bin");
+    const std::uint64_t size = 17ull << 20;
+    Answer put = put_pattern(k->port(), key, 61, size, chunked);
+    ASSERT_EQ(put.status, 201) << put.body;
+    const std::string etag = put.json()["etag"].get<std::string>();
+    EXPECT_FALSE(etag.empty());
+    EXPECT_TRUE(etag.ends_with("-4")) << etag;
+    Answer head = request(k->port(), "HEAD", "/files/" + key);
+    ASSERT_EQ(head.status, 200);
+    EXPECT_EQ(head.header("ETag"), "\"" + etag + "\"");
+    Answer get = request(k->port(), "GET", "/files/" + key);
+    ASSERT_EQ(get.status, 200);
+    EXPECT_EQ(sha256_of(get.body), sha256_of(pattern(61, size)));
+  }
+  EXPECT_EQ(k->stop(), 0);
+}
+
+// Credentials RGW refuses: the start-up check stops kiroku with a message
+// naming them; keys that stop working while kiroku runs give a 500 whose JSON
+// says so, one log line names the access key, and nothing is stored.
+TEST_P(RgwFiles, RefusedCredentialsAreNamedAndLeaveNothing) {
+  const std::string access = env("KIROKU_TEST_RGW_ACCESS_KEY");
+  {
+    std::string cmd = "AWS_ACCESS_KEY_ID='" + access + "' AWS_SECRET_ACCESS_KEY=wrong-secret " +
+                      std::string(KIROKU_BINARY) + " serve --listen 127.0.0.1:" + std::to_string(free_port()) +
+                      " --sink 'sqlite://" + dir_.path() + "/events.db' --spool-dir '" + dir_.path() +
+                      "/spool' --store '" + store_url() + "'";
+    auto [code, out] = shell(cmd);
+    EXPECT_EQ(code, 2) << out;
+    EXPECT_NE(out.find("--store"), std::string::npos) << out;
+    EXPECT_NE(out.find("refused the credentials"), std::string::npos) << out;
+    EXPECT_NE(out.find("SignatureDoesNotMatch"), std::string::npos) << out;
+  }
+
+  // A second key of the same user, for kiroku; its secret changes under it.
+  const std::string key_id = "KIROKUROTATE" + std::to_string(::getpid());
+  auto [made, made_out] = shell(admin() + " key create --uid=kiroku --key-type=s3 --access-key=" + key_id +
+                                " --secret-key=first-secret");
+  ASSERT_EQ(made, 0) << made_out;
+  k_env_ = {"AWS_ACCESS_KEY_ID=" + key_id, "AWS_SECRET_ACCESS_KEY=first-secret"};
+  auto k = std::make_unique<Kiroku>(
+      dir_.path(),
+      std::vector<std::string>{"--sink", "sqlite://" + dir_.path() + "/events2.db", "--spool-dir",
+                               dir_.path() + "/spool2", "--store", store_url(), "--part-size", "5MiB"},
+      k_env_);
+  const std::string small = prefix_ + "refused/small.txt";
+  ASSERT_EQ(request(k->port(), "PUT", "/files/" + prefix_ + "refused/before.txt", {}, "ok").status, 201);
+  auto [changed, changed_out] =
+      shell(admin() + " key create --uid=kiroku --key-type=s3 --access-key=" + key_id + " --secret-key=second-secret");
+  ASSERT_EQ(changed, 0) << changed_out;
+  Answer a;
+  for (int i = 0; i < 100; ++i) {  // RGW's user cache hears of the change within moments
+    a = request(k->port(), "PUT", "/files/" + small, {}, "data");
+    if (a.status != 201) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(a.status, 500) << a.body;
+  EXPECT_NE(a.json()["error"].get<std::string>().find("refused the credentials"), std::string::npos) << a.body;
+  const std::string big = prefix_ + "refused/big.bin";
+  Answer b = put_pattern(k->port(), big, 71, 3 * kPart);
+  EXPECT_EQ(b.status, 500) << b.body;
+  EXPECT_NE(b.body.find("refused the credentials"), std::string::npos) << b.body;
+  // A GET starts with a HEAD, whose 403 carries no reason: the message says both.
+  Answer g = request(k->port(), "GET", "/files/" + prefix_ + "refused/before.txt");
+  EXPECT_GE(g.status, 500) << g.body;
+  EXPECT_NE(g.body.find("refused credentials or missing permissions"), std::string::npos) << g.body;
+  EXPECT_EQ(k->stop(), 0);
+  const std::string log = k->log();
+  EXPECT_NE(log.find("refused the credentials"), std::string::npos) << log;
+  EXPECT_NE(log.find("access key id '" + key_id + "'"), std::string::npos) << log;
+  EXPECT_EQ(log.find("second-secret"), std::string::npos);
+  EXPECT_EQ(log.find("first-secret"), std::string::npos);
+  shell(admin() + " key rm --uid=kiroku --key-type=s3 --access-key=" + key_id);
+
+  // Nothing of the refused uploads exists (and no multipart upload was begun).
+  auto k2 = start();
+  EXPECT_EQ(request(k2->port(), "HEAD", "/files/" + small).status, 404);
+  EXPECT_EQ(request(k2->port(), "HEAD", "/files/" + big).status, 404);
+  EXPECT_EQ(k2->stop(), 0);
+  auto [listed, uploads] = shell(admin() + " bucket list --bucket=" + s3_bucket() + " --allow-unordered");
+  EXPECT_EQ(listed, 0) << uploads;
+  EXPECT_EQ(uploads.find("refused/big.bin"), std::string::npos) << uploads;
+}
+
+// What kiroku wrote, as the aws CLI sees it: the object at its hash-prefixed
+// stored key ("{h}/{key}", h the first hex digit of the key's SHA-256) with
+// its Content-Type, and `aws s3 ls` listing the partitions.
+TEST_P(RgwFiles, AwsCliReadsWhatKirokuWrote) {
+  if (shell("command -v aws").first != 0) FAIL() << "the aws CLI is missing (awscli: scripts/setup.sh)";
+  auto k = start();
+  const std::string key = prefix_ + "interop/report.csv";
+  const std::string data = "day,count\nmon,3\n";
+  ASSERT_EQ(request(k->port(), "PUT", "/files/" + key, "Content-Type: text/csv\r\n", data).status, 201);
+  EXPECT_EQ(k->stop(), 0);
+
+  const std::string stored = sha256_of(key).substr(0, 1) + "/" + key;
+  const std::string aws = "AWS_ACCESS_KEY_ID='" + std::string(env("KIROKU_TEST_RGW_ACCESS_KEY")) +
+                          "' AWS_SECRET_ACCESS_KEY='" + env("KIROKU_TEST_RGW_SECRET_KEY") +
+                          "' AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true AWS_PAGER= aws --endpoint-url " +
+                          s3_endpoint() + " ";
+  auto [hc, head] = shell(aws + "s3api head-object --bucket " + s3_bucket() + " --key '" + stored + "'");
+  ASSERT_EQ(hc, 0) << head;
+  EXPECT_NE(head.find("\"ContentType\": \"text/csv\""), std::string::npos) << head;
+  EXPECT_NE(head.find("\"ContentLength\": " + std::to_string(data.size())), std::string::npos) << head;
+  auto [cc, content] = shell(aws + "s3 cp 's3://" + s3_bucket() + "/" + stored + "' -");
+  ASSERT_EQ(cc, 0) << content;
+  EXPECT_EQ(content, data);
+  auto [lc, top] = shell(aws + "s3 ls s3://" + s3_bucket() + "/");
+  ASSERT_EQ(lc, 0) << top;
+  EXPECT_NE(top.find("PRE " + sha256_of(key).substr(0, 1) + "/"), std::string::npos) << top;
+  auto [kc, listed] = shell(aws + "s3 ls 's3://" + s3_bucket() + "/" + sha256_of(key).substr(0, 1) + "/" + prefix_ +
+                            "interop/'");
+  ASSERT_EQ(kc, 0) << listed;
+  EXPECT_NE(listed.find(" " + std::to_string(data.size()) + " report.csv"), std::string::npos) << listed;
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, Files, ::testing::Values("file", "s3", "rgw"),
                          [](const auto& info) { return info.param; });
-INSTANTIATE_TEST_SUITE_P(Stores, S3Files, ::testing::Values("s3"),
+INSTANTIATE_TEST_SUITE_P(Stores, S3Files, ::testing::Values("s3", "rgw"),
+                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(Stores, RgwFiles, ::testing::Values("rgw"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

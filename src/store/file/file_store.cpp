@@ -13,10 +13,13 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <mutex>
 #include <queue>
 #include <random>
 #include <system_error>
 #include <utility>
+
+#include <spdlog/spdlog.h>
 
 namespace kiroku {
 
@@ -25,6 +28,10 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kShaAttribute = "user.kiroku.sha256";
+// The uploader's Content-Type, on the object's own file (set before the
+// rename, so it appears with the content and goes with it).
+constexpr const char* kContentTypeAttribute = "user.kiroku.content_type";
+constexpr std::size_t kMaxContentType = 256;  // as valid_content_type allows
 constexpr const char* kIncoming = ".incoming";
 
 std::string errno_text(int err) { return std::strerror(err); }
@@ -75,6 +82,13 @@ std::string etag_of(int fd, const struct stat& st) {
   if (n == 64) return std::string(value, 64);
   std::uint64_t ns = std::uint64_t(st.st_mtim.tv_sec) * 1000000000u + st.st_mtim.tv_nsec;
   return hex(std::uint64_t(st.st_size)) + "-" + hex(ns);
+}
+
+// The stored Content-Type, or "" when none (or no xattrs).
+std::string content_type_of(int fd) {
+  char value[kMaxContentType];
+  ssize_t n = fgetxattr(fd, kContentTypeAttribute, value, sizeof(value));
+  return n > 0 ? std::string(value, static_cast<std::size_t>(n)) : std::string();
 }
 
 bool write_all(int fd, const std::byte* data, std::size_t size) {
@@ -187,6 +201,7 @@ Result<std::unique_ptr<FileStore>> FileStore::open(const fs::path& dir,
 struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
   FileStore* store;
   std::string key;
+  std::string content_type;
   std::optional<std::uint64_t> expected_size;
   std::function<void()> when_writable;
   std::size_t cap;  // parts this upload may hold
@@ -455,6 +470,16 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
     if (::fsync(fd) != 0) return fail(io_status("fsync " + temp.string(), errno));
     // Best effort: without xattrs the ETag falls back to size and mtime.
     fsetxattr(fd, kShaAttribute, out.sha256_hex.data(), out.sha256_hex.size(), 0);
+    if (!content_type.empty() &&
+        fsetxattr(fd, kContentTypeAttribute, content_type.data(), content_type.size(), 0) != 0) {
+      // A file system without user xattrs: the object is kept, its type is not.
+      static std::once_flag warned;
+      const int err = errno;
+      std::call_once(warned, [&] {
+        spdlog::warn("file store: cannot keep Content-Type (xattr {}): {}", kContentTypeAttribute,
+                     errno_text(err));
+      });
+    }
     ObjectPath path = object_path(store->root_, store->layout_, key);
     // A concurrent remove() may drop an emptied directory between its
     // creation and the rename: try again then.
@@ -484,11 +509,14 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
 
 Result<std::unique_ptr<Upload>> FileStore::begin_put(std::string_view key,
                                                      std::optional<std::uint64_t> expected_size,
-                                                     std::function<void()> when_writable) {
+                                                     std::function<void()> when_writable,
+                                                     std::string_view content_type) {
   if (Status s = validate_key(key); !s) return s;
+  if (content_type.size() > kMaxContentType) return Status::invalid("Content-Type: longer than 256 bytes");
   auto state = std::make_shared<UploadState>();
   state->store = this;
   state->key = std::string(key);
+  state->content_type = std::string(content_type);
   state->expected_size = expected_size;
   state->when_writable = std::move(when_writable);
   // Writes to one file are sequential: one part filling while one is written.
@@ -574,7 +602,7 @@ struct FileStore::DownloadState : std::enable_shared_from_this<DownloadState> {
     if (::fstat(fd, &st) != 0) return io_status("stat " + path.file.string(), errno);
     if (!S_ISREG(st.st_mode)) return Status::not_found("no object '" + key + "'");
     GetStart info;
-    info.object = {key, std::uint64_t(st.st_size), etag_of(fd, st), mtime_of(st)};
+    info.object = {key, std::uint64_t(st.st_size), etag_of(fd, st), mtime_of(st), content_type_of(fd)};
     auto resolved = resolve_range(range, info.object.size);
     if (!resolved) {
       info.range_unsatisfiable = true;
@@ -752,7 +780,8 @@ Result<ObjectMeta> stat_object(const fs::path& path, std::string key) {
   if (::fstat(fd, &st) != 0) {
     out = io_status("stat " + path.string(), errno);
   } else if (S_ISREG(st.st_mode)) {
-    out = ObjectMeta{std::move(key), std::uint64_t(st.st_size), etag_of(fd, st), mtime_of(st)};
+    out = ObjectMeta{std::move(key), std::uint64_t(st.st_size), etag_of(fd, st), mtime_of(st),
+                     content_type_of(fd)};
   }
   ::close(fd);
   return out;

@@ -42,7 +42,8 @@ class FileStore final : public ObjectStore {
 
   Result<std::unique_ptr<Upload>> begin_put(std::string_view key,
                                             std::optional<std::uint64_t> expected_size,
-                                            std::function<void()> when_writable) override;
+                                            std::function<void()> when_writable,
+                                            std::string_view content_type = {}) override;
   Result<std::unique_ptr<Download>> get(std::string_view key, std::optional<ByteRange> range,
                                         GetSink sink) override;
   void head(std::string_view key, std::function<void(Result<ObjectMeta>)> done) override;

@@ -15,6 +15,10 @@
 #include <unordered_map>
 #include <utility>
 
+#include <spdlog/spdlog.h>
+
+#include "common/http_date.h"
+
 namespace kiroku::s3 {
 
 namespace {
@@ -89,35 +93,6 @@ bool parse_u64(std::string_view s, std::uint64_t& out) {
   }
   out = v;
   return true;
-}
-
-// IMF-fixdate, as in Last-Modified: "Sun, 06 Nov 1994 08:49:37 GMT".
-std::optional<std::chrono::system_clock::time_point> parse_http_date(std::string_view s) {
-  static constexpr std::string_view kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  if (s.size() != 29 || s.substr(25) != " GMT") return std::nullopt;
-  auto num = [&](std::size_t pos, std::size_t len, int& out) {
-    out = 0;
-    for (std::size_t i = pos; i < pos + len; ++i) {
-      if (s[i] < '0' || s[i] > '9') return false;
-      out = out * 10 + (s[i] - '0');
-    }
-    return true;
-  };
-  int d = 0, y = 0, h = 0, mi = 0, sec = 0;
-  unsigned mo = 0;
-  for (unsigned i = 0; i < 12; ++i) {
-    if (s.substr(8, 3) == kMonths[i]) mo = i + 1;
-  }
-  if (mo == 0 || !num(5, 2, d) || !num(12, 4, y) || !num(17, 2, h) || !num(20, 2, mi) ||
-      !num(23, 2, sec)) {
-    return std::nullopt;
-  }
-  using namespace std::chrono;
-  year_month_day ymd{year{y}, month{mo}, day{static_cast<unsigned>(d)}};
-  if (!ymd.ok()) return std::nullopt;
-  return time_point_cast<system_clock::duration>(sys_days{ymd} + hours{h} + minutes{mi} +
-                                                 seconds{sec});
 }
 
 bool retryable_curl_code(CURLcode rc) {
@@ -214,11 +189,12 @@ struct S3Client::Transfer {
   Method method = Method::get;
   std::string what;  // "S3 GET bucket/key", starts every message
   std::string path;  // decoded request path
+  std::string key;   // the object's key (empty for a listing)
   std::vector<std::pair<std::string, std::string>> query;  // decoded
   std::span<const std::byte> upload;  // request body (caller-owned or owned_body)
   std::string owned_body;
   std::string payload_hash;
-  const char* content_type = nullptr;  // for POST: a value, or nullptr to send none
+  std::string content_type;  // PUT, POST: sent (not signed) when not empty
   std::optional<ByteRange> range;
   BodySource source;            // streamed request body (body_size bytes)
   std::uint64_t body_size = 0;
@@ -321,6 +297,7 @@ struct S3Client::Loop {
     t->method = method;
     t->payload_hash = std::string(kEmptyPayloadHash);
     t->path = endpoint.bucket_path;
+    if (op != Op::list) t->key = std::string(key);
     if (op != Op::list) {
       t->path.push_back('/');
       t->path.append(key);
@@ -541,9 +518,10 @@ struct S3Client::Loop {
     add("Authorization: " + signed_headers.authorization);
     if (!range_value.empty()) add("Range: " + range_value);
     if (!t->pinned_etag.empty()) add("If-Match: " + t->pinned_etag);
-    if (t->method == Method::post) {
-      add(t->content_type ? std::string("Content-Type: ") + t->content_type
-                          : std::string("Content-Type:"));
+    if (!t->content_type.empty()) {
+      add("Content-Type: " + t->content_type);
+    } else if (t->method == Method::post) {
+      add("Content-Type:");  // not curl's form type
     }
     add("Expect:");  // no 100-continue round trip before a body
     t->headers = list;
@@ -718,6 +696,11 @@ struct S3Client::Loop {
     std::unique_ptr<Transfer> owned = std::move(it->second);
     live.erase(it);
     if (!s.ok()) client.stats_.failures.fetch_add(1, std::memory_order_relaxed);
+    if (s.kind() == ErrorKind::denied && Clock::now() - last_denied_log > std::chrono::seconds(10)) {
+      last_denied_log = Clock::now();  // at most one line per 10 s
+      spdlog::error("{} (access key id '{}'): S3 requests fail until the credentials are fixed", s.message(),
+                    config.credentials.access_key_id);
+    }
     if (owned->finish) owned->finish(*owned, std::move(s));
   }
 
@@ -915,6 +898,7 @@ struct S3Client::Loop {
   std::vector<RequestId> unpause;
   std::vector<CURL*> idle;
   int active = 0;
+  Clock::time_point last_denied_log{};
   std::mt19937_64 rng;
   std::shared_ptr<CredentialsProvider> credentials;
   std::shared_ptr<const TimedCredentials> signing;  // what signer holds
@@ -983,17 +967,36 @@ void S3Client::cancel(RequestId id) { loop_->post(Loop::Command::cancel, id); }
 
 // --- operations -------------------------------------------------------------
 
-// A PUT's completion: the answer's ETag.
+// A write whose effect has happened but whose answer has no ETag to read:
+// the ETag and size a HEAD of the object gives (on the client thread).
+void S3Client::settle_by_head(Transfer& t, Completion<PutObjectResult> done) {
+  t.loop->client.head_object(t.key, [done = std::move(done), what = t.what](Result<ObjectInfo> r) {
+    if (!r.ok()) {
+      // The write succeeded; a missing object right after it is not a 404 to pass on.
+      ErrorKind kind = r.status().kind() == ErrorKind::not_found ? ErrorKind::permanent : r.status().kind();
+      return done(Status(kind, what + ": the answer had no ETag and the HEAD after it failed: " +
+                                   r.status().message()));
+    }
+    if (r->etag.empty()) {
+      return done(Status::permanent(what + ": neither the answer nor a HEAD after it gave an ETag"));
+    }
+    done(PutObjectResult{r->etag, r->size});
+  });
+}
+
+// A PUT's completion: the answer's ETag (a HEAD's when it has none).
 std::function<void(S3Client::Transfer&, Status)> S3Client::put_finish(Completion<PutObjectResult> done) {
-  return [done = std::move(done)](Transfer& t, Status s) {
+  return [done = std::move(done)](Transfer& t, Status s) mutable {
     if (!s.ok()) return done(std::move(s));
-    done(PutObjectResult{t.info.etag});
+    if (t.info.etag.empty()) return settle_by_head(t, std::move(done));
+    done(PutObjectResult{t.info.etag, std::nullopt});
   };
 }
 
 RequestId S3Client::put_object(std::string_view key, std::span<const std::byte> body,
-                               Completion<PutObjectResult> done) {
+                               Completion<PutObjectResult> done, std::string_view content_type) {
   auto t = loop_->make(Op::put_object, Method::put, key);
+  t->content_type = std::string(content_type);
   t->upload = body;
   t->payload_hash = config_.sign_payload ? sha256_hex(body) : std::string(kUnsignedPayload);
   t->finish = put_finish(std::move(done));
@@ -1001,8 +1004,10 @@ RequestId S3Client::put_object(std::string_view key, std::span<const std::byte> 
 }
 
 RequestId S3Client::put_object_stream(std::string_view key, std::uint64_t size, BodySource body,
-                                      Completion<PutObjectResult> done) {
+                                      Completion<PutObjectResult> done,
+                                      std::string_view content_type) {
   auto t = loop_->make(Op::put_object, Method::put, key);
+  t->content_type = std::string(content_type);
   if (!body.read) t->preset = Status::invalid(t->what + ": no body source");
   t->source = std::move(body);
   t->body_size = size;
@@ -1011,8 +1016,10 @@ RequestId S3Client::put_object_stream(std::string_view key, std::uint64_t size, 
   return submit(std::move(t));
 }
 
-RequestId S3Client::create_multipart_upload(std::string_view key, Completion<std::string> done) {
+RequestId S3Client::create_multipart_upload(std::string_view key, Completion<std::string> done,
+                                           std::string_view content_type) {
   auto t = loop_->make(Op::create_upload, Method::post, key);
+  t->content_type = std::string(content_type);
   t->query.emplace_back("uploads", "");
   t->finish = [done = std::move(done)](Transfer& t, Status s) {
     if (!s.ok()) return done(std::move(s));
@@ -1058,12 +1065,13 @@ RequestId S3Client::complete_multipart_upload(std::string_view key, std::string_
   t->upload = std::as_bytes(std::span<const char>(t->owned_body.data(), t->owned_body.size()));
   t->payload_hash = sha256_hex(t->owned_body);
   t->content_type = "application/xml";
-  t->finish = [done = std::move(done)](Transfer& t, Status s) {
+  t->finish = [done = std::move(done)](Transfer& t, Status s) mutable {
     if (!s.ok()) return done(std::move(s));
     auto etag = parse_complete_multipart_upload(t.body);
     if (!etag.ok())
       return done(Status(etag.status().kind(), t.what + ": " + etag.status().message()));
-    done(PutObjectResult{std::move(*etag)});
+    if (etag->empty()) return settle_by_head(t, std::move(done));
+    done(PutObjectResult{std::move(*etag), std::nullopt});
   };
   return submit(std::move(t));
 }

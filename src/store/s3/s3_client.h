@@ -18,9 +18,14 @@
 // connection failures, up to S3Config::max_attempts attempts; then its
 // completion gets a transient Status. A GET resumes where it stopped,
 // pinned to the first answer's ETag. Other failures come back at once:
-// not_found (no such key / upload), permanent (credentials, permissions, no
+// not_found (no such key / upload), denied (credentials refused; logged at
+// most once per 10 s with the access key id), permanent (permissions, no
 // such bucket, a malformed answer, TLS/URL errors), invalid (the request was
 // wrong, or cancelled).
+//
+// Answers: a field kiroku does not need never fails a request. A write whose
+// answer has no ETag to read (PUT without the header, CompleteMultipartUpload
+// with <ETag></ETag> as Ceph RGW sends) is settled by a HEAD of the object.
 #pragma once
 
 #include <atomic>
@@ -95,7 +100,11 @@ struct ObjectInfo {
 };
 
 struct PutObjectResult {
-  std::string etag;
+  std::string etag;  // never empty: see settled_size
+  // The answer had no ETag to read (an empty header or <ETag></ETag>), so the
+  // client asked a HEAD of the object: its size, which the caller compares
+  // with what it sent (the ETag is the HEAD's).
+  std::optional<std::uint64_t> settled_size;
 };
 
 // Bytes [offset, offset + length) of an object; length 0 means to the end.
@@ -164,8 +173,9 @@ class S3Client {
   S3Client& operator=(const S3Client&) = delete;
 
   // PUT of a whole object from body (caller-owned, valid until done runs).
+  // content_type, when not empty, is stored with the object (and served by GET).
   RequestId put_object(std::string_view key, std::span<const std::byte> body,
-                       Completion<PutObjectResult> done);
+                       Completion<PutObjectResult> done, std::string_view content_type = {});
 
   // PUT of a whole object of `size` bytes read from `body` as they come, so
   // no buffer has to hold the object. Always UNSIGNED-PAYLOAD. Retried only
@@ -174,10 +184,11 @@ class S3Client {
   // is sent leaves no object where the server rejects a body shorter than its
   // Content-Length, as S3 does (s3rver does not: it keeps what arrived).
   RequestId put_object_stream(std::string_view key, std::uint64_t size, BodySource body,
-                              Completion<PutObjectResult> done);
+                              Completion<PutObjectResult> done, std::string_view content_type = {});
 
-  // Starts a multipart upload; gives the UploadId.
-  RequestId create_multipart_upload(std::string_view key, Completion<std::string> done);
+  // Starts a multipart upload; gives the UploadId. content_type as put_object's.
+  RequestId create_multipart_upload(std::string_view key, Completion<std::string> done,
+                                    std::string_view content_type = {});
 
   // Uploads one part (1..10000) from body (caller-owned, valid until done
   // runs); gives the part's number and ETag for complete_multipart_upload.
@@ -187,7 +198,8 @@ class S3Client {
 
   // Completes the upload from its parts in ascending part order; gives the
   // object's ETag. A 200 answer with an <Error> body is an error (and is
-  // retried when S3 says so).
+  // retried when S3 says so); any other 200 means complete, and one without
+  // an ETag to read (RGW: <ETag></ETag>) is settled by a HEAD of the object.
   RequestId complete_multipart_upload(std::string_view key, std::string_view upload_id,
                                       std::vector<CompletedPart> parts,
                                       Completion<PutObjectResult> done);
@@ -235,6 +247,7 @@ class S3Client {
   explicit S3Client(S3Config config);
   RequestId submit(std::unique_ptr<Transfer> transfer);
   static std::function<void(Transfer&, Status)> put_finish(Completion<PutObjectResult> done);
+  static void settle_by_head(Transfer& t, Completion<PutObjectResult> done);
 
   S3Config config_;
   S3ClientStats stats_;

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 #include <deque>
+#include <array>
 #include <map>
 #include <utility>
 
@@ -31,6 +32,14 @@ std::string unquote(std::string etag) {
 // than staying behind as orphaned parts. (A bucket lifecycle rule that
 // aborts incomplete multipart uploads is the backstop.)
 constexpr int kAbortTries = 5;
+
+// A write settled by a HEAD (its answer had no ETag): the object S3 holds must
+// be the one sent, else the write's outcome is unknown and reported as failed.
+Status check_settled(const s3::PutObjectResult& r, std::uint64_t size, const std::string& key) {
+  if (!r.settled_size || *r.settled_size == size) return Status();
+  return Status::permanent("S3 upload of '" + key + "': S3 answered without an ETag and then holds " +
+                           std::to_string(*r.settled_size) + " bytes, " + std::to_string(size) + " sent");
+}
 
 }  // namespace
 
@@ -96,6 +105,7 @@ Result<std::unique_ptr<S3Store>> S3Store::create(s3::S3Config config, const Stor
 struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
   S3Store* store;
   std::string key, stored_key;
+  std::string content_type;  // stored with the object when not empty
   std::optional<std::uint64_t> expected_size;
   std::function<void()> when_writable;
   std::size_t cap;  // parts held at once
@@ -337,8 +347,8 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
             store->stats_.multipart_started.fetch_add(1, std::memory_order_relaxed);
             actions.push_back([self] {
               self->store->client_->create_multipart_upload(
-                  self->stored_key,
-                  [self](Result<std::string> id) { self->on_created(std::move(id)); });
+                  self->stored_key, [self](Result<std::string> id) { self->on_created(std::move(id)); },
+                  self->content_type);
             });
           }
           const std::size_t max_sending = std::max<std::size_t>(cap - 1, 1);
@@ -365,7 +375,8 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
                 s3::RequestId rid = self->store->client_->put_object_stream(
                     self->stored_key, *self->expected_size,
                     s3::BodySource{[self](std::span<std::byte> out) { return self->read_body(out); }},
-                    [self](Result<s3::PutObjectResult> r) { self->on_stream_sent(std::move(r)); });
+                    [self](Result<s3::PutObjectResult> r) { self->on_stream_sent(std::move(r)); },
+                    self->content_type);
                 {
                   std::lock_guard lock(self->mutex);
                   self->single_id = rid;
@@ -387,7 +398,8 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
             actions.push_back([self, body] {
               s3::RequestId rid = self->store->client_->put_object(
                   self->stored_key, body,
-                  [self](Result<s3::PutObjectResult> r) { self->on_single_sent(std::move(r)); });
+                  [self](Result<s3::PutObjectResult> r) { self->on_single_sent(std::move(r)); },
+                  self->content_type);
               std::lock_guard lock(self->mutex);
               self->single_id = rid;
             });
@@ -478,6 +490,9 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
         full.pop_front();
         --held;
       }
+      if (r.ok()) {
+        if (Status s = check_settled(*r, size, key); !s) r = s;
+      }
       if (r.ok() && failed.ok()) {
         result = PutResult{key, size, unquote(r->etag), sha_hex};
         ended = true;
@@ -529,6 +544,9 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
       single_id = 0;
       single_sent = false;
       if (r.ok()) {
+        if (Status s = check_settled(*r, expected_size.value_or(0), key); !s) r = s;
+      }
+      if (r.ok()) {
         stream_stored = true;
         stream_etag = unquote(r->etag);
       } else {
@@ -547,6 +565,9 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
     {
       std::lock_guard lock(mutex);
       completing = false;
+      if (r.ok()) {
+        if (Status s = check_settled(*r, size, key); !s) r = s;
+      }
       if (r.ok()) {
         result = PutResult{key, size, unquote(r->etag), sha_hex};
         ended = true;
@@ -596,7 +617,8 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
 
 Result<std::unique_ptr<Upload>> S3Store::begin_put(std::string_view key,
                                                    std::optional<std::uint64_t> expected_size,
-                                                   std::function<void()> when_writable) {
+                                                   std::function<void()> when_writable,
+                                                   std::string_view content_type) {
   if (Status s = validate_key(key); !s) return s;
   if (expected_size && *expected_size > std::uint64_t(pool_.part_size()) * 10000)
     return Status::invalid("object larger than 10,000 parts of " +
@@ -606,6 +628,8 @@ Result<std::unique_ptr<Upload>> S3Store::begin_put(std::string_view key,
   state->key = std::string(key);
   state->stored_key = layout_.stored_key(key);
   state->expected_size = expected_size;
+  // S3 would store its own default (binary/octet-stream) for none.
+  state->content_type = content_type.empty() ? "application/octet-stream" : std::string(content_type);
   state->when_writable = std::move(when_writable);
   state->cap = options_.parts_per_transfer;
   state->streamed = expected_size && *expected_size > pool_.part_size() &&
@@ -706,7 +730,7 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
         failed = r.status();
       } else if (stream_got != end - start.offset) {
         failed = Status::permanent("S3 GET of '" + key + "' returned a short body");
-      } else if (r->etag != etag) {
+      } else if (!r->etag.empty() && !etag.empty() && r->etag != etag) {  // no ETag: nothing to compare
         failed = Status::permanent("object '" + key + "' changed during the download");
       }
     }
@@ -862,7 +886,7 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
                        : r.status();
       } else {
         etag = r->etag;
-        start.object = {key, r->size, unquote(r->etag), r->last_modified};
+        start.object = {key, r->size, unquote(r->etag), r->last_modified, r->content_type};
         auto resolved = resolve_range(range, r->size);
         if (!resolved) {
           start.range_unsatisfiable = true;
@@ -891,7 +915,7 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
         } else if (r->bytes != s.size) {
           if (failed.ok())
             failed = Status::permanent("S3 GET of '" + key + "' returned a short range");
-        } else if (r->info.etag != etag) {
+        } else if (!r->info.etag.empty() && !etag.empty() && r->info.etag != etag) {
           if (failed.ok())
             failed = Status::permanent("object '" + key + "' changed during the download");
         }
@@ -980,7 +1004,7 @@ void S3Store::head(std::string_view key, std::function<void(Result<ObjectMeta>)>
                                                  done = std::move(done)](Result<s3::ObjectInfo> r) {
     Result<ObjectMeta> out = Status::not_found("no object '" + key + "'");
     if (r.ok()) {
-      out = ObjectMeta{key, r->size, unquote(r->etag), r->last_modified};
+      out = ObjectMeta{key, r->size, unquote(r->etag), r->last_modified, r->content_type};
     } else if (r.status().kind() != ErrorKind::not_found) {
       out = r.status();
     }
@@ -994,6 +1018,7 @@ void S3Store::remove(std::string_view key, std::function<void(Status)> done) {
     return;
   }
   client_->delete_object(layout_.stored_key(key), [this, done = std::move(done)](Status s) {
+    if (s.kind() == ErrorKind::not_found) s = Status();  // some servers answer 404 NoSuchKey, S3 204
     threads_.post([done, s] { done(s); });
   });
 }
@@ -1067,7 +1092,7 @@ struct S3Store::ListState : std::enable_shared_from_this<ListState> {
         auto object = std::move(partitions[best].items.front());
         partitions[best].items.pop_front();
         page.objects.push_back(ObjectMeta{std::string(user_key(best, object)), object.size,
-                                          unquote(object.etag), object.last_modified});
+                                          unquote(object.etag), object.last_modified, {}});
       }
       if (finish) finished = true;
     }
@@ -1137,6 +1162,19 @@ void S3Store::list(ListRequest request, std::function<void(Result<ListPage>)> do
   state->request = std::move(request);
   state->done = std::move(done);
   threads_.post([state] { state->pump(); });
+}
+
+void S3Store::check_access(std::function<void(Status)> done) {
+  // Outside the key layout ("{h}/key"): never a user's object. Missing is the good answer.
+  auto buffer = std::make_shared<std::array<std::byte, 1024>>();
+  client_->get_object(".kiroku-access-check", std::nullopt, *buffer,
+                      [this, buffer, done = std::move(done)](Result<s3::GetObjectResult> r) {
+                        Status s = r.ok() || r.status().kind() == ErrorKind::not_found ||
+                                           r.status().kind() == ErrorKind::invalid
+                                       ? Status()
+                                       : r.status();
+                        threads_.post([done, s = std::move(s)] { done(s); });
+                      });
 }
 
 }  // namespace kiroku

@@ -66,7 +66,8 @@ class S3Store final : public ObjectStore {
 
   Result<std::unique_ptr<Upload>> begin_put(std::string_view key,
                                             std::optional<std::uint64_t> expected_size,
-                                            std::function<void()> when_writable) override;
+                                            std::function<void()> when_writable,
+                                            std::string_view content_type = {}) override;
   Result<std::unique_ptr<Download>> get(std::string_view key, std::optional<ByteRange> range,
                                         GetSink sink) override;
   void head(std::string_view key, std::function<void(Result<ObjectMeta>)> done) override;
@@ -75,6 +76,7 @@ class S3Store final : public ObjectStore {
   const PartPool& pool() const override { return pool_; }
   std::size_t cleaning_up() const override;
   std::size_t settle(std::chrono::steady_clock::time_point deadline) override;
+  void check_access(std::function<void(Status)> done) override;
 
   const HashPrefixLayout& layout() const { return layout_; }
   const S3StoreOptions& s3_options() const { return s3_options_; }

@@ -157,9 +157,8 @@ Result<ListObjectsPage> parse_list_objects_v2(std::string_view xml) {
       o.etag = std::string(trim(text(child(c, "ETag"))));
       pugi::xml_node modified = child(c, "LastModified");
       if (modified) {
-        auto t = parse_iso8601(trim(text(modified)));
-        if (!t) return malformed(kDoc, "LastModified of '" + o.key + "': " + t.status().message());
-        o.last_modified = *t;
+        // Only shown to users: a time that does not parse is left unknown (the epoch).
+        if (auto t = parse_iso8601(trim(text(modified)))) o.last_modified = *t;
       }
       page.objects.push_back(std::move(o));
     } else if (name == "CommonPrefixes") {
@@ -186,11 +185,14 @@ Result<std::string> parse_complete_multipart_upload(std::string_view xml) {
   constexpr std::string_view kDoc = "CompleteMultipartUploadResult";
   pugi::xml_document doc;
   pugi::xml_node root;
-  if (Status s = load(doc, xml, kDoc, root); !s) return s;
-  if (local_name(root) != kDoc) return unexpected_root(root, kDoc, kDoc);
-  std::string_view etag = trim(text(child(root, "ETag")));
-  if (etag.empty()) return malformed(kDoc, "no ETag");
-  return std::string(etag);
+  // The upload is complete unless the body says otherwise: anything but an
+  // <Error> (no body, not XML, another root, no or an empty ETag) gives "".
+  if (Status s = load(doc, xml, kDoc, root); !s) return std::string();
+  if (local_name(root) != kDoc) {
+    if (local_name(root) == "Error") return unexpected_root(root, kDoc, kDoc);
+    return std::string();
+  }
+  return std::string(trim(text(child(root, "ETag"))));
 }
 
 Result<ErrorDocument> parse_error(std::string_view xml) {
@@ -239,9 +241,15 @@ Status error_status(int http_status, const ErrorDocument& error, std::string_vie
 
   const std::string_view code = error.code;
   if (is_retryable(http_status, code)) return Status::transient(std::move(m));
-  if (code == "NoSuchBucket" || code == "AccessDenied" || code == "InvalidAccessKeyId" ||
-      code == "SignatureDoesNotMatch" || code == "ExpiredToken" || code == "InvalidToken" ||
-      code == "TokenRefreshRequired" || code == "AccountProblem" || code == "AllAccessDisabled" ||
+  if (http_status == 403 && code.empty()) {
+    // A HEAD's answer has no body to tell which.
+    return Status::permanent(m + " (no reason given: refused credentials or missing permissions)");
+  }
+  if (code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" || code == "ExpiredToken" ||
+      code == "InvalidToken" || code == "TokenRefreshRequired") {
+    return Status::denied(std::string(what) + ": the store refused the credentials: " + m.substr(what.size() + 2));
+  }
+  if (code == "NoSuchBucket" || code == "AccessDenied" || code == "AccountProblem" || code == "AllAccessDisabled" ||
       code == "InvalidBucketName" || code == "PermanentRedirect" ||
       code == "AuthorizationHeaderMalformed" || code == "RequestTimeTooSkewed" ||
       code == "NotImplemented") {

@@ -53,9 +53,12 @@ Result<ListObjectsPage> parse_list_objects_v2(std::string_view xml);
 // Parses an <InitiateMultipartUploadResult>; gives the UploadId.
 Result<std::string> parse_initiate_multipart_upload(std::string_view xml);
 
-// Parses a <CompleteMultipartUploadResult>; gives the ETag. S3 can answer 200
-// with an <Error> body: that gives the error's Status (see error_status with
-// http_status 200), transient when the code says to retry.
+// Parses the body of a 200 answer to CompleteMultipartUpload; gives the ETag.
+// S3 can answer 200 with an <Error> body: that gives the error's Status (see
+// error_status with http_status 200), transient when the code says to retry.
+// Any other body means the upload is complete: the ETag, or "" when there is
+// none to read (no body, not XML, another root, no or an empty <ETag>, as
+// Ceph RGW sends); the caller settles that with a HEAD of the object.
 Result<std::string> parse_complete_multipart_upload(std::string_view xml);
 
 // Parses an <Error> document.
@@ -67,8 +70,9 @@ Result<ErrorDocument> parse_error(std::string_view xml);
 bool is_retryable(int http_status, std::string_view code);
 
 // The Status for an S3 error answer: transient when retryable, not_found for
-// a missing key or upload, permanent for credentials, permissions and a
-// missing bucket, invalid for other 4xx (and for other codes inside a 2xx
+// a missing key or upload, denied for refused credentials (InvalidAccessKeyId,
+// SignatureDoesNotMatch, ExpiredToken, ...; the message says "the store refused
+// the credentials"), permanent for permissions and a missing bucket, invalid for other 4xx (and for other codes inside a 2xx
 // answer), permanent for anything else. `what` starts the message
 // (e.g. "S3 GET bucket/key").
 Status error_status(int http_status, const ErrorDocument& error, std::string_view what);
