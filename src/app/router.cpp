@@ -116,9 +116,9 @@ void Router::readyz(http::Reply& reply) {
   }
   if (deps_.writer && !deps_.writer->sink_healthy()) {
     // With a spool the outage is absorbed: keep the traffic while it has room
-    // (a 16 MiB margin, so that the balancer moves away before 503s start).
-    constexpr std::uint64_t kSpoolMargin = 16u << 20;
-    if (deps_.spool && !deps_.spool->would_exceed(kSpoolMargin)) {
+    // (a margin of an eighth, at most 16 MiB, so that the balancer moves
+    // away before 503s start).
+    if (deps_.spool && !deps_.spool->would_exceed(std::min<std::uint64_t>(16u << 20, deps_.spool->max_bytes() / 8))) {
       nlohmann::json j{{"ready", true},
                        {"sink", "unavailable: " + deps_.writer->last_error()},
                        {"spooling", true},
