@@ -185,7 +185,9 @@ void run_scale_out(bool fixed_instances) {
   stop = true;
   for (auto& t : clients) t.join();
 
-  // Everything written: each instance drains on SIGTERM.
+  // Everything written (the backlog of the outage first), then each instance drains on SIGTERM.
+  for (int i = 0; i < kInstances; ++i)
+    for (int t = 0; t < 200 && metric_value(ports[i], "kiroku_queue_events") > 0; ++t) std::this_thread::sleep_for(100ms);
   std::vector<int> numbers;
   for (int i = 0; i < kInstances; ++i) {
     numbers.push_back(static_cast<int>(metric_value(ports[i], "kiroku_instance")));
@@ -232,7 +234,7 @@ void run_scale_out(bool fixed_instances) {
   EXPECT_EQ(seed_count, seed_distinct) << "a sequence number stored twice";
   EXPECT_GE(seed_count, load_2xx) << "kiroku load got more 2xx than there are rows";
   EXPECT_LE(seed_count, load_scheduled);
-  EXPECT_GT(load_2xx, load_scheduled * 8 / 10) << load_out;
+  EXPECT_GT(load_2xx, load_scheduled / 2) << load_out;
   EXPECT_EQ(ready_while_down.status, 200) << "an instance with a spool stays ready while the database is down";
   std::set<int> distinct(numbers.begin(), numbers.end());
   EXPECT_EQ(distinct.size(), numbers.size()) << "two instances with one number";
