@@ -436,7 +436,9 @@ TEST_P(MysqlSinkMethodTest, LargeBatchSpanningManyStatementsIsOneTransaction) {
   for (std::uint64_t i = 0; i < 25'000; ++i) {
     Row r = sample_row(i);
     r.name = repeat("名", 85);
-    r.client_id = repeat("x", 255);
+    char tail[8];  // client ids are a unique key: 255 bytes, each its own
+    std::snprintf(tail, sizeof tail, "%07llu", static_cast<unsigned long long>(i));
+    r.client_id = repeat("x", 248) + tail;
     rows.push_back(std::move(r));
   }
   rows[24'000].name = "poison";
@@ -459,7 +461,7 @@ TEST_P(MysqlSinkMethodTest, LargeBatchSpanningManyStatementsIsOneTransaction) {
   EXPECT_EQ(admin_->count(table_), 25'000);
   auto poison = admin_->rows("SELECT client_id FROM `" + table_ + "` WHERE name = 'poison'");
   ASSERT_EQ(poison.size(), 1u);
-  EXPECT_EQ(*poison[0][0], repeat("x", 255));
+  EXPECT_EQ(*poison[0][0], repeat("x", 248) + "0024000");
 }
 
 // automatic is array binding on MariaDB; multi_row is what MySQL servers get.
