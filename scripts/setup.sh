@@ -15,7 +15,7 @@ packages=(
   nlohmann-json3-dev libsqlite3-dev sqlite3 libmariadb-dev mariadb-server mariadb-client
   libcurl4-openssl-dev libssl-dev libpugixml-dev libgoogle-perftools-dev google-perftools
   libgtest-dev libgmock-dev libbenchmark-dev
-  curl wrk nginx python3 procps time chromium clang libclang-rt-14-dev gnuplot-nox
+  curl wrk nginx haproxy python3 procps time chromium clang libclang-rt-14-dev gnuplot-nox
   ceph-mon ceph-osd radosgw awscli
 )
 missing=()

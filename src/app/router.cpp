@@ -1,6 +1,8 @@
 // router.cpp - endpoint dispatch, method checks and the operations endpoints.
 #include "app/router.h"
 
+#include "ingest/spool.h"
+
 #include <nlohmann/json.hpp>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -115,7 +117,21 @@ void Router::readyz(http::Reply& reply) {
     return;
   }
   if (deps_.writer && !deps_.writer->sink_healthy()) {
-    nlohmann::json j{{"ready", false}, {"reason", "sink unavailable: " + deps_.writer->last_error()}};
+    // With a spool the outage is absorbed: keep the traffic while it has room
+    // (a margin of an eighth, at most 16 MiB, so that the balancer moves
+    // away before 503s start).
+    if (deps_.spool && !deps_.spool->would_exceed(std::min<std::uint64_t>(16u << 20, deps_.spool->max_bytes() / 8))) {
+      nlohmann::json j{{"ready", true},
+                       {"sink", "unavailable: " + deps_.writer->last_error()},
+                       {"spooling", true},
+                       {"spool_bytes", deps_.spool->bytes()},
+                       {"spool_max_bytes", deps_.spool->max_bytes()}};
+      reply.send(200, "application/json", j.dump() + "\n");
+      return;
+    }
+    nlohmann::json j{{"ready", false},
+                     {"reason", std::string(deps_.spool ? "spool nearly full and " : "") +
+                                    "sink unavailable: " + deps_.writer->last_error()}};
     reply.send(503, "application/json", j.dump() + "\n");
     return;
   }

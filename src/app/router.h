@@ -34,12 +34,17 @@ enum class Route : std::uint8_t {
   count_
 };
 
+class Spool;
+
 struct RouterDeps {
   Collector* collector = nullptr;
   BatchWriter* writer = nullptr;
   Registry* registry = nullptr;
   Profiler* profiler = nullptr;
   FileApi* files = nullptr;  // the file API; null: /files answers 503
+  // durability process/fsync: /readyz stays 200 while the sink is down and
+  // this spool has room (the spool absorbs the outage). Null: 503 then.
+  Spool* spool = nullptr;
   std::size_t max_body_bytes = 8 * 1024 * 1024;
   // Guards the profiling endpoints (and the file API): a bearer token, or
   // loopback peers only when empty.

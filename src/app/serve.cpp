@@ -18,6 +18,7 @@
 #include "ingest/batch_writer.h"
 #include "ingest/collector.h"
 #include "ingest/id.h"
+#include "ingest/instance_lease.h"
 #include "ingest/spool.h"
 #include "ops/metrics.h"
 #include "ops/profiler.h"
@@ -69,11 +70,16 @@ int serve(const ServeConfig& cfg) {
   auto made = make_sink(cfg.sink, sink_options);
   if (!made.ok()) return config_error("--sink", made.status().message());
   std::unique_ptr<Sink> sink = std::move(*made);
+  // Errors that waiting will not heal (credentials, unknown database,
+  // privileges) stop the start; an unreachable database does not: the spool
+  // takes the events and the writer connects when it can.
+  bool sink_open = true;
   if (Status st = sink->open(); !st.ok()) {
     if (st.kind() == ErrorKind::permanent || st.kind() == ErrorKind::invalid)
       return config_error("--sink", st.message());
-    std::fprintf(stderr, "kiroku: --sink: cannot reach the database: %s\n", st.message().c_str());
-    return 1;
+    spdlog::warn("cannot reach the database: {}; starting without it, retrying in the background",
+                 st.message());
+    sink_open = false;
   }
 
   // The spool, and what a previous run left in it.
@@ -85,9 +91,32 @@ int serve(const ServeConfig& cfg) {
     spool = std::move(*sp);
   }
 
+  // The instance number: leased through the sink (or --instance, checked
+  // against the live leases). Without the database and without a number
+  // remembered in the spool directory, wait for it before listening.
+  InstanceLease lease(*sink, {cfg.instance, cfg.spool_dir});
+  for (bool waiting_logged = false;;) {
+    Status st = lease.acquire(sink_open);
+    if (st.ok()) break;
+    if (st.kind() != ErrorKind::transient) return config_error("--instance", st.message());
+    if (!waiting_logged)
+      spdlog::warn("no instance number yet ({}) and none kept in {}: waiting for the database before listening",
+                   st.message(), cfg.spool_dir);
+    waiting_logged = true;
+    const timespec second{1, 0};
+    if (sigtimedwait(&stop_signals, nullptr, &second) > 0) return 0;
+    if (!sink_open) {
+      Status o = sink->open();
+      if (o.kind() == ErrorKind::permanent || o.kind() == ErrorKind::invalid)
+        return config_error("--sink", o.message());
+      sink_open = o.ok();
+    }
+  }
+
   // Ids stay above everything already stored or spooled, whatever the clock did.
-  std::int64_t id_floor_ms = 0;
-  if (auto m = sink->max_id(); m.ok() && *m > 0) id_floor_ms = id_unix_ms(*m);
+  std::int64_t id_floor_ms = lease.id_floor_unix_ms();
+  if (auto m = sink_open ? sink->max_id() : Result<std::uint64_t>(0); m.ok() && *m > 0)
+    id_floor_ms = std::max(id_floor_ms, id_unix_ms(*m));
   if (spool)
     for (const auto& seg : spool->leftover()) id_floor_ms = std::max(id_floor_ms, file_mtime_ms(seg.path));
 
@@ -111,6 +140,16 @@ int serve(const ServeConfig& cfg) {
   hooks.committed_events =
       registry.counter("kiroku_events_committed_total", "events committed to the sink").with({});
   hooks.sink_errors = registry.counter("kiroku_sink_errors_total", "failed sink transactions").with({});
+  hooks.replayed_events =
+      registry.counter("kiroku_events_replayed_total", "events whose row was already stored (a replay)").with({});
+  hooks.client_duplicates =
+      registry.counter("kiroku_events_client_duplicates_total", "events whose client id was already stored")
+          .with({});
+  hooks.conflict_events =
+      registry
+          .counter("kiroku_events_conflicts_total",
+                   "events NOT stored because a different row holds their id (kept in a .conflict file)")
+          .with({});
   CollectorMetrics cm;
   cm.accepted = registry.counter("kiroku_events_accepted_total", "events accepted (answered 2xx or pending)").with({});
   auto& rejected = registry.counter("kiroku_requests_rejected_total", "ingestion requests rejected", {"reason"});
@@ -123,6 +162,7 @@ int serve(const ServeConfig& cfg) {
     if (collector_ptr) collector_ptr->on_batch_done(shard, seq, ok);
   };
   BatchWriter writer(*sink, spool.get(), cfg.queue_max_bytes, hooks);
+  if (!sink_open) writer.open_sink_first();
   if (spool && !spool->leftover().empty()) {
     std::uint64_t bytes = 0;
     for (const auto& seg : spool->leftover()) {
@@ -172,6 +212,7 @@ int serve(const ServeConfig& cfg) {
   deps.writer = &writer;
   deps.registry = &registry;
   deps.max_body_bytes = cfg.max_body_bytes;
+  deps.spool = spool.get();
   Router router(deps);
 
   http::ServerOptions so;
@@ -201,7 +242,7 @@ int serve(const ServeConfig& cfg) {
   co.batch_max = cfg.batch_max;
   co.flush_interval = cfg.flush_interval;
   co.sink_wait_timeout = cfg.sink_wait_timeout;
-  co.instance = cfg.instance;
+  co.instance = static_cast<unsigned>(lease.number());
   co.id_floor_unix_ms = id_floor_ms;
   Collector collector(co, server, writer, spool.get(), cm);
   collector_ptr = &collector;
@@ -258,11 +299,22 @@ int serve(const ServeConfig& cfg) {
                             [&sc] { return static_cast<double>(sc.parse_errors.load()); });
   register_process_metrics(registry);
 
+  registry.callback_gauge("kiroku_instance", "this instance's number (the instance bits of its event ids)",
+                          [&] { return static_cast<double>(lease.number()); });
+  registry.callback_gauge("kiroku_instance_confirmed", "1 when the database confirmed the instance number",
+                          [&] { return lease.confirmed() ? 1.0 : 0.0; });
+
   writer.start();
   collector.start();
+  lease.start([&collector, &sink](unsigned n) {
+    std::int64_t floor = 0;
+    if (auto m = sink->max_id(); m.ok() && *m > 0) floor = id_unix_ms(*m);
+    collector.set_instance(n, floor);
+  });
   server.start();
-  spdlog::info("kiroku {} listening on {} ({} sink, durability {}, open-file limit {})", KIROKU_VERSION,
-               server.local_address(), sink->kind(), to_string(cfg.durability), nofile);
+  spdlog::info("kiroku {} listening on {} ({} sink, durability {}, instance {}{}, open-file limit {})",
+               KIROKU_VERSION, server.local_address(), sink->kind(), to_string(cfg.durability), lease.number(),
+               lease.confirmed() ? "" : " (not yet confirmed)", nofile);
   spdlog::info("config: {}", describe(cfg));
   if (cfg.auth_token.empty())
     spdlog::warn("no --auth-token: the file API and /debug/pprof answer loopback clients only, and refuse "
@@ -286,6 +338,7 @@ int serve(const ServeConfig& cfg) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   collector.flush_all();
   const std::uint64_t left = writer.drain_and_stop(deadline);
+  lease.release();
   server.stop();
   if (const std::size_t n = files.shut_down(deadline); n > 0)
     spdlog::warn("stopped with {} object store operations still running", n);

@@ -143,8 +143,8 @@ const OptionSpec kOptions[] = {
      [](ServeConfig& c, std::string_view v) { return set_size(c.batch_max, v, 1, 1'000'000); }},
     {"queue-max-bytes", "in-memory backlog of batches waiting for the database",
      [](ServeConfig& c, std::string_view v) { return set_size(c.queue_max_bytes, v, 1 << 20, 1ull << 40); }},
-    {"instance", "instance number 0-255, unique among instances sharing a database",
-     [](ServeConfig& c, std::string_view v) { return set_uint(c.instance, v, 0, 255); }},
+    {"instance", "instance number 0-255 (default: one leased from the database)",
+     [](ServeConfig& c, std::string_view v) { return set_int(c.instance, v, 0, 255); }},
     {"sink-wait-timeout", "durability=sink: longest a request waits for its commit",
      [](ServeConfig& c, std::string_view v) { return set_duration(c.sink_wait_timeout, v, milliseconds(100), kHour); }},
     {"db-max-open", "MySQL pool: most open connections",
@@ -382,7 +382,8 @@ std::string describe(const ServeConfig& c) {
       "listen={} threads={} sink={} table={} durability={} spool-dir={} flush-interval={}ms "
       "batch-max={} store={} max-connections={} idle-timeout={}ms instance={} file-auth={}",
       c.listen, c.threads, redact_url(c.sink), c.table, to_string(c.durability), c.spool_dir, c.flush_interval.count(),
-      c.batch_max, c.store, c.max_connections, c.idle_timeout.count(), c.instance,
+      c.batch_max, c.store, c.max_connections, c.idle_timeout.count(),
+      c.instance < 0 ? std::string("leased") : std::to_string(c.instance),
       c.auth_token.empty() ? "loopback-only" : "token");
 }
 

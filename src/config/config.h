@@ -46,7 +46,7 @@ struct ServeConfig {
   std::chrono::milliseconds flush_interval{50};
   std::size_t batch_max = 10000;
   std::uint64_t queue_max_bytes = 64ull << 20;  // in-memory backlog before spilling/503
-  unsigned instance = 0;
+  int instance = -1;  // -1: leased through the sink (ingest/instance_lease.h)
   std::chrono::milliseconds sink_wait_timeout{10'000};  // durability=sink: longest a client waits
 
   // Database pool (MySQL)

@@ -37,6 +37,11 @@ BatchWriter::~BatchWriter() {
   if (thread_.joinable()) thread_.join();
 }
 
+void BatchWriter::open_sink_first() {
+  sink_open_ = false;
+  healthy_ = false;
+}
+
 void BatchWriter::start() {
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "kiroku-writer");
@@ -101,7 +106,8 @@ void BatchWriter::run() {
         // (and a recovery) even without traffic.
         if (!cv_.wait_for(lock, std::chrono::seconds(1), [&] { return !queue_.empty() || stopping_; })) {
           lock.unlock();
-          Status st = sink_.ping();
+          Status st = sink_open_ ? sink_.ping() : sink_.open();
+          if (st.ok()) sink_open_ = true;
           if (st.ok() != healthy_.exchange(st.ok())) {
             if (st.ok()) spdlog::info("sink is reachable again");
             else spdlog::error("sink is not reachable: {}", st.message());
@@ -151,11 +157,46 @@ void BatchWriter::record_latencies(std::string_view records, std::int64_t now_us
   }
 }
 
+void BatchWriter::take_report() {
+  const WriteReport& r = sink_.last_write();
+  replayed_ += r.replayed;
+  client_dups_ += r.client_duplicates;
+  conflicts_ += r.conflicts;
+  conflict_records_.append(r.conflict_records);
+}
+
+void BatchWriter::set_aside_conflicts(const Batch& b) {
+  std::string ids;
+  RecordReader reader(conflict_records_);
+  EventView e;
+  for (int i = 0; i < 5 && reader.next(e); ++i) ids += (i ? "," : "") + std::to_string(e.id);
+  std::string kept = "logged below";
+  if (spool_) {
+    if (auto path = spool_->set_aside(conflict_records_); path.ok()) kept = "kept in " + *path;
+    else kept = "could not be kept (" + path.status().message() + "), logged below";
+  }
+  spdlog::error("{} events of a batch (shard {}) were NOT stored: a different row holds their id (ids {}...); "
+                "{}; counted in kiroku_events_conflicts_total",
+                conflicts_, b.shard == kReplayShard ? std::string("replay") : std::to_string(b.shard), ids, kept);
+  if (kept.starts_with("kept")) return;
+  RecordReader all(conflict_records_);
+  while (all.next(e))
+    spdlog::error("conflict: id={} received_us={} at_us={} name={:?} value={} client_id={:?}", e.id, e.received_us,
+                  e.at_us, e.name, e.value, e.client_id);
+}
+
 Status BatchWriter::write_once(Batch& b) {
   const auto t0 = Clock::now();
+  replayed_ = client_dups_ = conflicts_ = 0;
+  conflict_records_.clear();
+  if (!sink_open_) {
+    if (Status st = sink_.open(); !st.ok()) return st;
+    sink_open_ = true;
+  }
   if (b.events) {
     Status st = sink_.write(b.events->view(), b.events->count);
     if (!st.ok()) return st;
+    take_report();
     const auto now_us = unix_us_now();
     if (hooks_.flush_duration)
       hooks_.flush_duration->observe_shared(static_cast<std::uint64_t>(
@@ -172,6 +213,7 @@ Status BatchWriter::write_once(Batch& b) {
         const auto t1 = Clock::now();
         Status st = sink_.write(records, count);
         if (!st.ok()) return st;
+        take_report();
         if (hooks_.flush_duration)
           hooks_.flush_duration->observe_shared(static_cast<std::uint64_t>(
               std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t1).count()));
@@ -211,8 +253,13 @@ bool BatchWriter::write(Batch& b) {
     Status st = write_once(b);
     if (st.ok()) {
       if (!healthy_.exchange(true)) spdlog::info("sink is writable again");
+      // Conflicts first: their records must be safe before the segment goes.
+      if (conflicts_ > 0) set_aside_conflicts(b);
       if (b.segment && spool_) spool_->remove(*b.segment);
-      if (hooks_.committed_events) hooks_.committed_events->add_shared(b.count);
+      if (hooks_.committed_events) hooks_.committed_events->add_shared(b.count - std::min(b.count, conflicts_));
+      if (hooks_.replayed_events && replayed_ > 0) hooks_.replayed_events->add_shared(replayed_);
+      if (hooks_.client_duplicates && client_dups_ > 0) hooks_.client_duplicates->add_shared(client_dups_);
+      if (hooks_.conflict_events && conflicts_ > 0) hooks_.conflict_events->add_shared(conflicts_);
       return true;
     }
     if (hooks_.sink_errors) hooks_.sink_errors->inc_shared();

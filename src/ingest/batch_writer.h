@@ -6,6 +6,12 @@
 // then deletes the batch's spool segment and reports the commit. Batches are
 // written in the order they were submitted.
 //
+// Nothing is lost without a word: every record of a committed batch was
+// stored, proven stored before (a replay, a client id), or is a conflict (a
+// different row holds its id) that is counted, logged, not counted as
+// committed, and kept in a .conflict file of the spool (logged in full when
+// there is no spool).
+//
 // Memory is bounded: when the queued batches hold more than queue_max_bytes,
 // those that also sit in a spool segment drop their in-memory copy (read
 // back from the segment when their turn comes); batches without a segment
@@ -53,7 +59,10 @@ struct BatchWriterHooks {
   Histogram* accept_to_durable = nullptr;  // microseconds, per event
   Histogram* flush_duration = nullptr;     // microseconds, per transaction
   Histogram* batch_events = nullptr;       // events per transaction
-  Counter* committed_events = nullptr;
+  Counter* committed_events = nullptr;    // stored, or proven stored before (replay, client id)
+  Counter* replayed_events = nullptr;     // of those, rows already stored under the same id and fields
+  Counter* client_duplicates = nullptr;   // of those, client ids already stored (first wins)
+  Counter* conflict_events = nullptr;     // NOT stored: a different row holds the id; set aside
   Counter* sink_errors = nullptr;
 };
 
@@ -61,6 +70,10 @@ class BatchWriter {
  public:
   BatchWriter(Sink& sink, Spool* spool, std::uint64_t queue_max_bytes, BatchWriterHooks hooks);
   ~BatchWriter();
+
+  // The sink's open() has not succeeded yet (the database was unreachable at
+  // start): the writer opens it before its first write. Before start().
+  void open_sink_first();
 
   void start();
 
@@ -92,6 +105,10 @@ class BatchWriter {
   // Stores one batch; retries until ok or the stop deadline. True if stored.
   bool write(Batch& b);
   Status write_once(Batch& b);
+  // Adds one successful sink write's report to the batch's totals.
+  void take_report();
+  // Keeps the records the sink could not store (a different row holds their id).
+  void set_aside_conflicts(const Batch& b);
   void spill_locked();
   bool stop_due() const;
   void record_latencies(std::string_view records, std::int64_t now_us);
@@ -116,6 +133,12 @@ class BatchWriter {
   std::atomic<bool> healthy_{true};
   std::atomic<bool> stop_now_{false};
   std::vector<std::byte> scratch_;  // reading spilled segments
+  bool sink_open_ = true;
+  // The batch being written: what the sink reported for it (writer thread).
+  std::size_t replayed_ = 0;
+  std::size_t client_dups_ = 0;
+  std::size_t conflicts_ = 0;
+  std::string conflict_records_;
   std::thread thread_;
 };
 

@@ -471,6 +471,13 @@ void Collector::expire_waiters(Shard& s) {
   }
 }
 
+void Collector::set_instance(unsigned instance, std::int64_t floor_unix_ms) {
+  for (auto& s : shards_) {
+    Shard* sp = s.get();
+    boost::asio::post(sp->ctx, [sp, instance, floor_unix_ms] { sp->ids.set_instance(instance, floor_unix_ms); });
+  }
+}
+
 void Collector::flush_all() {
   std::vector<std::future<void>> done;
   for (auto& s : shards_) {

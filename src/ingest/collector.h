@@ -66,6 +66,10 @@ class Collector {
   // blocks until each shard has done it. For the graceful stop.
   void flush_all();
 
+  // New ids use `instance`, above `floor_unix_ms` (the lease had to change
+  // number); any thread, takes effect on each shard's next turn.
+  void set_instance(unsigned instance, std::int64_t floor_unix_ms);
+
   // Events accepted but still in the shards' current batches (any thread).
   std::uint64_t pending_in_shards() const;
 

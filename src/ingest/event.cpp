@@ -70,6 +70,7 @@ DecodeResult decode_record(std::string_view bytes, EventView& e, std::size_t& si
 bool RecordReader::next(EventView& e) {
   std::size_t size = 0;
   if (bytes_.empty() || decode_record(bytes_, e, size, false) != DecodeResult::ok) return false;
+  last_ = bytes_.substr(0, size);
   bytes_.remove_prefix(size);
   return true;
 }

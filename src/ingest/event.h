@@ -67,9 +67,12 @@ class RecordReader {
   explicit RecordReader(std::string_view bytes) : bytes_(bytes) {}
   // Returns false at the end.
   bool next(EventView& e);
+  // The encoded bytes of the record next() returned last.
+  std::string_view last_record() const { return last_; }
 
  private:
   std::string_view bytes_;
+  std::string_view last_;
 };
 
 // A batch of encoded records plus its count; reused between flushes.

@@ -3,7 +3,7 @@
 //
 // Layout, most significant first:
 //   41 bits  milliseconds since 2024-01-01T00:00:00Z (until 2093)
-//    8 bits  instance number (--instance, 0..255)
+//    8 bits  instance number (leased through the sink, or --instance; 0..255)
 //    6 bits  shard (IO thread, 0..63)
 //    9 bits  sequence within the millisecond (512 per ms per shard)
 // Ids from one generator strictly increase. When a shard issues more than
@@ -34,6 +34,10 @@ constexpr std::int64_t id_unix_ms(std::uint64_t id) {
 class IdGenerator {
  public:
   IdGenerator(unsigned instance, unsigned shard, std::int64_t floor_unix_ms = 0);
+
+  // Issues the next ids under `instance`, above `floor_unix_ms` (the largest
+  // id the sink holds), never below an id issued before.
+  void set_instance(unsigned instance, std::int64_t floor_unix_ms);
 
   // The next id for an event received at `now_unix_ms`.
   std::uint64_t next(std::int64_t now_unix_ms) {

@@ -26,6 +26,7 @@ static_assert(std::endian::native == std::endian::little, "segment headers are w
 constexpr char kMagic[4] = {'K', 'S', 'E', 'G'};
 constexpr std::string_view kSegmentSuffix = ".kseg";
 constexpr std::string_view kQuarantineSuffix = ".corrupt";
+constexpr std::string_view kConflictSuffix = ".conflict";
 constexpr std::size_t kSegmentNameBytes = 16 + 1 + 2 + kSegmentSuffix.size();
 
 std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
@@ -301,6 +302,23 @@ Status Spool::quarantine(const SegmentInfo& segment) {
   }
   forget_bytes(segment.bytes);
   return {};
+}
+
+Result<std::string> Spool::set_aside(std::string_view records) {
+  Result<SegmentWriter> w = create(kMaxSpoolShards - 1);
+  if (!w.ok()) return w.status();
+  Status st = w->append(records);
+  if (st.ok()) st = w->sync();
+  const SegmentInfo info = w->seal();
+  const std::string to = info.path + std::string(kConflictSuffix);
+  if (st.ok() && ::rename(info.path.c_str(), to.c_str()) != 0)
+    st = io_error(errno, "spool segment " + info.path + ": cannot rename to " + to);
+  forget_bytes(info.bytes);
+  if (!st.ok()) {
+    ::unlink(info.path.c_str());
+    return st;
+  }
+  return to;
 }
 
 // ---- Reading

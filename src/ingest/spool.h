@@ -10,6 +10,7 @@
 //   LOCK                          flock'ed for the life of the Spool
 //   {seq:016x}-{shard:02x}.kseg   a segment; name order is creation order
 //   *.kseg.corrupt                a quarantined segment, never replayed
+//   *.kseg.conflict               events whose id a different row holds (set_aside), never replayed
 // A segment is a 16-byte header (magic "KSEG", u32 version 1, u64 seq; all
 // little-endian) followed by records back to back.
 //
@@ -130,6 +131,11 @@ class Spool {
   // Renames a segment to PATH.corrupt so it is kept for an operator but never
   // replayed again, and stops counting its bytes.
   Status quarantine(const SegmentInfo& segment);
+
+  // Writes `records` (events the sink could not store because a different row
+  // holds their id) durably to a new file PATH.conflict, kept for an operator
+  // and never replayed; returns its path.
+  Result<std::string> set_aside(std::string_view records);
 
   // Bytes of all live segments: those found at open plus everything created
   // and appended since, minus what was removed or quarantined.

@@ -3,7 +3,15 @@
 // A Sink writes batches of event records into a database table (schema in
 // PRODUCT.md: id, received_at, at, name, value, client_id). Writes are
 // idempotent on the event id: writing the same record twice stores one row,
-// which is what makes spool replay after a crash safe.
+// which is what makes spool replay after a crash safe. Nothing is skipped
+// silently: a record that is not stored is accounted for in last_write()
+// (a replay of a row proven equal, a client id stored before, or a conflict:
+// another event under the same id, handed back to the caller).
+//
+// Instance numbers (the 8 bits of the event id that keep instances apart) are
+// leased through the sink, in the table `{table}_instances`
+// (instance, holder, renewed_at in Unix ms by the database's clock), so that
+// instances writing to one table never share a number.
 //
 // Threading: a Sink is used by one writer thread at a time (the BatchWriter);
 // stats() and ready() may be called from any thread.
@@ -31,6 +39,21 @@ struct PoolStats {
   std::int64_t max_lifetime_closed = 0;
 };
 
+// What the last successful write() did with its records. Every record is in
+// exactly one of the counts: stored + replayed + client_duplicates + conflicts.
+struct WriteReport {
+  std::size_t stored = 0;             // new rows
+  std::size_t replayed = 0;           // a row with the same id and the same fields was there
+  std::size_t client_duplicates = 0;  // a row with the same client id was there (first wins)
+  std::size_t conflicts = 0;          // a different row holds the id: NOT stored
+  std::string conflict_records;       // those records (event.h format), for the caller to keep
+
+  void clear() {
+    stored = replayed = client_duplicates = conflicts = 0;
+    conflict_records.clear();
+  }
+};
+
 class Sink {
  public:
   virtual ~Sink() = default;
@@ -42,7 +65,23 @@ class Sink {
   // Stores every record in `records` (concatenated records, see event.h) in
   // one transaction: all or none. transient: retry later; permanent: the
   // operator must act (logged, shown in /readyz and metrics).
+  // After a success, last_write() says what became of each record.
   virtual Status write(std::string_view records, std::size_t count) = 0;
+
+  // The report of the last successful write(); the writer thread only.
+  virtual const WriteReport& last_write() const = 0;
+
+  // Leases an instance number (0..255) to `holder` (an opaque token of at most
+  // 64 bytes) in one transaction: `wanted` >= 0 asks for that number (a renewal
+  // or an explicit --instance), -1 for any: the one `holder` already has, else
+  // a number never leased, else the one whose lease expired longest ago. A
+  // number is free when its holder released it or has not renewed it for
+  // `ttl_ms`. Returns full when the number (or every number) is held by
+  // another live holder; transient when the database cannot be reached.
+  virtual Result<unsigned> lease_instance(std::string_view holder, int wanted, std::int64_t ttl_ms) = 0;
+
+  // Gives the number back at a clean stop (only if `holder` still holds it).
+  virtual Status release_instance(unsigned instance, std::string_view holder) = 0;
 
   // The largest event id stored, 0 if none (used to keep ids increasing
   // across restarts even if the clock went back).

@@ -51,9 +51,9 @@ TempDir::~TempDir() {
 }
 
 Kiroku::Kiroku(const std::string& dir, std::vector<std::string> args, std::vector<std::string> env,
-               std::vector<std::string> prefix)
+               std::vector<std::string> prefix, int port)
     : dir_(dir) {
-  port_ = free_port();
+  port_ = port != 0 ? port : free_port();
   std::vector<std::string> argv = prefix;
   for (const char* a : {KIROKU_BINARY, "serve", "--listen"}) argv.emplace_back(a);
   argv.push_back("127.0.0.1:" + std::to_string(port_));

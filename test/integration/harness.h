@@ -33,8 +33,9 @@ class Kiroku {
   // Starts `kiroku serve --listen 127.0.0.1:PORT ARGS...` and waits for
   // /healthz (fails the test after 15 s).
   // `prefix` runs before the binary (e.g. {"prlimit", "--nofile=64:64"}).
+  // `port` 0 picks a free one.
   Kiroku(const std::string& dir, std::vector<std::string> args, std::vector<std::string> env = {},
-         std::vector<std::string> prefix = {});
+         std::vector<std::string> prefix = {}, int port = 0);
   ~Kiroku();  // SIGKILL if still running
 
   int port() const { return port_; }

@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <limits>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -113,7 +114,11 @@ Row sample_row(std::uint64_t i) {
       break;
   }
   if (i % 3 == 1) r.client_id = "client-" + std::to_string(i);
-  if (i % 21 == 2) r.client_id = repeat("ç", 127) + "x";  // 255 bytes
+  if (i % 21 == 2) {  // 255 bytes, unique (client ids are a unique key)
+    char tail[8];
+    std::snprintf(tail, sizeof tail, "%07llu", static_cast<unsigned long long>(i % 10'000'000));
+    r.client_id = repeat("ç", 124) + tail;
+  }
   return r;
 }
 
@@ -337,6 +342,69 @@ TEST_P(MysqlSinkMethodTest, WritesTenThousandEventsAndReadsThemBackExactly) {
   EXPECT_EQ(st.in_use, 0);
 }
 
+// Every record of a write is accounted for: stored, a replay (the same row
+// under its id), a client id stored before (first wins), or a conflict (a
+// different row under its id), which comes back to the caller.
+TEST_P(MysqlSinkMethodTest, ReportsReplaysClientDuplicatesAndConflicts) {
+  auto sink = make_with_method();
+  ASSERT_TRUE(sink->open().ok());
+  std::vector<Row> rows;
+  for (std::uint64_t i = 0; i < 40; ++i) {
+    Row r = sample_row(i);
+    r.client_id = "k-" + std::to_string(i);
+    rows.push_back(r);
+  }
+  EventBuffer first = batch_of(rows, 0, 30);
+  ASSERT_TRUE(sink->write(first.view(), first.count).ok());
+  EXPECT_EQ(sink->last_write().stored, 30u);
+  // 10 replayed, 10 new, 5 other events with a stored client id, 3 clashes.
+  EventBuffer second = batch_of(rows, 20, 40);
+  std::vector<Row> extra;
+  for (std::uint64_t i = 0; i < 5; ++i) {
+    Row r = sample_row(100 + i);
+    r.id = 5'000'000 + i;
+    r.client_id = "k-" + std::to_string(i);
+    extra.push_back(r);
+  }
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    Row r = rows[i];  // same id, different event
+    r.value += 1;
+    r.client_id = "other-" + std::to_string(i);
+    extra.push_back(r);
+  }
+  for (const Row& r : extra) second.append(view_of(r));
+  const Status s = sink->write(second.view(), second.count);
+  ASSERT_TRUE(s.ok()) << s.message();
+  const WriteReport& rep = sink->last_write();
+  EXPECT_EQ(rep.stored, 10u);
+  EXPECT_EQ(rep.replayed, 10u);
+  EXPECT_EQ(rep.client_duplicates, 5u);
+  EXPECT_EQ(rep.conflicts, 3u);
+  RecordReader back(rep.conflict_records);
+  EventView e;
+  std::set<std::uint64_t> conflict_ids;
+  while (back.next(e)) conflict_ids.insert(e.id);
+  EXPECT_EQ(conflict_ids, (std::set<std::uint64_t>{rows[0].id, rows[1].id, rows[2].id}));
+  EXPECT_EQ(admin_->count(table_), 40);
+}
+
+// Client ids are a unique key: the same id twice is one row, the first.
+TEST_P(MysqlSinkMethodTest, ClientIdTwiceIsOneRowFirstWins) {
+  auto sink = make_with_method();
+  ASSERT_TRUE(sink->open().ok());
+  Row a = sample_row(7);
+  a.client_id = "req-1";
+  Row b = sample_row(8);
+  b.client_id = "req-1";
+  EventBuffer one = batch_of({a, b}, 0, 2);
+  ASSERT_TRUE(sink->write(one.view(), one.count).ok());
+  EventBuffer two = batch_of({b}, 0, 1);
+  ASSERT_TRUE(sink->write(two.view(), two.count).ok());
+  const std::vector<Row> stored = admin_->stored(table_);
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0], a);
+}
+
 TEST_P(MysqlSinkMethodTest, SameBatchTwiceStoresEachRowOnce) {
   auto sink = make_with_method();
   ASSERT_TRUE(sink->open().ok());
@@ -368,7 +436,9 @@ TEST_P(MysqlSinkMethodTest, LargeBatchSpanningManyStatementsIsOneTransaction) {
   for (std::uint64_t i = 0; i < 25'000; ++i) {
     Row r = sample_row(i);
     r.name = repeat("名", 85);
-    r.client_id = repeat("x", 255);
+    char tail[8];  // client ids are a unique key: 255 bytes, each its own
+    std::snprintf(tail, sizeof tail, "%07llu", static_cast<unsigned long long>(i));
+    r.client_id = repeat("x", 248) + tail;
     rows.push_back(std::move(r));
   }
   rows[24'000].name = "poison";
@@ -391,7 +461,7 @@ TEST_P(MysqlSinkMethodTest, LargeBatchSpanningManyStatementsIsOneTransaction) {
   EXPECT_EQ(admin_->count(table_), 25'000);
   auto poison = admin_->rows("SELECT client_id FROM `" + table_ + "` WHERE name = 'poison'");
   ASSERT_EQ(poison.size(), 1u);
-  EXPECT_EQ(*poison[0][0], repeat("x", 255));
+  EXPECT_EQ(*poison[0][0], repeat("x", 248) + "0024000");
 }
 
 // automatic is array binding on MariaDB; multi_row is what MySQL servers get.
@@ -476,6 +546,41 @@ TEST_F(MysqlSinkTest, MissingPrivilegesArePermanent) {
   s = sink->write(b.view(), b.count);
   EXPECT_EQ(s.kind(), ErrorKind::permanent) << s.message();
   admin_->exec("DROP USER 'kiroku_ro'@'127.0.0.1'");
+}
+
+// Instance numbers leased at the same moment by many instances are distinct;
+// a live holder's number is refused to another; a released or expired one is free.
+TEST_F(MysqlSinkTest, InstanceLeasesAreDistinctAndExclusive) {
+  ASSERT_TRUE(make()->open().ok());
+  constexpr int kHolders = 8;
+  std::vector<std::unique_ptr<Sink>> sinks;
+  for (int i = 0; i < kHolders; ++i) sinks.push_back(make());
+  std::vector<int> got(kHolders, -1);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kHolders; ++i)
+    threads.emplace_back([&, i] {
+      Result<unsigned> r = sinks[i]->lease_instance("holder" + std::to_string(i), -1, 60'000);
+      if (r.ok()) got[i] = static_cast<int>(*r);
+      else ADD_FAILURE() << r.status().message();
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(std::set<int>(got.begin(), got.end()).size(), static_cast<std::size_t>(kHolders));
+  // The holder gets its own number back; another is refused it while it lives.
+  Result<unsigned> again = sinks[0]->lease_instance("holder0", -1, 60'000);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(static_cast<int>(*again), got[0]);
+  Result<unsigned> clash = sinks[1]->lease_instance("intruder", got[0], 60'000);
+  EXPECT_EQ(clash.status().kind(), ErrorKind::full) << clash.status().message();
+  EXPECT_NE(clash.status().message().find("held by another live instance"), std::string::npos);
+  // Released: free for anyone.
+  ASSERT_TRUE(sinks[0]->release_instance(static_cast<unsigned>(got[0]), "holder0").ok());
+  Result<unsigned> taken = sinks[1]->lease_instance("intruder", got[0], 60'000);
+  EXPECT_TRUE(taken.ok()) << taken.status().message();
+  // Not renewed within the lease time: free as well.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  Result<unsigned> expired = sinks[2]->lease_instance("late", got[3], 10);
+  EXPECT_TRUE(expired.ok()) << expired.status().message();
+  admin_->exec("DELETE FROM kiroku_instances WHERE tbl = '" + table_ + "'");
 }
 
 TEST_F(MysqlSinkTest, ExistingTableWithoutIdPrimaryKeyIsPermanent) {

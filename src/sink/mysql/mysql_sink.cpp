@@ -10,10 +10,15 @@
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
 #include "ingest/event.h"
+#include "sink/instance_lease_table.h"
 #include "sink/mysql/connection_pool.h"
 #include "sink/mysql/mysql_tls.h"
 #include "sink/mysql/mysql_url.h"
@@ -345,8 +350,12 @@ class MysqlConnection final : public PooledConnection {
       }
     }
     if (mysql_stmt_execute(multi_[k])) return Failure::of(multi_[k], "insert");
+    last_affected_ = mysql_stmt_affected_rows(multi_[k]);
     return {};
   }
+
+  MYSQL_STMT* single() const { return single_; }
+  std::uint64_t last_affected_rows() const { return last_affected_; }
 
   Slots& slots() {
     if (!slots_) slots_ = std::make_unique<Slots>();
@@ -377,6 +386,7 @@ class MysqlConnection final : public PooledConnection {
   MYSQL_STMT* single_ = nullptr;
   std::array<MYSQL_STMT*, kMultiRowSizes.size()> multi_{};
   std::unique_ptr<Slots> slots_;
+  std::uint64_t last_affected_ = 0;
 };
 
 // ---- The sink ---------------------------------------------------------------------------------
@@ -404,8 +414,22 @@ class MysqlSink final : public Sink {
         "  `at` BIGINT NOT NULL COMMENT 'Unix microseconds',\n"
         "  `name` VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,\n"
         "  `value` BIGINT NOT NULL,\n"
-        "  `client_id` VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL\n"
+        "  `client_id` VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,\n"
+        "  UNIQUE KEY `client_id` (`client_id`)\n"
         ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+    const std::string client_key =
+        "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '" +
+        t + "' AND COLUMN_NAME = 'client_id' AND NON_UNIQUE = 0 AND SEQ_IN_INDEX = 1";
+    const std::string add_client_key = "ALTER TABLE `" + t + "` ADD UNIQUE KEY `client_id` (`client_id`)";
+    const std::string instances =
+        "CREATE TABLE IF NOT EXISTS `" + std::string(kInstancesTable) +
+        "` (\n"
+        "  `tbl` VARCHAR(64) CHARACTER SET ascii NOT NULL,\n"
+        "  `instance` INT NOT NULL,\n"
+        "  `holder` VARCHAR(64) CHARACTER SET ascii NOT NULL,\n"
+        "  `renewed_at` BIGINT NOT NULL COMMENT 'Unix ms, database clock; 0 = released',\n"
+        "  PRIMARY KEY (`tbl`, `instance`)\n"
+        ") ENGINE=InnoDB";
     const std::string primary_key =
         "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) FROM information_schema.STATISTICS"
         " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '" +
@@ -428,6 +452,21 @@ class MysqlSink final : public Sink {
         return Failure::schema("table `" + t + "` exists but its primary key is (" + columns +
                                "), not (id): writes would not be idempotent");
       }
+      // Client ids are idempotency keys: a table made before they were unique gets the index.
+      if (f = fetch_one(c.mysql, client_key, "check table `" + t + "`", columns, null); !f.ok()) return f;
+      if (columns == "0") {
+        if (f = run(c.mysql, add_client_key, "add unique key on `" + t + "`.`client_id`"); !f.ok()) {
+          if (f.fault == Fault::lost) return f;
+          spdlog::warn("mysql: {}; a client id sent twice is stored twice in `{}` until the index exists",
+                       f.message, t);
+        }
+      }
+      if (f = run(c.mysql, "SELECT 1 FROM `" + std::string(kInstancesTable) + "` LIMIT 0",
+                  "check table `" + std::string(kInstancesTable) + "`");
+          f.code == ER_NO_SUCH_TABLE) {
+        f = run(c.mysql, instances, "create table `" + std::string(kInstancesTable) + "`");
+      }
+      if (!f.ok()) return f;
       // Prepare now, so that a missing INSERT privilege shows at start.
       if (use_arrays(c)) return c.prepare_single(t);
       return {};
@@ -435,9 +474,75 @@ class MysqlSink final : public Sink {
   }
 
   Status write(std::string_view records, std::size_t count) override {
+    report_.clear();
     if (count == 0 || records.empty()) return {};
     return with_connection(options_.connect_timeout_ms, [&](MysqlConnection& c) {
+      report_.clear();  // a retried attempt starts over
       return use_arrays(c) ? insert_arrays(c, records, count) : insert_multi(c, records);
+    });
+  }
+
+  const WriteReport& last_write() const override { return report_; }
+
+  Result<unsigned> lease_instance(std::string_view holder, int wanted, std::int64_t ttl_ms) override {
+    Result<unsigned> chosen = Status::transient("mysql: no lease");
+    const std::string table(kInstancesTable);
+    const Status s = with_connection(options_.connect_timeout_ms, [&](MysqlConnection& c) -> Failure {
+      chosen = Status::transient("mysql: no lease");
+      std::string esc_holder(holder.size() * 2 + 1, '\0');
+      esc_holder.resize(mysql_real_escape_string(c.mysql, esc_holder.data(), holder.data(), holder.size()));
+      if (Failure f = run(c.mysql, "START TRANSACTION", "lease: begin"); !f.ok()) return f;
+      std::vector<LeaseRow> rows;
+      std::int64_t now_ms = 0;
+      Failure f;
+      const std::string select = "SELECT `instance`, `holder`, `renewed_at`, CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS "
+                                 "SIGNED) FROM `" + table + "` WHERE `tbl` = '" + options_.table + "' FOR UPDATE";
+      if (mysql_real_query(c.mysql, select.data(), select.size()) != 0) {
+        f = Failure::of(c.mysql, "lease: read");
+      } else if (MYSQL_RES* res = mysql_store_result(c.mysql); res == nullptr) {
+        f = Failure::of(c.mysql, "lease: read");
+      } else {
+        while (MYSQL_ROW row = mysql_fetch_row(res)) {
+          rows.push_back({static_cast<unsigned>(std::strtoul(row[0], nullptr, 10)), row[1] ? row[1] : "",
+                          std::strtoll(row[2], nullptr, 10)});
+          now_ms = std::strtoll(row[3], nullptr, 10);
+        }
+        mysql_free_result(res);
+      }
+      if (f.ok() && rows.empty()) {
+        std::string text;
+        bool null = false;
+        f = fetch_one(c.mysql, "SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)", "lease: clock", text, null);
+        now_ms = std::strtoll(text.c_str(), nullptr, 10);
+      }
+      if (f.ok()) {
+        chosen = choose_instance(rows, holder, wanted, now_ms, ttl_ms);
+        if (chosen.ok()) {
+          f = run(c.mysql,
+                  "INSERT INTO `" + table + "` (`tbl`, `instance`, `holder`, `renewed_at`) VALUES ('" +
+                      options_.table + "', " + std::to_string(*chosen) + ", '" + esc_holder + "', " +
+                      std::to_string(now_ms) +
+                      ") ON DUPLICATE KEY UPDATE `holder` = VALUES(`holder`), `renewed_at` = VALUES(`renewed_at`)",
+                  "lease: write");
+        }
+      }
+      if (f.ok() && chosen.ok()) f = run(c.mysql, "COMMIT", "lease: commit");
+      else if (f.ok()) f = run(c.mysql, "ROLLBACK", "lease: rollback");
+      return abandon(c, std::move(f), true);
+    });
+    if (!s.ok()) return s;
+    return chosen;
+  }
+
+  Status release_instance(unsigned instance, std::string_view holder) override {
+    return with_connection(options_.connect_timeout_ms, [&](MysqlConnection& c) {
+      std::string esc_holder(holder.size() * 2 + 1, '\0');
+      esc_holder.resize(mysql_real_escape_string(c.mysql, esc_holder.data(), holder.data(), holder.size()));
+      return run(c.mysql,
+                 "UPDATE `" + std::string(kInstancesTable) + "` SET `renewed_at` = 0 WHERE `tbl` = '" +
+                     options_.table + "' AND `instance` = " + std::to_string(instance) + " AND `holder` = '" +
+                     esc_holder + "'",
+                 "lease: release");
     });
   }
 
@@ -507,6 +612,7 @@ class MysqlSink final : public Sink {
 
   // Ends a failed transaction; the connection is kept only if that works.
   static Failure abandon(MysqlConnection& c, Failure f, bool in_transaction) {
+    if (f.ok()) return f;
     if (in_transaction && f.fault != Fault::lost) {
       if (Failure r = run(c.mysql, "ROLLBACK", "rollback"); !r.ok() && r.fault == Fault::lost) {
         f.fault = Fault::lost;
@@ -528,10 +634,12 @@ class MysqlSink final : public Sink {
     while (pending) {
       std::size_t n = 0;
       std::size_t bytes = 0;
+      chunk_.clear();
       while (pending && n < cols.rows()) {
         const std::size_t size = record_size(e.name.size(), e.client_id.size());
         if (n > 0 && bytes + size > kMaxBytesPerExecute) break;
         cols.set(n++, e);
+        chunk_.push_back(reader.last_record());
         bytes += size;
         pending = reader.next(e);
       }
@@ -540,6 +648,9 @@ class MysqlSink final : public Sink {
         in_transaction = true;
       }
       if (Failure f = c.execute_arrays(n); !f.ok()) return abandon(c, std::move(f), in_transaction);
+      if (Failure f = account(c, mysql_stmt_affected_rows(c.single())); !f.ok()) {
+        return abandon(c, std::move(f), in_transaction);
+      }
     }
     if (in_transaction) {
       if (Failure f = run(c.mysql, "COMMIT", "commit"); !f.ok()) return abandon(c, f, true);
@@ -556,8 +667,10 @@ class MysqlSink final : public Sink {
     bool in_transaction = false;
     while (pending) {
       std::size_t n = 0;
+      chunk_.clear();
       while (pending && n < kMultiRowMax) {
         slots.set(n++, e);
+        chunk_.push_back(reader.last_record());
         pending = reader.next(e);
       }
       if (pending && !in_transaction) {
@@ -567,10 +680,85 @@ class MysqlSink final : public Sink {
       if (Failure f = c.execute_multi(options_.table, n); !f.ok()) {
         return abandon(c, std::move(f), in_transaction);
       }
+      if (Failure f = account(c, c.last_affected_rows()); !f.ok()) return abandon(c, std::move(f), in_transaction);
     }
     if (in_transaction) {
       if (Failure f = run(c.mysql, "COMMIT", "commit"); !f.ok()) return abandon(c, f, true);
     }
+    return {};
+  }
+
+  // Accounts for the records of chunk_ after an INSERT ... ON DUPLICATE KEY
+  // UPDATE `id` = `id` stored `affected` of them (a duplicate counts 0). When
+  // some were not stored, reads back the rows under their ids and client ids
+  // (in the same transaction) to tell replays and client duplicates from
+  // conflicts; this path runs only on a replay or a clash.
+  Failure account(MysqlConnection& c, std::uint64_t affected) {
+    if (affected >= chunk_.size()) {
+      report_.stored += chunk_.size();
+      return {};
+    }
+    std::vector<EventView> events(chunk_.size());
+    std::string ids;
+    std::string clients;
+    for (std::size_t i = 0; i < chunk_.size(); ++i) {
+      RecordReader one(chunk_[i]);
+      one.next(events[i]);
+      ids += (i == 0 ? "" : ",") + std::to_string(events[i].id);
+      if (!events[i].client_id.empty()) {
+        std::string esc(events[i].client_id.size() * 2 + 1, '\0');
+        esc.resize(mysql_real_escape_string(c.mysql, esc.data(), events[i].client_id.data(),
+                                            events[i].client_id.size()));
+        clients += (clients.empty() ? "'" : ",'") + esc + "'";
+      }
+    }
+    struct Stored {
+      std::int64_t received = 0, at = 0, value = 0;
+      std::string name;
+      std::optional<std::string> client;
+    };
+    std::unordered_map<std::uint64_t, Stored> by_id;
+    std::unordered_map<std::string, bool> client_seen;
+    const std::string sql = "SELECT `id`, `received_at`, `at`, `name`, `value`, `client_id` FROM `" +
+                            options_.table + "` WHERE `id` IN (" + ids + ")";
+    if (mysql_real_query(c.mysql, sql.data(), sql.size()) != 0) return Failure::of(c.mysql, "verify");
+    MYSQL_RES* res = mysql_store_result(c.mysql);
+    if (res == nullptr) return Failure::of(c.mysql, "verify");
+    while (MYSQL_ROW row = mysql_fetch_row(res)) {
+      const unsigned long* len = mysql_fetch_lengths(res);
+      Stored st{std::strtoll(row[1], nullptr, 10), std::strtoll(row[2], nullptr, 10),
+                std::strtoll(row[4], nullptr, 10), std::string(row[3], len[3]), std::nullopt};
+      if (row[5] != nullptr) st.client = std::string(row[5], len[5]);
+      by_id.emplace(std::strtoull(row[0], nullptr, 10), std::move(st));
+    }
+    mysql_free_result(res);
+    if (!clients.empty()) {
+      const std::string q =
+          "SELECT `client_id` FROM `" + options_.table + "` WHERE `client_id` IN (" + clients + ")";
+      if (mysql_real_query(c.mysql, q.data(), q.size()) != 0) return Failure::of(c.mysql, "verify");
+      MYSQL_RES* r = mysql_store_result(c.mysql);
+      if (r == nullptr) return Failure::of(c.mysql, "verify");
+      while (MYSQL_ROW row = mysql_fetch_row(r)) client_seen[std::string(row[0], mysql_fetch_lengths(r)[0])] = true;
+      mysql_free_result(r);
+    }
+    std::size_t same = 0;
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      const EventView& e = events[i];
+      const auto it = by_id.find(e.id);
+      if (it != by_id.end() && it->second.received == e.received_us && it->second.at == e.at_us &&
+          it->second.value == e.value && it->second.name == e.name &&
+          (it->second.client ? *it->second.client == e.client_id : e.client_id.empty())) {
+        ++same;  // stored now or before: told apart by the count below
+      } else if (!e.client_id.empty() && client_seen.contains(std::string(e.client_id))) {
+        ++report_.client_duplicates;
+      } else {
+        ++report_.conflicts;
+        report_.conflict_records.append(chunk_[i]);
+      }
+    }
+    const std::size_t stored = std::min<std::size_t>(affected, same);
+    report_.stored += stored;
+    report_.replayed += same - stored;
     return {};
   }
 
@@ -644,6 +832,10 @@ class MysqlSink final : public Sink {
   const SinkOptions options_;
   const MysqlSinkTuning tuning_;
   const std::string where_;  // the URL without password, for messages
+
+  // The writer thread's: the report of the last write and the records of the chunk being inserted.
+  WriteReport report_;
+  std::vector<std::string_view> chunk_;
 
   std::mutex backoff_mu_;
   Clock::time_point next_connect_{};

@@ -2,12 +2,16 @@
 //
 // Rows go to the table of SinkOptions::table, created by open() if missing:
 //   id BIGINT UNSIGNED PRIMARY KEY, received_at BIGINT (Unix µs), at BIGINT (Unix µs),
-//   name VARCHAR(255), value BIGINT, client_id VARCHAR(255) NULL
+//   name VARCHAR(255), value BIGINT, client_id VARCHAR(255) NULL UNIQUE
 // in InnoDB, utf8mb4 with the utf8mb4_bin collation (every UTF-8 name of up to
 // 255 bytes fits and comes back byte for byte).
 //
 // write() stores a batch in one transaction with INSERT ... ON DUPLICATE KEY
-// UPDATE id = id, so a replayed batch stores each row once. On MariaDB it sends
+// UPDATE id = id, so a replayed batch stores each row once; when the affected
+// rows are fewer than the rows sent, the rows under those ids and client ids
+// are read back in the same transaction and every record is accounted for
+// (last_write(), sink.h). Instance leases live in `kiroku_instances`, created
+// by open() like the events table. On MariaDB it sends
 // the batch with array binding (one prepared single-row INSERT executed over
 // column arrays, see bench/mysql_bulk_bench.cpp); on servers without it
 // (MySQL) it uses multi-row prepared INSERTs. Statements and bind arrays are
