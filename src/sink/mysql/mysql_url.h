@@ -24,8 +24,12 @@ struct MysqlUrl {
   std::string database;
   std::string socket;  // empty: TCP
 
-  // The URL without its password, for logs: mysql://user@host:port/db.
-  std::string redacted() const;
+  // The URL as given with its password hidden (redact_url), for logs and errors.
+  const std::string& redacted() const { return redacted_; }
+
+ private:
+  friend Result<MysqlUrl> parse_mysql_url(std::string_view url);
+  std::string redacted_;
 };
 
 // Parses a mysql:// URL. A malformed URL gives Status::invalid with a one-line
