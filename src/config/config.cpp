@@ -2,6 +2,8 @@
 // a TOML file and defaults (see config.h).
 #include "config/config.h"
 
+#include "common/redact.h"
+
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <cstdlib>
@@ -72,7 +74,8 @@ std::optional<std::string> check_url(std::string_view v, std::initializer_list<c
     if (v.starts_with(s)) return std::nullopt;
   std::string list;
   for (const char* s : schemes) list += (list.empty() ? "" : " or ") + std::string(s) + "...";
-  return fmt::format("must start with {}, {}", list, quoted(v));
+  const std::string shown = redact_url(v);  // a typo's password stays hidden
+  return fmt::format("must start with {}, {}", list, quoted(std::string_view(shown)));
 }
 
 using std::chrono::milliseconds;
@@ -367,22 +370,12 @@ bool ServeOptions::resolve(ServeConfig& out, ConfigError& err, const EnvLookup& 
   return true;
 }
 
-std::string redact_url(std::string_view url) {
-  // scheme://user:password@host... -> scheme://user:***@host...
-  const auto scheme = url.find("://");
-  const auto at = url.find('@');
-  if (scheme == std::string_view::npos || at == std::string_view::npos || at < scheme) return std::string(url);
-  const auto colon = url.find(':', scheme + 3);
-  if (colon == std::string_view::npos || colon > at) return std::string(url);
-  return fmt::format("{}:***{}", url.substr(0, colon), url.substr(at));
-}
-
 std::string describe(const ServeConfig& c) {
   return fmt::format(
       "listen={} threads={} sink={} table={} durability={} spool-dir={} flush-interval={}ms "
       "batch-max={} store={} max-connections={} idle-timeout={}ms instance={} file-auth={}",
       c.listen, c.threads, redact_url(c.sink), c.table, to_string(c.durability), c.spool_dir, c.flush_interval.count(),
-      c.batch_max, c.store, c.max_connections, c.idle_timeout.count(),
+      c.batch_max, redact_url(c.store), c.max_connections, c.idle_timeout.count(),
       c.instance < 0 ? std::string("leased") : std::to_string(c.instance),
       c.auth_token.empty() ? "loopback-only" : "token");
 }

@@ -96,9 +96,6 @@ bool parse_duration(std::string_view s, std::chrono::milliseconds& out);
 // A size with an optional unit: "1024", "64KiB", "8MiB", "1GiB", "1GB"; false if bad.
 bool parse_size(std::string_view s, std::uint64_t& out);
 
-// `url` with any password replaced by ***.
-std::string redact_url(std::string_view url);
-
 // One line describing the effective configuration, for the start log.
 std::string describe(const ServeConfig& c);
 

@@ -8,6 +8,8 @@
 //   3. HttpServer: binding, threads, graceful stop.
 #include "http/server.h"
 
+#include "common/memory.h"
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/resource.h>
@@ -734,7 +736,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
         return;
       }
       self->out_.clear();
-      if (self->body_.capacity() > kKeepBodyCapacity) std::string().swap(self->body_);
+      if (self->body_.capacity() > kKeepBodyCapacity) {
+        std::string().swap(self->body_);
+        note_large_free();
+      }
       if (self->close_after_ && !self->discarding_) {
         self->close();
         return;

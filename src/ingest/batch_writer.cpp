@@ -1,6 +1,8 @@
 // batch_writer.cpp - queue, retries and spilling of the writer thread.
 #include "ingest/batch_writer.h"
 
+#include "common/memory.h"
+
 #include <spdlog/spdlog.h>
 
 #include <random>
@@ -20,6 +22,10 @@ std::int64_t unix_us_now() {
 
 // Free buffers kept for reuse; more are released.
 constexpr std::size_t kMaxFreeBuffers = 64;
+// A buffer that grew past this (one huge POST /events) is released, not kept:
+// memory follows load. A full batch of --batch-max 10,000 short events takes
+// about 0.5 MiB, so ordinary batches are reused and allocate nothing.
+constexpr std::size_t kMaxKeptBufferBytes = 4 << 20;
 
 }  // namespace
 
@@ -106,6 +112,7 @@ void BatchWriter::run() {
         // (and a recovery) even without traffic.
         if (!cv_.wait_for(lock, std::chrono::seconds(1), [&] { return !queue_.empty() || stopping_; })) {
           lock.unlock();
+          release_noted_memory();  // what a large request freed meanwhile
           Status st = sink_open_ ? sink_.ping() : sink_.open();
           if (st.ok()) sink_open_ = true;
           if (st.ok() != healthy_.exchange(st.ok())) {
@@ -132,11 +139,14 @@ void BatchWriter::run() {
       queued_batches_.fetch_sub(1, std::memory_order_relaxed);
       memory_bytes_.fetch_sub(mem, std::memory_order_relaxed);
       if (queue_.empty()) oldest_us_.store(0, std::memory_order_relaxed);
-      if (b.events && free_.size() < kMaxFreeBuffers) {
+      if (b.events && free_.size() < kMaxFreeBuffers && b.events->bytes.capacity() <= kMaxKeptBufferBytes) {
         b.events->clear();
         free_.push_back(std::move(b.events));
       }
     }
+    if (b.events && b.events->bytes.capacity() > kMaxKeptBufferBytes) note_large_free();
+    b.events.reset();
+    release_noted_memory();
     if (hooks_.on_done && b.shard != kReplayShard) hooks_.on_done(b.shard, b.seq, ok);
     if (!ok) {
       // Only at a stop past its deadline: put the batch back for the count.

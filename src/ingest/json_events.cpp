@@ -1,6 +1,8 @@
 // json_events.cpp - POST /events bodies with simdjson's on-demand API.
 #include "ingest/json_events.h"
 
+#include "common/memory.h"
+
 #include <fmt/format.h>
 #include <simdjson.h>
 
@@ -71,6 +73,17 @@ bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; 
 }  // namespace
 
 std::string JsonEventParser::parse_impl(std::string_view body, Visit visit, void* ctx) {
+  std::string error = parse_body(body, visit, ctx);
+  if (impl_->padded.size() > kMaxKeptBytes) {
+    // A large body: give its buffers back rather than keep them for good.
+    std::vector<char>().swap(impl_->padded);
+    impl_->parser = sj::dom::parser();
+    note_large_free();
+  }
+  return error;
+}
+
+std::string JsonEventParser::parse_body(std::string_view body, Visit visit, void* ctx) {
   auto& p = impl_->padded;
   if (p.size() < body.size() + sj::SIMDJSON_PADDING) p.resize(body.size() + sj::SIMDJSON_PADDING);
   std::memcpy(p.data(), body.data(), body.size());

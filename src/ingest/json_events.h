@@ -2,6 +2,7 @@
 // {"name":…,"value":…,"at":…?,"id":…?} objects, parsed with simdjson.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -13,8 +14,12 @@ namespace kiroku {
 
 // One per shard (not thread-safe); keeps simdjson's parser and a padded copy
 // of the body between requests, so steady-state parsing allocates nothing.
+// After a body over kMaxKeptBytes both are released (a 8 MiB array holds
+// about 80 MiB of them), so memory goes back down after a large batch.
 class JsonEventParser {
  public:
+  static constexpr std::size_t kMaxKeptBytes = 1 << 20;
+
   JsonEventParser();
   ~JsonEventParser();
 
@@ -31,6 +36,7 @@ class JsonEventParser {
   struct Impl;
   using Visit = bool (*)(void* ctx, const EventInput&);
   std::string parse_impl(std::string_view body, Visit visit, void* ctx);
+  std::string parse_body(std::string_view body, Visit visit, void* ctx);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -2,7 +2,6 @@
 #include "ingest/parse.h"
 
 #include <charconv>
-#include <cstring>
 
 namespace kiroku {
 namespace {
@@ -137,13 +136,39 @@ std::optional<std::int64_t> parse_timestamp(std::string_view s) {
   return secs * 1'000'000 + frac_us;
 }
 
+TextFault text_fault(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const unsigned char c = p[i];
+    if (c < 0x20 || c == 0x7f) return TextFault::control;
+    if (c < 0x80) continue;
+    // Well-formed UTF-8 (checked before): look at the lead byte's sequence.
+    if (c == 0xc2 && i + 1 < n && p[i + 1] < 0xa0) return TextFault::control;  // U+0080..U+009F
+    if (c == 0xe2 && i + 2 < n &&
+        ((p[i + 1] == 0x80 && p[i + 2] >= 0xaa && p[i + 2] <= 0xae) ||  // U+202A..U+202E
+         (p[i + 1] == 0x81 && p[i + 2] >= 0xa6 && p[i + 2] <= 0xa9)))   // U+2066..U+2069
+      return TextFault::bidi;
+  }
+  return TextFault::none;
+}
+
 FieldError check_event(const EventInput& e) {
   if (e.name.empty()) return {"name: must not be empty"};
   if (e.name.size() > kMaxNameBytes) return {"name: longer than 255 bytes"};
   if (!valid_utf8(e.name)) return {"name: not valid UTF-8"};
-  if (std::memchr(e.name.data(), 0, e.name.size())) return {"name: contains a NUL byte"};
+  switch (text_fault(e.name)) {
+    case TextFault::control: return {"name: contains a control character (U+0000..U+001F, U+007F..U+009F)"};
+    case TextFault::bidi: return {"name: contains a bidirectional override (U+202A..U+202E, U+2066..U+2069)"};
+    case TextFault::none: break;
+  }
   if (e.client_id.size() > kMaxClientIdBytes) return {"id: longer than 255 bytes"};
   if (!valid_utf8(e.client_id)) return {"id: not valid UTF-8"};
+  switch (text_fault(e.client_id)) {
+    case TextFault::control: return {"id: contains a control character (U+0000..U+001F, U+007F..U+009F)"};
+    case TextFault::bidi: return {"id: contains a bidirectional override (U+202A..U+202E, U+2066..U+2069)"};
+    case TextFault::none: break;
+  }
   return {};
 }
 
@@ -183,6 +208,7 @@ FieldError parse_event_query(std::string_view query, QueryBuffers& buf, EventInp
       have_id = true;
       auto n = percent_decode(raw, buf.client_id, sizeof buf.client_id);
       if (!n) return {"id: bad percent-encoding or longer than 255 bytes"};
+      if (*n == 0) return {"id: must not be empty"};  // as in JSON: absent is no id, empty is an error
       out.client_id = {buf.client_id, *n};
     }
     // Other parameters (cache busters and the like) are ignored.

@@ -37,7 +37,17 @@ struct FieldError {
   explicit operator bool() const { return message != nullptr; }
 };
 
-// Checks name and client_id rules shared by every input form.
+// What makes valid UTF-8 unfit for a name or an id: a control character
+// (C0, DEL, C1: NUL cuts text, CR/LF forge log lines, ESC drives terminals),
+// or an explicit bidirectional embedding, override or isolate (U+202A..E,
+// U+2066..9), which makes text display in another order than it is stored
+// ("Trojan Source"). Right-to-left text needs none of them; the marks
+// U+200E, U+200F and U+061C stay allowed. `s` must be valid UTF-8.
+enum class TextFault { none, control, bidi };
+TextFault text_fault(std::string_view s);
+
+// Checks name and client_id rules shared by every input form: name 1..255
+// bytes, id 0..255 (0: none), both valid UTF-8 without a TextFault.
 FieldError check_event(const EventInput& e);
 
 // Parses the query string of GET /, /collect, /pixel.gif: name, value, and

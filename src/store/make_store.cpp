@@ -3,6 +3,7 @@
 #include <string>
 
 #include "common/percent.h"
+#include "common/redact.h"
 #include "store/file/file_store.h"
 #include "store/object_store.h"
 #include "store/s3/credentials.h"
@@ -130,7 +131,7 @@ Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const Stor
     if (!store.ok()) return Status::invalid("--store: " + store.status().message());
     return std::unique_ptr<ObjectStore>(std::move(*store));
   }
-  return Status::invalid("--store: unknown scheme in '" + std::string(url) +
+  return Status::invalid("--store: unknown scheme in '" + redact_url(url) +
                          "' (file:///dir or s3://bucket?endpoint=...)");
 }
 

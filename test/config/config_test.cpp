@@ -1,6 +1,8 @@
 // config_test.cpp - option precedence (flag > env > file > default) and errors.
 #include "config/config.h"
 
+#include "common/redact.h"
+
 #include <gtest/gtest.h>
 
 #include <CLI/CLI.hpp>
@@ -124,6 +126,50 @@ TEST(Config, Units) {
 TEST(Config, RedactsPasswords) {
   EXPECT_EQ(redact_url("mysql://user:secret@127.0.0.1:3306/db"), "mysql://user:***@127.0.0.1:3306/db");
   EXPECT_EQ(redact_url("sqlite:///var/x.db"), "sqlite:///var/x.db");
+}
+
+// The same split as parse_mysql_url: the password runs to the last '@' of
+// the authority; text no parser takes is still hidden.
+TEST(Config, RedactsPasswordsTheWayTheParserReadsThem) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"mysql://ku:RET@PASS@127.0.0.1:3306/db", "mysql://ku:***@127.0.0.1:3306/db"},
+      {"mysql://ku:a@b@c@h/db?socket=/x", "mysql://ku:***@h/db?socket=/x"},
+      {"mysq://ku:SECRETPASS@h:1/db", "mysq://ku:***@h:1/db"},             // scheme typo
+      {"mysql:/ku:SECRETPASS@h/db", "mysql:***@h/db"},                      // no "://"
+      {"ku:SECRETPASS@h/db", "ku:***@h/db"},                                // no scheme
+      {"mysql://ku:SEC/RET@h/db", "mysql://ku:***@h/db"},                   // '/' in the password
+      {"mysql://ku:SEC?RET@h/db", "mysql://ku:***@h/db"},                   // '?' in the password
+      {"mysql://ku:SEC%40RET@h/db", "mysql://ku:***@h/db"},                 // encoded '@'
+      {"mysql://ku@h:3306/db", "mysql://ku@h:3306/db"},                     // no password
+      {"mysql://ku@h/db?socket=/run/a@b", "mysql://ku@h/db?socket=/run/a@b"},
+      {"sqlite:///var/a@b:c.db", "sqlite:///var/a@b:c.db"},
+      {"file://./kiroku@data/objects", "file://./kiroku@data/objects"},
+      {"s3://bucket?endpoint=http://AK:SK@h:9000&region=r", "s3://bucket?endpoint=http://AK:***@h:9000&region=r"},
+      {"s3://bucket?region=r", "s3://bucket?region=r"},
+  };
+  for (const auto& [in, want] : cases) EXPECT_EQ(redact_url(in), want) << in;
+}
+
+TEST(Config, TheStartLineHidesPasswords) {
+  ServeConfig c;
+  c.sink = "mysql://ku:RET@PASS@127.0.0.1:3306/db";
+  c.store = "s3://b?endpoint=http://AK:SKSECRET@127.0.0.1:9000&region=r";
+  const std::string line = describe(c);
+  EXPECT_NE(line.find("sink=mysql://ku:***@127.0.0.1:3306/db "), std::string::npos) << line;
+  EXPECT_EQ(line.find("PASS"), std::string::npos) << line;
+  EXPECT_EQ(line.find("SKSECRET"), std::string::npos) << line;
+}
+
+TEST(Config, AnUnknownSinkSchemeIsReportedWithoutItsPassword) {
+  for (const char* option : {"--sink", "--store"}) {
+    auto l = load({option, "mysq://ku:SECRETPASS@127.0.0.1/db"});
+    ASSERT_FALSE(l.ok);
+    EXPECT_EQ(l.error.line().find("SECRETPASS"), std::string::npos) << l.error.line();
+    EXPECT_NE(l.error.reason.find("got 'mysq://ku:***@127.0.0.1/db'"), std::string::npos) << l.error.reason;
+  }
+  auto env = load({}, {{"KIROKU_SINK", "mysql:/ku:SECRETPASS@h/db"}});
+  ASSERT_FALSE(env.ok);
+  EXPECT_EQ(env.error.line().find("SECRETPASS"), std::string::npos) << env.error.line();
 }
 
 }  // namespace

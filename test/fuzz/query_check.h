@@ -88,6 +88,23 @@ inline bool ref_utf8(std::string_view s) {
   return true;
 }
 
+// Valid UTF-8 whose code points are neither controls (U+0000..U+001F,
+// U+007F..U+009F) nor bidi embeddings, overrides or isolates (U+202A..U+202E,
+// U+2066..U+2069): what names and ids may hold.
+inline bool ref_printable(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const int n = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    std::uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
+    for (int k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+    if (cp <= 0x1F || (cp >= 0x7F && cp <= 0x9F) || (cp >= 0x202A && cp <= 0x202E) ||
+        (cp >= 0x2066 && cp <= 0x2069))
+      return false;
+    i += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
 // "[+-]?[0-9]+" within int64, at most 20 characters after a '+' (the
 // parser's documented bound on what it reads).
 inline std::optional<std::int64_t> ref_int64(std::string_view s) {
@@ -147,6 +164,7 @@ inline void check_percent(std::string_view in) {
 // parse_int64, parse_timestamp and valid_utf8 on the whole input.
 inline void check_fields(std::string_view in) {
   FUZZ_REQUIRE(valid_utf8(in) == ref_utf8(in));
+  if (ref_utf8(in)) FUZZ_REQUIRE((text_fault(in) == TextFault::none) == ref_printable(in));
   FUZZ_REQUIRE(parse_int64(in) == ref_int64(in));
 
   const std::optional<std::int64_t> at = parse_timestamp(in);
@@ -203,7 +221,7 @@ inline void check_query(std::string_view query) {
   FUZZ_REQUIRE(e.client_id.empty() ||
                (e.client_id.data() == buf.client_id && e.client_id.size() <= kMaxClientIdBytes));
   FUZZ_REQUIRE(valid_utf8(e.name) && valid_utf8(e.client_id));
-  FUZZ_REQUIRE(std::memchr(e.name.data(), 0, e.name.size()) == nullptr);
+  FUZZ_REQUIRE(ref_printable(e.name) && ref_printable(e.client_id));
 
   // Each field once, and what was kept is the form decoding of what was sent.
   int names = 0, values = 0, ats = 0, ids = 0;
@@ -225,6 +243,7 @@ inline void check_query(std::string_view query) {
     }
   }
   FUZZ_REQUIRE(names == 1 && values == 1 && ats <= 1 && ids <= 1);
+  FUZZ_REQUIRE(e.client_id.empty() == (ids == 0));  // an empty id= is refused
   FUZZ_REQUIRE(e.at_us.has_value() == (ats == 1));
 
   // Written back (canonically, then reordered with '+' for spaces and an

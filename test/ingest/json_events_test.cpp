@@ -89,6 +89,29 @@ TEST(JsonEvents, ErrorsNameTheEventAndField) {
   EXPECT_EQ(parse(p, "nonsense").error, "event 0: must be a JSON object");
 }
 
+TEST(JsonEvents, ControlsAndBidiOverridesAreRefusedAsInQueries) {
+  JsonEventParser p;
+  const std::string control = " contains a control character (U+0000..U+001F, U+007F..U+009F)";
+  const std::string bidi = " contains a bidirectional override (U+202A..U+202E, U+2066..U+2069)";
+  for (const char* c : {"\\u0000", "\\n", "\\r", "\\u001b", "\\u007f", "\\u009b"}) {
+    SCOPED_TRACE(c);
+    EXPECT_EQ(parse(p, std::string("{\"name\":\"a") + c + "\",\"value\":1}").error, "event 0: name:" + control);
+    EXPECT_EQ(parse(p, std::string("{\"name\":\"a\",\"value\":1,\"id\":\"k") + c + "\"}").error,
+              "event 0: id:" + control);
+  }
+  for (const char* b : {"\\u202e", "\\u202a", "\\u2066", "\\u2069", "\xE2\x80\xAE"}) {
+    SCOPED_TRACE(b);
+    EXPECT_EQ(parse(p, std::string("{\"name\":\"") + b + "x\",\"value\":1}").error, "event 0: name:" + bidi);
+    EXPECT_EQ(parse(p, std::string("{\"name\":\"a\",\"value\":1,\"id\":\"") + b + "\"}").error,
+              "event 0: id:" + bidi);
+  }
+  EXPECT_EQ(parse(p, "{\"name\":\"a\",\"value\":1,\"id\":\"\"}").error, "event 0: id: must not be empty");
+  Parsed ok = parse(p, "{\"name\":\"\u05e9\u200f x\",\"value\":1,\"id\":\"k \u00a0\"}");
+  EXPECT_EQ(ok.error, "");
+  ASSERT_EQ(ok.ids.size(), 1u);
+  EXPECT_EQ(ok.ids[0], "k \xC2\xA0");
+}
+
 TEST(JsonEvents, ReusableAfterErrors) {
   JsonEventParser p;
   EXPECT_NE(parse(p, "{broken").error, "");

@@ -89,6 +89,11 @@ TEST(Parse, Timestamps) {
   EXPECT_FALSE(parse_timestamp("-5"));
 }
 
+constexpr const char* kNameControl = "name: contains a control character (U+0000..U+001F, U+007F..U+009F)";
+constexpr const char* kIdControl = "id: contains a control character (U+0000..U+001F, U+007F..U+009F)";
+constexpr const char* kNameBidi = "name: contains a bidirectional override (U+202A..U+202E, U+2066..U+2069)";
+constexpr const char* kIdBidi = "id: contains a bidirectional override (U+202A..U+202E, U+2066..U+2069)";
+
 struct Q {
   QueryBuffers buf;
   EventInput in;
@@ -123,9 +128,41 @@ TEST(Parse, QueryErrorsNameTheField) {
   EXPECT_EQ(Q("name=x&value=1&at=soon").error(), "at: must be RFC 3339 or Unix milliseconds");
   EXPECT_EQ(Q("name=x&name=y&value=1").error(), "name: given more than once");
   EXPECT_EQ(Q("name=%FF&value=1").error(), "name: not valid UTF-8");
-  EXPECT_EQ(Q("name=a%00b&value=1").error(), "name: contains a NUL byte");
+  EXPECT_EQ(Q("name=a%00b&value=1").error(), kNameControl);
   EXPECT_EQ(Q("name=%G1&value=1").error(), "name: bad percent-encoding or longer than 255 bytes");
   EXPECT_EQ(Q("").error(), "name: missing");
+}
+
+TEST(Parse, ControlsAndBidiOverridesAreRefusedInNamesAndIds) {
+  for (const char* c : {"%00", "%01", "%0A", "%0D", "%1B", "%1F", "%7F", "%C2%80", "%C2%9B", "%C2%9F"}) {
+    SCOPED_TRACE(c);
+    EXPECT_EQ(Q(std::string("name=a") + c + "b&value=1").error(), kNameControl);
+    EXPECT_EQ(Q(std::string("name=a&value=1&id=k") + c).error(), kIdControl);
+  }
+  for (const char* b : {"%E2%80%AA", "%E2%80%AB", "%E2%80%AC", "%E2%80%AD", "%E2%80%AE", "%E2%81%A6",
+                        "%E2%81%A7", "%E2%81%A8", "%E2%81%A9"}) {
+    SCOPED_TRACE(b);
+    EXPECT_EQ(Q(std::string("name=") + b + "x&value=1").error(), kNameBidi);
+    EXPECT_EQ(Q(std::string("name=x&value=1&id=") + b).error(), kIdBidi);
+  }
+  // Neighbours that stay allowed: space, tab-free printable ASCII, U+00A0,
+  // the bidi marks U+200E/U+200F/U+061C, U+2029's neighbour U+2065, U+202F,
+  // and right-to-left text itself.
+  for (const char* ok : {"a+b", "%7E", "%C2%A0", "%E2%80%8E", "%E2%80%8F", "%D8%9C", "%E2%81%A5",
+                         "%E2%80%AF", "%D7%A9%D7%9C%D7%95%D7%9D"}) {
+    SCOPED_TRACE(ok);
+    EXPECT_EQ(Q(std::string("name=") + ok + "&value=1&id=" + ok).error(), "");
+  }
+  EXPECT_EQ(text_fault("plain"), TextFault::none);
+  EXPECT_EQ(text_fault(std::string_view("a\0b", 3)), TextFault::control);
+}
+
+TEST(Parse, AnEmptyQueryIdIsAnErrorAsInJson) {
+  EXPECT_EQ(Q("name=x&value=1&id=").error(), "id: must not be empty");
+  EXPECT_EQ(Q("name=x&value=1&id").error(), "id: must not be empty");
+  Q none("name=x&value=1");
+  EXPECT_EQ(none.error(), "");
+  EXPECT_TRUE(none.in.client_id.empty());
 }
 
 TEST(Parse, QueryNameLengthLimit) {

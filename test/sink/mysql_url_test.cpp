@@ -130,9 +130,21 @@ TEST(MysqlUrlTest, BadPercentEncodingDoesNotShowPassword) {
 
 TEST(MysqlUrlTest, RedactedHidesPassword) {
   const MysqlUrl u = parse_ok("mysql://kiroku:s3cret@127.0.0.1:3307/kiroku_test");
-  EXPECT_EQ(u.redacted(), "mysql://kiroku@127.0.0.1:3307/kiroku_test");
+  EXPECT_EQ(u.redacted(), "mysql://kiroku:***@127.0.0.1:3307/kiroku_test");
   const MysqlUrl v = parse_ok("mysql://kiroku:s3cret@/k?socket=/tmp/m.sock");
-  EXPECT_EQ(v.redacted(), "mysql://kiroku@/k?socket=/tmp/m.sock");
+  EXPECT_EQ(v.redacted(), "mysql://kiroku:***@/k?socket=/tmp/m.sock");
+}
+
+// The password is what the parser reads (up to the last '@' of the
+// authority), and exactly that is hidden.
+TEST(MysqlUrlTest, RedactedHidesAPasswordWithAnAt) {
+  const MysqlUrl u = parse_ok("mysql://ku:RET@PASS@127.0.0.1:3306/db");
+  EXPECT_EQ(u.password, "RET@PASS");
+  EXPECT_EQ(u.host, "127.0.0.1");
+  EXPECT_EQ(u.redacted(), "mysql://ku:***@127.0.0.1:3306/db");
+  const MysqlUrl w = parse_ok("mysql://ku:a%40b@[::1]/db");
+  EXPECT_EQ(w.password, "a@b");
+  EXPECT_EQ(w.redacted(), "mysql://ku:***@[::1]/db");
 }
 
 TEST(MysqlUrlTest, TableNames) {
@@ -174,7 +186,8 @@ TEST(MysqlUrlTest, MakeSinkRejectsBadUrlAndTableWithoutConnecting) {
   EXPECT_EQ((*ok)->stats().max_open, 4);
   const Status s = (*ok)->open();
   EXPECT_EQ(s.kind(), ErrorKind::transient) << s.message();
-  EXPECT_NE(s.message().find("mysql://u@127.0.0.1:1/db"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("mysql://u:***@127.0.0.1:1/db"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find(":p@"), std::string::npos) << s.message();
 }
 
 // ---- TLS parameters

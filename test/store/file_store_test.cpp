@@ -555,6 +555,15 @@ TEST(StoreFileStore, KeysCannotEscapeTheDirectory) {
   ASSERT_FALSE(escaped.ok());
   EXPECT_EQ(escaped.status().kind(), ErrorKind::invalid) << escaped.status().message();
   EXPECT_TRUE(fs::is_empty(outside));
+  // Deeper: no directory is made through the link before the check.
+  fs::path deep = root / layout.stored_key("evil/sub/x").substr(0, 1);
+  fs::create_directories(deep);
+  if (!fs::is_symlink(deep / "evil")) fs::create_directory_symlink(outside, deep / "evil");
+  escaped = put_pattern(*store, "evil/sub/x", 1, 100);
+  ASSERT_FALSE(escaped.ok());
+  EXPECT_EQ(escaped.status().kind(), ErrorKind::invalid) << escaped.status().message();
+  EXPECT_EQ(escaped.status().message().find(root.string()), std::string::npos) << escaped.status().message();
+  EXPECT_TRUE(fs::is_empty(outside));
   std::ofstream(outside / "secret") << "secret";
   EXPECT_NE(get_all(*store, "evil/secret").status.ok(), true);
   EXPECT_FALSE(head(*store, "evil/secret").ok());

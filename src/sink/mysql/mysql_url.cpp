@@ -2,6 +2,7 @@
 #include "sink/mysql/mysql_url.h"
 
 #include "common/percent.h"
+#include "common/redact.h"
 
 #include <algorithm>
 #include <array>
@@ -138,19 +139,6 @@ Status check_mysql_tls_files(const MysqlUrl& url) {
   return check_pem("ssl-key", url.ssl_key, "-----BEGIN ", "PRIVATE KEY-----", "private key");
 }
 
-std::string MysqlUrl::redacted() const {
-  std::string out = "mysql://" + user + "@";
-  if (host.find(':') != std::string::npos) {
-    out += "[" + host + "]";
-  } else {
-    out += host;
-  }
-  if (socket.empty()) out += ":" + std::to_string(port);
-  out += "/" + database;
-  if (!socket.empty()) out += "?socket=" + socket;
-  return out;
-}
-
 Result<MysqlUrl> parse_mysql_url(std::string_view url) {
   constexpr std::string_view scheme = "mysql://";
   if (url.size() < scheme.size() ||
@@ -165,6 +153,7 @@ Result<MysqlUrl> parse_mysql_url(std::string_view url) {
   rest = authority_end == std::string_view::npos ? std::string_view{} : rest.substr(authority_end);
 
   MysqlUrl out;
+  out.redacted_ = redact_url(url);
   const std::size_t at = authority.rfind('@');
   if (at == std::string_view::npos) return bad("missing user" + std::string(kForm));
   const std::string_view userinfo = authority.substr(0, at);

@@ -49,8 +49,12 @@ struct MysqlUrl {
   std::string ssl_cert;  // PEM client certificate; empty: none
   std::string ssl_key;   // PEM client key; set exactly when ssl_cert is
 
-  // The URL without its password, for logs: mysql://user@host:port/db.
-  std::string redacted() const;
+  // The URL as given with its password hidden (redact_url), for logs and errors.
+  const std::string& redacted() const { return redacted_; }
+
+ private:
+  friend Result<MysqlUrl> parse_mysql_url(std::string_view url);
+  std::string redacted_;
 };
 
 // Parses a mysql:// URL. A malformed URL gives Status::invalid with a one-line

@@ -104,19 +104,6 @@ bool write_all(int fd, const std::byte* data, std::size_t size) {
   return true;
 }
 
-bool is_within(const std::string& path, const std::string& root) {
-  return path.size() > root.size() && path.compare(0, root.size(), root) == 0 &&
-         path[root.size()] == '/';
-}
-
-void fsync_directory(const fs::path& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
 std::string random_name() {
   static std::atomic<std::uint64_t> counter{0};
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -125,43 +112,157 @@ std::string random_name() {
 
 }  // namespace
 
+FileStore::Fd& FileStore::Fd::operator=(Fd&& o) noexcept {
+  if (this != &o) reset(std::exchange(o.fd_, -1));
+  return *this;
+}
+
+void FileStore::Fd::reset(int fd) {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
 // --- paths -----------------------------------------------------------------------
+//
+// Every path is walked from the store's root descriptor one name at a time
+// with O_NOFOLLOW: a symbolic link planted in the tree is never followed, so
+// nothing is created, read or removed outside the directory. Messages name
+// keys, never the server's paths.
 
 namespace {
 
-// The path of a validated key, and whether its directory resolves inside root.
-struct ObjectPath {
-  fs::path file;
-  fs::path dir;            // file's parent
-  fs::path partition_dir;  // root/{partition}
+// Where a validated key lives: partition directory ("" with one partition),
+// the directory names below it, and the file's name.
+struct KeyPlace {
+  std::string partition;
+  std::vector<std::string_view> dirs;  // view the key
+  std::string_view leaf;
 };
 
-ObjectPath object_path(const fs::path& root, const HashPrefixLayout& layout, std::string_view key) {
-  ObjectPath p;
-  std::string partition = layout.partition_prefix(layout.partition_of(key));
-  if (!partition.empty()) partition.pop_back();  // the '/'
-  p.partition_dir = partition.empty() ? root : root / partition;
-  p.file = p.partition_dir / fs::path(std::string(key));
-  p.dir = p.file.parent_path();
+KeyPlace place_of(const HashPrefixLayout& layout, std::string_view key) {
+  KeyPlace p;
+  p.partition = layout.partition_prefix(layout.partition_of(key));
+  if (!p.partition.empty()) p.partition.pop_back();  // the '/'
+  std::size_t begin = 0;
+  for (std::size_t slash; (slash = key.find('/', begin)) != std::string_view::npos; begin = slash + 1)
+    p.dirs.push_back(key.substr(begin, slash - begin));
+  p.leaf = key.substr(begin);
   return p;
 }
 
-// ok if dir exists and resolves (symlinks followed) to a path inside root.
-Status check_inside(const fs::path& root, const fs::path& dir) {
-  char resolved[PATH_MAX];
-  if (!::realpath(dir.c_str(), resolved)) return io_status("resolve " + dir.string(), errno);
-  std::string r(resolved);
-  if (r != root.string() && !is_within(r, root.string()))
-    return Status::invalid("key resolves outside the store's directory");
-  return {};
+constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+
+// Opens directory `name` in `dir` without following a symlink; with create,
+// makes it first if missing. Returns the descriptor or -1 with errno set
+// (ELOOP: a symlink, ENOTDIR: anything else that is not a directory).
+int open_dir_at(int dir, const char* name, bool create) {
+  if (create && ::mkdirat(dir, name, 0755) != 0 && errno != EEXIST) return -1;
+  const int fd = ::openat(dir, name, kDirFlags);
+  if (fd < 0 && (errno == ENOTDIR || errno == ELOOP)) {
+    // With O_DIRECTORY a symlink fails as ENOTDIR: tell the two apart.
+    struct stat st {};
+    errno = ::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode) ? ELOOP : ENOTDIR;
+  }
+  return fd;
+}
+
+// Why a walk stopped at a name of `key`: what the caller answers.
+Status walk_status(std::string_view key, int err, bool create) {
+  const std::string k(key);
+  if (!create && (err == ENOENT || err == ENOTDIR || err == ELOOP)) return Status::not_found("no object '" + k + "'");
+  if (err == ELOOP) return Status::invalid("key '" + k + "' leads through a symbolic link in the store (not followed)");
+  if (err == ENOTDIR) return Status::invalid("key '" + k + "' lies under an existing object");
+  return io_status("directory of '" + k + "'", err);
+}
+
+using Fd = FileStore::Fd;
+
+// Opens the directory that holds the file of `key` (the partition, then the
+// dirs of `place`, from root_fd); with create, makes missing ones on the way.
+Result<Fd> open_parent(int root_fd, const KeyPlace& place, std::string_view key, bool create) {
+  Fd dir(::openat(root_fd, ".", kDirFlags));
+  if (dir.get() < 0) return io_status("store directory", errno);
+  std::string name;
+  auto step = [&](std::string_view n) -> Status {
+    name.assign(n);
+    const int next = open_dir_at(dir.get(), name.c_str(), create);
+    if (next < 0) return walk_status(key, errno, create);
+    dir.reset(next);
+    return {};
+  };
+  if (!place.partition.empty())
+    if (Status s = step(place.partition); !s) return s;
+  for (std::string_view d : place.dirs)
+    if (Status s = step(d); !s) return s;
+  return dir;
+}
+
+// Metadata of the object file `leaf` in `dir` (a regular file, not a symlink).
+Result<ObjectMeta> stat_object(int dir, std::string_view leaf, std::string key) {
+  const std::string name(leaf);
+  Fd fd(::openat(dir, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0) {
+    const int err = errno;
+    if (err == ENOENT || err == ELOOP || err == ENOTDIR) return Status::not_found("no object '" + key + "'");
+    return io_status("open '" + key + "'", err);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return io_status("stat '" + key + "'", errno);
+  if (!S_ISREG(st.st_mode)) return Status::not_found("no object '" + key + "'");
+  return ObjectMeta{std::move(key), std::uint64_t(st.st_size), etag_of(fd.get(), st), mtime_of(st),
+                    content_type_of(fd.get())};
+}
+
+// The object `key` looked up from the root: its metadata, or not_found.
+Result<ObjectMeta> stat_key(int root_fd, const HashPrefixLayout& layout, const std::string& key) {
+  const KeyPlace place = place_of(layout, key);
+  auto dir = open_parent(root_fd, place, key, false);
+  if (!dir.ok()) return dir.status();
+  return stat_object(dir->get(), place.leaf, key);
+}
+
+constexpr std::size_t kMaxSegmentBytes = 255;  // NAME_MAX of Linux file systems
+
+// validate_key, and each segment a file name the file system takes.
+Status validate_file_key(std::string_view key) {
+  if (Status s = validate_key(key); !s) return s;
+  std::size_t begin = 0;
+  while (true) {
+    const std::size_t slash = key.find('/', begin);
+    const std::size_t end = slash == std::string_view::npos ? key.size() : slash;
+    if (end - begin > kMaxSegmentBytes)
+      return Status::invalid("key has a segment longer than " + std::to_string(kMaxSegmentBytes) +
+                             " bytes (the file store's limit for one name)");
+    if (slash == std::string_view::npos) return {};
+    begin = slash + 1;
+  }
+}
+
+// Removes the directories of `place` that are empty now, deepest first, up to
+// the partition's (never it). `dir` is the leaf's directory; each step up goes
+// through ".." and checks that the name in the parent is the directory just
+// left, so a directory moved meanwhile stops it.
+void remove_emptied_dirs(Fd dir, const KeyPlace& place) {
+  for (std::size_t i = place.dirs.size(); i-- > 0;) {
+    Fd up(::openat(dir.get(), "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (up.get() < 0) return;
+    const std::string name(place.dirs[i]);
+    struct stat here {}, named {};
+    if (::fstat(dir.get(), &here) != 0 || ::fstatat(up.get(), name.c_str(), &named, AT_SYMLINK_NOFOLLOW) != 0 ||
+        here.st_dev != named.st_dev || here.st_ino != named.st_ino)
+      return;
+    if (::unlinkat(up.get(), name.c_str(), AT_REMOVEDIR) != 0) return;
+    dir = std::move(up);
+  }
 }
 
 }  // namespace
 
 // --- opening ----------------------------------------------------------------------
 
-FileStore::FileStore(fs::path root, const StoreOptions& options)
+FileStore::FileStore(fs::path root, Fd root_fd, const StoreOptions& options)
     : root_(std::move(root)),
+      root_fd_(std::move(root_fd)),
       options_(options),
       layout_(options.hash_prefix_chars),
       pool_(options.part_size, options.part_count),
@@ -193,7 +294,9 @@ Result<std::unique_ptr<FileStore>> FileStore::open(const fs::path& dir,
     std::error_code e;
     if (it->is_regular_file(e) && it->last_write_time(e) < cutoff) fs::remove(it->path(), e);
   }
-  return std::unique_ptr<FileStore>(new FileStore(std::move(root), options));
+  Fd root_fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (root_fd.get() < 0) return Status::invalid("store: cannot open " + root.string() + ": " + errno_text(errno));
+  return std::unique_ptr<FileStore>(new FileStore(std::move(root), std::move(root_fd), options));
 }
 
 // --- uploads ------------------------------------------------------------------------
@@ -431,7 +534,7 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
   Status open_temp() {
     temp = store->root_ / kIncoming / random_name();
     fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) return io_status("create " + temp.string(), errno);
+    if (fd < 0) return io_status("create a temporary file", errno);
     return {};
   }
 
@@ -440,7 +543,7 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
       if (Status s = open_temp(); !s) return s;
     }
     if (!write_all(fd, bytes.data(), bytes.size()))
-      return io_status("write " + temp.string(), errno);
+      return io_status("write '" + key + "'", errno);
     return {};
   }
 
@@ -467,7 +570,7 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
       discard_temp();
       return s;
     };
-    if (::fsync(fd) != 0) return fail(io_status("fsync " + temp.string(), errno));
+    if (::fsync(fd) != 0) return fail(io_status("fsync '" + key + "'", errno));
     // Best effort: without xattrs the ETag falls back to size and mtime.
     fsetxattr(fd, kShaAttribute, out.sha256_hex.data(), out.sha256_hex.size(), 0);
     if (!content_type.empty() &&
@@ -480,38 +583,38 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
                      errno_text(err));
       });
     }
-    ObjectPath path = object_path(store->root_, store->layout_, key);
-    // A concurrent remove() may drop an emptied directory between its
-    // creation and the rename: try again then.
-    for (int attempt = 0;; ++attempt) {
-      std::error_code ec;
-      fs::create_directories(path.dir, ec);
-      if (ec) {
-        return fail(ec == std::errc::not_a_directory || ec == std::errc::file_exists
-                        ? Status::invalid("key '" + key + "' lies under an existing object")
-                        : io_status("create " + path.dir.string(), ec.value()));
+    const KeyPlace place = place_of(store->layout_, key);
+    const std::string leaf(place.leaf);
+    Fd dir;
+    {
+      std::lock_guard lock(store->commit_mutex_);
+      if (Status s = store->check_no_conflict(key); !s) return fail(s);
+      // Another process may drop an emptied directory between the walk and
+      // the rename: walk again then.
+      for (int attempt = 0;; ++attempt) {
+        auto parent = open_parent(store->root_fd_.get(), place, key, true);
+        if (!parent.ok()) return fail(parent.status());
+        dir = std::move(*parent);
+        if (::renameat(AT_FDCWD, temp.c_str(), dir.get(), leaf.c_str()) == 0) break;
+        const int err = errno;
+        if (err == ENOENT && attempt < 3) continue;
+        if (err == EISDIR || err == ENOTEMPTY || err == EEXIST)
+          return fail(Status::invalid("key '" + key + "' is a directory of other objects"));
+        return fail(io_status("store '" + key + "'", err));
       }
-      if (Status s = check_inside(store->root_, path.dir); !s) return fail(s);
-      if (::rename(temp.c_str(), path.file.c_str()) == 0) break;
-      int err = errno;
-      if (err == ENOENT && attempt < 3) continue;
-      if (err == EISDIR || err == ENOTEMPTY || err == EEXIST)
-        return fail(Status::invalid("key '" + key + "' is a directory of other objects"));
-      return fail(io_status("rename to " + path.file.string(), err));
     }
     ::close(fd);
     fd = -1;
-    fsync_directory(path.dir);
+    ::fsync(dir.get());
     return out;
   }
 };
-
 
 Result<std::unique_ptr<Upload>> FileStore::begin_put(std::string_view key,
                                                      std::optional<std::uint64_t> expected_size,
                                                      std::function<void()> when_writable,
                                                      std::string_view content_type) {
-  if (Status s = validate_key(key); !s) return s;
+  if (Status s = validate_file_key(key); !s) return s;
   if (content_type.size() > kMaxContentType) return Status::invalid("Content-Type: longer than 256 bytes");
   auto state = std::make_shared<UploadState>();
   state->store = this;
@@ -587,19 +690,19 @@ struct FileStore::DownloadState : std::enable_shared_from_this<DownloadState> {
   }
 
   Status start() {
-    ObjectPath path = object_path(store->root_, store->layout_, key);
-    if (Status s = check_inside(store->root_, path.dir); !s) {
-      return s.kind() == ErrorKind::not_found ? Status::not_found("no object '" + key + "'") : s;
-    }
-    fd = ::open(path.file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    const KeyPlace place = place_of(store->layout_, key);
+    auto dir = open_parent(store->root_fd_.get(), place, key, false);
+    if (!dir.ok()) return dir.status();
+    const std::string leaf(place.leaf);
+    fd = ::openat(dir->get(), leaf.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
       int err = errno;
       if (err == ENOENT || err == ELOOP || err == ENOTDIR)
         return Status::not_found("no object '" + key + "'");
-      return io_status("open " + path.file.string(), err);
+      return io_status("open '" + key + "'", err);
     }
     struct stat st {};
-    if (::fstat(fd, &st) != 0) return io_status("stat " + path.file.string(), errno);
+    if (::fstat(fd, &st) != 0) return io_status("stat '" + key + "'", errno);
     if (!S_ISREG(st.st_mode)) return Status::not_found("no object '" + key + "'");
     GetStart info;
     info.object = {key, std::uint64_t(st.st_size), etag_of(fd, st), mtime_of(st), content_type_of(fd)};
@@ -748,7 +851,7 @@ class FileDownload final : public Download {
 
 Result<std::unique_ptr<Download>> FileStore::get(std::string_view key,
                                                  std::optional<ByteRange> range, GetSink sink) {
-  if (Status s = validate_key(key); !s) return s;
+  if (Status s = validate_file_key(key); !s) return s;
   if (range && range->suffix == 0 && range->last && *range->last < range->first)
     return Status::invalid("range ends before it starts");
   auto state = std::make_shared<DownloadState>();
@@ -764,68 +867,57 @@ Result<std::unique_ptr<Download>> FileStore::get(std::string_view key,
 
 // --- head, remove --------------------------------------------------------------------------
 
-namespace {
-
-// Metadata of the object file at path (a regular file, not a symlink).
-Result<ObjectMeta> stat_object(const fs::path& path, std::string key) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT || err == ELOOP || err == ENOTDIR)
-      return Status::not_found("no object '" + key + "'");
-    return io_status("open " + path.string(), err);
-  }
-  struct stat st {};
-  Result<ObjectMeta> out = Status::not_found("no object '" + key + "'");
-  if (::fstat(fd, &st) != 0) {
-    out = io_status("stat " + path.string(), errno);
-  } else if (S_ISREG(st.st_mode)) {
-    out = ObjectMeta{std::move(key), std::uint64_t(st.st_size), etag_of(fd, st), mtime_of(st),
-                     content_type_of(fd)};
-  }
-  ::close(fd);
-  return out;
-}
-
-}  // namespace
 
 void FileStore::head(std::string_view key, std::function<void(Result<ObjectMeta>)> done) {
-  Status valid = validate_key(key);
+  Status valid = validate_file_key(key);
   threads_.post([this, key = std::string(key), done = std::move(done), valid]() mutable {
     if (!valid) return done(valid);
-    ObjectPath path = object_path(root_, layout_, key);
-    if (Status s = check_inside(root_, path.dir); !s) {
-      return done(s.kind() == ErrorKind::not_found ? Status::not_found("no object '" + key + "'")
-                                                   : s);
-    }
-    done(stat_object(path.file, key));
+    done(stat_key(root_fd_.get(), layout_, key));
   });
 }
 
 void FileStore::remove(std::string_view key, std::function<void(Status)> done) {
-  Status valid = validate_key(key);
+  Status valid = validate_file_key(key);
   threads_.post([this, key = std::string(key), done = std::move(done), valid]() mutable {
     if (!valid) return done(valid);
-    ObjectPath path = object_path(root_, layout_, key);
-    if (Status s = check_inside(root_, path.dir); !s) {
-      return done(s.kind() == ErrorKind::not_found ? Status() : s);
-    }
+    const KeyPlace place = place_of(layout_, key);
+    std::lock_guard lock(commit_mutex_);
+    auto dir = open_parent(root_fd_.get(), place, key, false);
+    if (!dir.ok()) return done(dir.status().kind() == ErrorKind::not_found ? Status() : dir.status());
+    const std::string leaf(place.leaf);
     struct stat st {};
-    if (::lstat(path.file.c_str(), &st) != 0) {
-      return done(errno == ENOENT || errno == ENOTDIR
-                      ? Status()
-                      : io_status("stat " + path.file.string(), errno));
-    }
-    if (!S_ISREG(st.st_mode)) return done(Status());  // a directory of other keys
-    if (::unlink(path.file.c_str()) != 0 && errno != ENOENT)
-      return done(io_status("remove " + path.file.string(), errno));
-    // Drop the directories this emptied, up to the partition's (best effort;
-    // rmdir refuses a directory that is not empty).
-    for (fs::path dir = path.dir; dir != path.partition_dir; dir = dir.parent_path()) {
-      if (::rmdir(dir.c_str()) != 0) break;
-    }
+    if (::fstatat(dir->get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+      return done(errno == ENOENT || errno == ENOTDIR ? Status() : io_status("stat '" + key + "'", errno));
+    if (!S_ISREG(st.st_mode)) return done(Status());  // a directory of other keys, or not an object
+    if (::unlinkat(dir->get(), leaf.c_str(), 0) != 0 && errno != ENOENT)
+      return done(io_status("remove '" + key + "'", errno));
+    remove_emptied_dirs(std::move(*dir), place);
     done(Status());
   });
+}
+
+Status FileStore::check_no_conflict(const std::string& key) {
+  // An object that is a directory of this key: "a" or "a/b" for "a/b/c".
+  for (std::size_t slash = key.find('/'); slash != std::string::npos; slash = key.find('/', slash + 1)) {
+    const std::string above = key.substr(0, slash);
+    if (stat_key(root_fd_.get(), layout_, above).ok())
+      return Status::invalid("key '" + key + "' lies under the object '" + above +
+                             "' (the file store cannot hold both)");
+  }
+  // Objects under this key, in any partition: a directory named like it.
+  KeyPlace place = place_of(layout_, key);
+  const std::string leaf(place.leaf);
+  for (std::size_t p = 0; p < layout_.partition_count(); ++p) {
+    place.partition = layout_.partition_prefix(p);
+    if (!place.partition.empty()) place.partition.pop_back();
+    auto dir = open_parent(root_fd_.get(), place, key, false);
+    if (!dir.ok()) continue;
+    struct stat st {};
+    if (::fstatat(dir->get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) continue;
+    if (::unlinkat(dir->get(), leaf.c_str(), AT_REMOVEDIR) == 0) continue;  // an empty one left behind
+    return Status::invalid("key '" + key + "' is a directory of other objects (the file store cannot hold both)");
+  }
+  return {};
 }
 
 // --- listing --------------------------------------------------------------------------------
@@ -843,13 +935,14 @@ struct FileStore::Walk {
     std::size_t pos = 0;
   };
 
-  fs::path base;  // the partition directory
+  int root_fd;
+  std::string partition;  // its directory's name ("" with one partition)
   std::string prefix, after;
   std::vector<Level> stack;
   Status error;
 
-  Walk(fs::path dir, std::string p, std::string a)
-      : base(std::move(dir)), prefix(std::move(p)), after(std::move(a)) {
+  Walk(int root, std::string part, std::string p, std::string a)
+      : root_fd(root), partition(std::move(part)), prefix(std::move(p)), after(std::move(a)) {
     push("");
   }
 
@@ -865,12 +958,20 @@ struct FileStore::Walk {
   }
 
   void push(std::string path) {
-    fs::path dir = path.empty() ? base : base / path;
-    DIR* d = ::opendir(dir.c_str());
-    if (!d) {
-      if (errno != ENOENT && errno != ENOTDIR) error = io_status("list " + dir.string(), errno);
+    // The directory of `path` ("a/b/"), walked from the root like a key's.
+    KeyPlace place = place_of(HashPrefixLayout(0), path);
+    place.partition = partition;
+    auto dir = open_parent(root_fd, place, path, false);
+    if (!dir.ok()) {
+      if (dir.status().kind() != ErrorKind::not_found) error = dir.status();
       return;
     }
+    DIR* d = ::fdopendir(dir->get());
+    if (!d) {
+      error = io_status("list '" + path + "'", errno);
+      return;
+    }
+    dir->release();
     Level level{std::move(path), {}, 0};
     while (dirent* e = ::readdir(d)) {
       std::string_view name = e->d_name;
@@ -925,8 +1026,7 @@ void FileStore::list(ListRequest request, std::function<void(Result<ListPage>)> 
     for (std::size_t p = 0; p < layout_.partition_count(); ++p) {
       std::string partition = layout_.partition_prefix(p);
       if (!partition.empty()) partition.pop_back();
-      walks.emplace_back(partition.empty() ? root_ : root_ / partition, request.prefix,
-                         request.after);
+      walks.emplace_back(root_fd_.get(), partition, request.prefix, request.after);
       if (partition.empty() && !walks.back().stack.empty()) {
         // One partition: the directory itself, whose .incoming is not a key.
         auto& entries = walks.back().stack.back().entries;
@@ -943,7 +1043,7 @@ void FileStore::list(ListRequest request, std::function<void(Result<ListPage>)> 
         page.next = page.objects.back().key;
         break;
       }
-      auto meta = stat_object(object_path(root_, layout_, key).file, key);
+      auto meta = stat_key(root_fd_.get(), layout_, key);
       if (meta.ok()) page.objects.push_back(std::move(*meta));  // else removed meanwhile
       if (auto following = walks[p].next()) heads.emplace(std::move(*following), p);
       if (!walks[p].error.ok()) return done(walks[p].error);

@@ -6,12 +6,14 @@
 // emptied). An upload goes to a temporary file under {dir}/.incoming, is
 // fsynced and renamed into place, so a reader sees the old object or the
 // whole new one, never half of one; temporary files older than an hour are
-// removed at open (what a crash left). A key that is a file and a directory
-// at once ("a" and "a/b" in one partition) cannot both exist: the second
-// upload fails with invalid.
-// Safety: keys are validated (see validate_key) and every path is also
-// resolved and checked to lie inside the directory; files are opened with
-// O_NOFOLLOW, so neither a key nor a symlink placed in the tree leads out.
+// removed at open (what a crash left). A key and a key under it ("a" and
+// "a/b") cannot both exist, whatever their partitions: the second upload
+// fails with invalid (checked with the rename under one lock).
+// Safety: keys are validated (see validate_key; here also no segment over
+// 255 bytes, refused before any body byte) and every path is walked from the
+// directory's descriptor one name at a time with O_NOFOLLOW (openat, mkdirat,
+// renameat), so neither a key nor a symlink placed in the tree leads out, and
+// nothing is created outside it. Error messages name keys, not paths.
 // ETag: lowercase hex SHA-256 of the content, kept in the file's extended
 // attribute user.kiroku.sha256; on a file system without user xattrs (or for
 // a file put there by hand) it is "{size hex}-{mtime ns hex}" instead.
@@ -25,7 +27,9 @@
 
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 
 #include "store/key_layout.h"
 #include "store/object_store.h"
@@ -59,10 +63,33 @@ class FileStore final : public ObjectStore {
   struct DownloadState;
   struct Walk;
 
+  // An open descriptor, closed by the destructor.
+  class Fd {
+   public:
+    Fd() = default;
+    explicit Fd(int fd) : fd_(fd) {}
+    Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    Fd& operator=(Fd&& o) noexcept;
+    ~Fd() { reset(); }
+    int get() const { return fd_; }
+    int release() { return std::exchange(fd_, -1); }
+    void reset(int fd = -1);
+
+   private:
+    int fd_ = -1;
+  };
+
  private:
-  FileStore(std::filesystem::path root, const StoreOptions& options);
+  FileStore(std::filesystem::path root, Fd root_fd, const StoreOptions& options);
+
+  // Whether `key` may be stored beside what is there: no object is a
+  // directory of it ("a" for "a/b"), and it is no directory of objects in any
+  // partition. Call with commit_mutex_ held.
+  Status check_no_conflict(const std::string& key);
 
   std::filesystem::path root_;  // canonical
+  Fd root_fd_;                  // every path is walked from it (O_NOFOLLOW)
+  std::mutex commit_mutex_;     // a commit's conflict check and rename, a remove
   StoreOptions options_;
   HashPrefixLayout layout_;
   PartPool pool_;

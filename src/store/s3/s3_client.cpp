@@ -2,6 +2,8 @@
 // building and signing, the libcurl multi loop on its own thread, retries.
 #include "store/s3/s3_client.h"
 
+#include "common/redact.h"
+
 #include <curl/curl.h>
 
 #include <algorithm>
@@ -138,7 +140,7 @@ Result<Endpoint> parse_endpoint(const S3Config& config) {
   } else if (url.substr(0, 8) == "https://") {
     scheme = "https://";
   } else {
-    return Status::invalid("S3 endpoint '" + config.endpoint +
+    return Status::invalid("S3 endpoint '" + redact_url(config.endpoint) +
                            "' must start with http:// or https://");
   }
   std::string_view rest = url.substr(scheme.size());
@@ -147,10 +149,10 @@ Result<Endpoint> parse_endpoint(const S3Config& config) {
   std::string_view path = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
   if (authority.empty() || authority.find('@') != std::string_view::npos ||
       authority.find_first_of("?# ") != std::string_view::npos) {
-    return Status::invalid("S3 endpoint '" + config.endpoint + "' has no valid host");
+    return Status::invalid("S3 endpoint '" + redact_url(config.endpoint) + "' has no valid host");
   }
   if (!path.empty() && path != "/") {
-    return Status::invalid("S3 endpoint '" + config.endpoint + "' must not have a path");
+    return Status::invalid("S3 endpoint '" + redact_url(config.endpoint) + "' must not have a path");
   }
   if (config.path_style) {
     e.host_header = std::string(authority);
