@@ -1,6 +1,7 @@
 // batch_writer.cpp - queue, retries and spilling of the writer thread.
 #include "ingest/batch_writer.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <random>
@@ -23,8 +24,13 @@ constexpr std::size_t kMaxFreeBuffers = 64;
 
 }  // namespace
 
-BatchWriter::BatchWriter(Sink& sink, Spool* spool, std::uint64_t queue_max_bytes, BatchWriterHooks hooks)
-    : sink_(sink), spool_(spool), queue_max_bytes_(queue_max_bytes), hooks_(std::move(hooks)) {}
+BatchWriter::BatchWriter(Sink& sink, Spool* spool, std::uint64_t queue_max_bytes, BatchWriterHooks hooks,
+                         DeadLetterFile* dead_letter)
+    : sink_(sink),
+      spool_(spool),
+      queue_max_bytes_(queue_max_bytes),
+      hooks_(std::move(hooks)),
+      dead_letter_(dead_letter) {}
 
 BatchWriter::~BatchWriter() {
   {
@@ -153,8 +159,14 @@ void BatchWriter::record_latencies(std::string_view records, std::int64_t now_us
 
 Status BatchWriter::write_once(Batch& b) {
   const auto t0 = Clock::now();
+  dead_lines_.clear();
+  dead_ids_.clear();
+  dead_by_reason_.fill(0);
+  dead_in_batch_ = 0;
+  first_refusal_.clear();
+  quarantine_ = false;
   if (b.events) {
-    Status st = sink_.write(b.events->view(), b.events->count);
+    Status st = store(b.events->view(), b.events->count);
     if (!st.ok()) return st;
     const auto now_us = unix_us_now();
     if (hooks_.flush_duration)
@@ -170,7 +182,7 @@ Status BatchWriter::write_once(Batch& b) {
       b.segment->path, scratch_,
       [&](std::string_view records, std::size_t count) -> Status {
         const auto t1 = Clock::now();
-        Status st = sink_.write(records, count);
+        Status st = store(records, count);
         if (!st.ok()) return st;
         if (hooks_.flush_duration)
           hooks_.flush_duration->observe_shared(static_cast<std::uint64_t>(
@@ -195,11 +207,92 @@ Status BatchWriter::write_once(Batch& b) {
     spdlog::error("spool segment {}: corrupt record at offset {} ({} events before it replayed); "
                   "kept as {}.corrupt",
                   b.segment->path, r->tail_offset, r->records, b.segment->path);
-    if (spool_) {
-      spool_->quarantine(*b.segment);
-      b.segment.reset();
-    }
+    quarantine_ = spool_ != nullptr;  // once the batch is done (write())
   }
+  return {};
+}
+
+Status BatchWriter::sink_write(std::string_view records, std::size_t count) {
+  if (hooks_.sink_writes) hooks_.sink_writes->inc_shared();
+  Status st = sink_.write(records, count);
+  if (st.ok()) refused_streak_ = 0;
+  return st;
+}
+
+Status BatchWriter::store(std::string_view records, std::size_t count) {
+  Status st = sink_write(records, count);
+  if (st.kind() != ErrorKind::invalid || dead_letter_ == nullptr) return st;
+  offsets_.clear();
+  RecordReader reader(records);
+  EventView e;
+  std::size_t off = 0;
+  while (reader.next(e)) {
+    offsets_.push_back(off);
+    off += record_size(e.name.size(), e.client_id.size());
+  }
+  offsets_.push_back(off);
+  return split(records, 0, offsets_.size() - 1, st, true);
+}
+
+Status BatchWriter::split(std::string_view records, std::size_t lo, std::size_t hi, const Status& err,
+                          bool tried) {
+  const auto part = [&](std::size_t a, std::size_t b) {
+    return records.substr(offsets_[a], offsets_[b] - offsets_[a]);
+  };
+  if (hi - lo == 1) {
+    if (tried) return refuse(records, lo, err, sink_.rejection_reason());
+    // Known to fail only because its sibling was stored: try it alone, so
+    // that what is recorded is its own error.
+    Status st = sink_write(part(lo, hi), 1);
+    if (st.kind() == ErrorKind::invalid) return refuse(records, lo, st, sink_.rejection_reason());
+    return st;
+  }
+  const std::size_t mid = lo + (hi - lo) / 2;
+  Status left = sink_write(part(lo, mid), mid - lo);
+  if (left.ok()) {
+    // The whole failed and its left half did not: the refused rows are on the right.
+    return split(records, mid, hi, err, false);
+  }
+  if (left.kind() != ErrorKind::invalid) return left;
+  if (Status st = split(records, lo, mid, left, true); !st.ok()) return st;
+  Status right = sink_write(part(mid, hi), hi - mid);
+  if (right.kind() == ErrorKind::invalid) return split(records, mid, hi, right, true);
+  return right;
+}
+
+Status BatchWriter::refuse(std::string_view records, std::size_t i, const Status& err, std::string_view reason) {
+  if (++refused_streak_ >= kTableFaultRows) {
+    return Status::permanent(fmt::format(
+        "{} rows in a row were refused and none stored between them, so the table is at fault, not "
+        "the data (last: {}); the batch is kept and retried until the table is fixed",
+        refused_streak_, err.message()));
+  }
+  RecordReader reader(records.substr(offsets_[i], offsets_[i + 1] - offsets_[i]));
+  EventView e;
+  reader.next(e);
+  ++dead_in_batch_;
+  if (first_refusal_.empty()) first_refusal_ = err.message();
+  if (dead_letter_->holds(e.id)) return {};  // written there before a crash or a failed retry
+  std::size_t r = 0;
+  while (r + 1 < kRejectionReasons.size() && kRejectionReasons[r] != reason) ++r;
+  ++dead_by_reason_[r];
+  append_dead_letter_line(dead_lines_, e, kRejectionReasons[r], err.message(), unix_us_now());
+  dead_ids_.push_back(e.id);
+  return {};
+}
+
+Status BatchWriter::flush_dead_letters() {
+  if (dead_in_batch_ == 0) return {};
+  if (Status st = dead_letter_->append(dead_lines_, dead_ids_); !st.ok()) {
+    if (st.kind() == ErrorKind::full)
+      return Status::full(st.message() + ": the batch is kept and retried until there is room");
+    return st;
+  }
+  for (std::size_t r = 0; r < kRejectionReasons.size(); ++r) {
+    if (dead_by_reason_[r] > 0 && hooks_.dead_lettered[r]) hooks_.dead_lettered[r]->add_shared(dead_by_reason_[r]);
+  }
+  spdlog::warn("{} events refused by the database were written to {} (first: {})", dead_in_batch_,
+               dead_letter_->path(), first_refusal_);
   return {};
 }
 
@@ -209,10 +302,14 @@ bool BatchWriter::write(Batch& b) {
   bool logged = false;
   for (;;) {
     Status st = write_once(b);
+    if (st.ok()) st = flush_dead_letters();  // durable before the segment goes
     if (st.ok()) {
       if (!healthy_.exchange(true)) spdlog::info("sink is writable again");
-      if (b.segment && spool_) spool_->remove(*b.segment);
-      if (hooks_.committed_events) hooks_.committed_events->add_shared(b.count);
+      if (b.segment && spool_) {
+        if (quarantine_) spool_->quarantine(*b.segment);
+        else spool_->remove(*b.segment);
+      }
+      if (hooks_.committed_events) hooks_.committed_events->add_shared(b.count - std::min(b.count, dead_in_batch_));
       return true;
     }
     if (hooks_.sink_errors) hooks_.sink_errors->inc_shared();
@@ -223,11 +320,11 @@ bool BatchWriter::write(Batch& b) {
     }
     if (!logged) {
       spdlog::error("sink write failed ({}): {}; retrying with backoff, {} events waiting",
-                    st.kind() == ErrorKind::permanent ? "permanent, the operator must act" : "transient",
+                    st.kind() == ErrorKind::transient ? "transient" : "permanent, the operator must act",
                     st.message(), queued_events());
       logged = true;
     }
-    if (st.kind() == ErrorKind::permanent && backoff < std::chrono::milliseconds(5000))
+    if (st.kind() != ErrorKind::transient && backoff < std::chrono::milliseconds(5000))
       backoff = std::chrono::milliseconds(5000);
     // Full jitter: sleep a random part of the backoff, waking early on a stop.
     const auto sleep = std::chrono::milliseconds(

@@ -9,6 +9,7 @@
 // stats() and ready() may be called from any thread.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -19,6 +20,10 @@
 namespace kiroku {
 
 // Connection pool figures, the fields of Go's database/sql DBStats.
+// The classes of rows the database refuses for their values (metrics labels).
+inline constexpr std::array<std::string_view, 7> kRejectionReasons = {
+    "data_too_long", "out_of_range", "incorrect_value", "null", "constraint", "foreign_key", "other"};
+
 struct PoolStats {
   std::int64_t max_open = 0;
   std::int64_t open = 0;
@@ -41,8 +46,15 @@ class Sink {
 
   // Stores every record in `records` (concatenated records, see event.h) in
   // one transaction: all or none. transient: retry later; permanent: the
-  // operator must act (logged, shown in /readyz and metrics).
+  // operator must act (logged, shown in /readyz and metrics); invalid: the
+  // database refused the values of a row (too long, out of range, NULL, a
+  // CHECK or foreign key...): the data is at fault, not the table, so the same
+  // rows fail again and the others may not (the batch writer isolates them).
   virtual Status write(std::string_view records, std::size_t count) = 0;
+
+  // After a write() that returned invalid: the class of the refusal, one of
+  // kRejectionReasons. Writer thread only.
+  virtual std::string_view rejection_reason() const { return kRejectionReasons.back(); }
 
   // The largest event id stored, 0 if none (used to keep ids increasing
   // across restarts even if the clock went back).
