@@ -229,7 +229,7 @@ TEST(DeadLetterSqlite, KillNineWhileABatchIsSplitLosesNothingAndDuplicatesNothin
   // fsync: every split transaction syncs, so the split lasts long enough to be cut.
   args.insert(args.end(), {"--durability", "fsync", "--batch-max", "10000"});
   std::set<int> bad_index;
-  for (int i = 37; i < kEvents; i += 397) bad_index.insert(i);  // 11 per batch
+  for (int i = 37; i < kEvents; i += 397) bad_index.insert(i);  // 10 per batch
   std::set<std::string> acked_good, acked_bad;
   std::mt19937 rng(12345);
   int cut_mid_split = 0;
