@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "app/serve.h"
+#include "app/spool_cmd.h"
 #include "config/config.h"
 #include "load/load.h"
 
@@ -19,6 +20,17 @@ int main(int argc, char** argv) {
   kiroku::LoadOptions load_options;
   CLI::App* load = app.add_subcommand("load", "constant-rate HTTP load generator");
   kiroku::add_load_options(*load, load_options);
+
+  // The spool tools read --spool-dir, --sink and --table like serve does
+  // (flag > KIROKU_* > --config file > default).
+  kiroku::ServeOptions spool_options;
+  CLI::App* spool = app.add_subcommand("spool", "check, dump or replay the spool of a stopped server");
+  spool->require_subcommand(1);
+  spool->fallthrough();
+  spool_options.add_to(*spool);
+  spool->add_subcommand("check", "verify every segment's checksums; say what is torn or corrupt");
+  spool->add_subcommand("dump", "print the spool's events and the dead-letter file as NDJSON");
+  spool->add_subcommand("replay", "send the dead-lettered events to the sink again; the stored ones leave the file");
 
   app.add_subcommand("version", "print the version");
 
@@ -46,6 +58,13 @@ int main(int argc, char** argv) {
 
   kiroku::ServeConfig config;
   kiroku::ConfigError err;
+  if (app.got_subcommand("spool")) {
+    if (!spool_options.resolve(config, err)) {
+      std::fprintf(stderr, "kiroku: %s\n", err.line().c_str());
+      return 2;
+    }
+    return kiroku::run_spool_command(spool->get_subcommands().front()->get_name(), config, stdout, stderr);
+  }
   if (!serve_options.resolve(config, err)) {
     std::fprintf(stderr, "kiroku: %s\n", err.line().c_str());
     return 2;

@@ -17,6 +17,7 @@
 #include "http/server.h"
 #include "ingest/batch_writer.h"
 #include "ingest/collector.h"
+#include "ingest/dead_letter.h"
 #include "ingest/id.h"
 #include "ingest/instance_lease.h"
 #include "ingest/spool.h"
@@ -91,6 +92,15 @@ int serve(const ServeConfig& cfg) {
     spool = std::move(*sp);
   }
 
+  // Where the rows the database refuses go (dead_letter.h); it locks the spool
+  // directory for the spool commands whatever the durability.
+  std::unique_ptr<DeadLetterFile> dead_letter;
+  if (cfg.dead_letter_max_bytes > 0) {
+    auto dl = DeadLetterFile::open({cfg.spool_dir + "/" + std::string(kDeadLetterFileName), cfg.dead_letter_max_bytes});
+    if (!dl.ok()) return config_error("--spool-dir", dl.status().message());
+    dead_letter = std::move(*dl);
+  }
+
   // The instance number: leased through the sink (or --instance, checked
   // against the live leases). Without the database and without a number
   // remembered in the spool directory, wait for it before listening.
@@ -150,6 +160,13 @@ int serve(const ServeConfig& cfg) {
           .counter("kiroku_events_conflicts_total",
                    "events NOT stored because a different row holds their id (kept in a .conflict file)")
           .with({});
+  hooks.sink_writes =
+      registry.counter("kiroku_sink_writes_total", "sink transactions tried, the parts of split batches included")
+          .with({});
+  auto& dead_lettered = registry.counter("kiroku_events_dead_lettered_total",
+                                         "events the database refused, written to the dead-letter file", {"reason"});
+  for (std::size_t r = 0; r < kRejectionReasons.size(); ++r)
+    hooks.dead_lettered[r] = dead_lettered.with({std::string(kRejectionReasons[r])});
   CollectorMetrics cm;
   cm.accepted = registry.counter("kiroku_events_accepted_total", "events accepted (answered 2xx or pending)").with({});
   auto& rejected = registry.counter("kiroku_requests_rejected_total", "ingestion requests rejected", {"reason"});
@@ -161,7 +178,7 @@ int serve(const ServeConfig& cfg) {
   hooks.on_done = [&collector_ptr](unsigned shard, std::uint64_t seq, bool ok) {
     if (collector_ptr) collector_ptr->on_batch_done(shard, seq, ok);
   };
-  BatchWriter writer(*sink, spool.get(), cfg.queue_max_bytes, hooks);
+  BatchWriter writer(*sink, spool.get(), cfg.queue_max_bytes, hooks, dead_letter.get());
   if (!sink_open) writer.open_sink_first();
   if (spool && !spool->leftover().empty()) {
     std::uint64_t bytes = 0;
@@ -269,6 +286,12 @@ int serve(const ServeConfig& cfg) {
   });
   registry.callback_gauge("kiroku_sink_up", "1 when the sink accepts writes",
                           [&] { return writer.sink_healthy() ? 1.0 : 0.0; });
+  if (dead_letter) {
+    registry.callback_gauge("kiroku_dead_letter_bytes", "bytes in the dead-letter file",
+                            [&] { return static_cast<double>(dead_letter->bytes()); });
+    registry.callback_gauge("kiroku_dead_letter_max_bytes", "dead-letter file size limit",
+                            [&] { return static_cast<double>(dead_letter->max_bytes()); });
+  }
   if (spool) {
     registry.callback_gauge("kiroku_spool_bytes", "bytes in spool segments",
                             [&] { return static_cast<double>(spool->bytes()); });

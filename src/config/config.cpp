@@ -140,6 +140,8 @@ const OptionSpec kOptions[] = {
      }},
     {"spool-max-bytes", "spool size limit; past it events get 503",
      [](ServeConfig& c, std::string_view v) { return set_size(c.spool_max_bytes, v, 1 << 20, 1ull << 50); }},
+    {"dead-letter-max-bytes", "bound of the dead-letter file of refused events; 0 turns isolation off",
+     [](ServeConfig& c, std::string_view v) { return set_size(c.dead_letter_max_bytes, v, 0, 1ull << 50); }},
     {"flush-interval", "longest an event waits in memory before its batch is written",
      [](ServeConfig& c, std::string_view v) { return set_duration(c.flush_interval, v, milliseconds(1), milliseconds(60'000)); }},
     {"batch-max", "a shard's batch is written at this many events",

@@ -43,6 +43,7 @@ struct ServeConfig {
   Durability durability = Durability::process;
   std::string spool_dir = "./kiroku-data/spool";
   std::uint64_t spool_max_bytes = 1ull << 30;
+  std::uint64_t dead_letter_max_bytes = 64ull << 20;  // SPOOL_DIR/dead-letter.ndjson; 0: off
   std::chrono::milliseconds flush_interval{50};
   std::size_t batch_max = 10000;
   std::uint64_t queue_max_bytes = 64ull << 20;  // in-memory backlog before spilling/503

@@ -3,6 +3,7 @@
 
 #include "common/memory.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <random>
@@ -29,8 +30,13 @@ constexpr std::size_t kMaxKeptBufferBytes = 4 << 20;
 
 }  // namespace
 
-BatchWriter::BatchWriter(Sink& sink, Spool* spool, std::uint64_t queue_max_bytes, BatchWriterHooks hooks)
-    : sink_(sink), spool_(spool), queue_max_bytes_(queue_max_bytes), hooks_(std::move(hooks)) {}
+BatchWriter::BatchWriter(Sink& sink, Spool* spool, std::uint64_t queue_max_bytes, BatchWriterHooks hooks,
+                         DeadLetterFile* dead_letter)
+    : sink_(sink),
+      spool_(spool),
+      queue_max_bytes_(queue_max_bytes),
+      hooks_(std::move(hooks)),
+      dead_letter_(dead_letter) {}
 
 BatchWriter::~BatchWriter() {
   {
@@ -203,10 +209,15 @@ Status BatchWriter::write_once(Batch& b) {
     if (Status st = sink_.open(); !st.ok()) return st;
     sink_open_ = true;
   }
+  dead_lines_.clear();
+  dead_ids_.clear();
+  dead_by_reason_.fill(0);
+  dead_in_batch_ = 0;
+  first_refusal_.clear();
+  quarantine_ = false;
   if (b.events) {
-    Status st = sink_.write(b.events->view(), b.events->count);
+    Status st = store(b.events->view(), b.events->count);
     if (!st.ok()) return st;
-    take_report();
     const auto now_us = unix_us_now();
     if (hooks_.flush_duration)
       hooks_.flush_duration->observe_shared(static_cast<std::uint64_t>(
@@ -221,9 +232,8 @@ Status BatchWriter::write_once(Batch& b) {
       b.segment->path, scratch_,
       [&](std::string_view records, std::size_t count) -> Status {
         const auto t1 = Clock::now();
-        Status st = sink_.write(records, count);
+        Status st = store(records, count);
         if (!st.ok()) return st;
-        take_report();
         if (hooks_.flush_duration)
           hooks_.flush_duration->observe_shared(static_cast<std::uint64_t>(
               std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t1).count()));
@@ -247,11 +257,95 @@ Status BatchWriter::write_once(Batch& b) {
     spdlog::error("spool segment {}: corrupt record at offset {} ({} events before it replayed); "
                   "kept as {}.corrupt",
                   b.segment->path, r->tail_offset, r->records, b.segment->path);
-    if (spool_) {
-      spool_->quarantine(*b.segment);
-      b.segment.reset();
-    }
+    quarantine_ = spool_ != nullptr;  // once the batch is done (write())
   }
+  return {};
+}
+
+Status BatchWriter::sink_write(std::string_view records, std::size_t count) {
+  if (hooks_.sink_writes) hooks_.sink_writes->inc_shared();
+  Status st = sink_.write(records, count);
+  if (st.ok()) {
+    refused_streak_ = 0;
+    take_report();  // each transaction's report, parts of a split batch included
+  }
+  return st;
+}
+
+Status BatchWriter::store(std::string_view records, std::size_t count) {
+  Status st = sink_write(records, count);
+  if (st.kind() != ErrorKind::invalid || dead_letter_ == nullptr) return st;
+  offsets_.clear();
+  RecordReader reader(records);
+  EventView e;
+  std::size_t off = 0;
+  while (reader.next(e)) {
+    offsets_.push_back(off);
+    off += record_size(e.name.size(), e.client_id.size());
+  }
+  offsets_.push_back(off);
+  return split(records, 0, offsets_.size() - 1, st, true);
+}
+
+Status BatchWriter::split(std::string_view records, std::size_t lo, std::size_t hi, const Status& err,
+                          bool tried) {
+  const auto part = [&](std::size_t a, std::size_t b) {
+    return records.substr(offsets_[a], offsets_[b] - offsets_[a]);
+  };
+  if (hi - lo == 1) {
+    if (tried) return refuse(records, lo, err, sink_.rejection_reason());
+    // Known to fail only because its sibling was stored: try it alone, so
+    // that what is recorded is its own error.
+    Status st = sink_write(part(lo, hi), 1);
+    if (st.kind() == ErrorKind::invalid) return refuse(records, lo, st, sink_.rejection_reason());
+    return st;
+  }
+  const std::size_t mid = lo + (hi - lo) / 2;
+  Status left = sink_write(part(lo, mid), mid - lo);
+  if (left.ok()) {
+    // The whole failed and its left half did not: the refused rows are on the right.
+    return split(records, mid, hi, err, false);
+  }
+  if (left.kind() != ErrorKind::invalid) return left;
+  if (Status st = split(records, lo, mid, left, true); !st.ok()) return st;
+  Status right = sink_write(part(mid, hi), hi - mid);
+  if (right.kind() == ErrorKind::invalid) return split(records, mid, hi, right, true);
+  return right;
+}
+
+Status BatchWriter::refuse(std::string_view records, std::size_t i, const Status& err, std::string_view reason) {
+  if (++refused_streak_ >= kTableFaultRows) {
+    return Status::permanent(fmt::format(
+        "{} rows in a row were refused and none stored between them, so the table is at fault, not "
+        "the data (last: {}); the batch is kept and retried until the table is fixed",
+        refused_streak_, err.message()));
+  }
+  RecordReader reader(records.substr(offsets_[i], offsets_[i + 1] - offsets_[i]));
+  EventView e;
+  reader.next(e);
+  ++dead_in_batch_;
+  if (first_refusal_.empty()) first_refusal_ = err.message();
+  if (dead_letter_->holds(e.id)) return {};  // written there before a crash or a failed retry
+  std::size_t r = 0;
+  while (r + 1 < kRejectionReasons.size() && kRejectionReasons[r] != reason) ++r;
+  ++dead_by_reason_[r];
+  append_dead_letter_line(dead_lines_, e, kRejectionReasons[r], err.message(), unix_us_now());
+  dead_ids_.push_back(e.id);
+  return {};
+}
+
+Status BatchWriter::flush_dead_letters() {
+  if (dead_in_batch_ == 0) return {};
+  if (Status st = dead_letter_->append(dead_lines_, dead_ids_); !st.ok()) {
+    if (st.kind() == ErrorKind::full)
+      return Status::full(st.message() + ": the batch is kept and retried until there is room");
+    return st;
+  }
+  for (std::size_t r = 0; r < kRejectionReasons.size(); ++r) {
+    if (dead_by_reason_[r] > 0 && hooks_.dead_lettered[r]) hooks_.dead_lettered[r]->add_shared(dead_by_reason_[r]);
+  }
+  spdlog::warn("{} events refused by the database were written to {} (first: {})", dead_in_batch_,
+               dead_letter_->path(), first_refusal_);
   return {};
 }
 
@@ -261,12 +355,17 @@ bool BatchWriter::write(Batch& b) {
   bool logged = false;
   for (;;) {
     Status st = write_once(b);
+    if (st.ok()) st = flush_dead_letters();  // durable before the segment goes
     if (st.ok()) {
       if (!healthy_.exchange(true)) spdlog::info("sink is writable again");
       // Conflicts first: their records must be safe before the segment goes.
       if (conflicts_ > 0) set_aside_conflicts(b);
-      if (b.segment && spool_) spool_->remove(*b.segment);
-      if (hooks_.committed_events) hooks_.committed_events->add_shared(b.count - std::min(b.count, conflicts_));
+      if (b.segment && spool_) {
+        if (quarantine_) spool_->quarantine(*b.segment);
+        else spool_->remove(*b.segment);
+      }
+      const std::size_t not_stored = std::min(b.count, conflicts_ + dead_in_batch_);
+      if (hooks_.committed_events) hooks_.committed_events->add_shared(b.count - not_stored);
       if (hooks_.replayed_events && replayed_ > 0) hooks_.replayed_events->add_shared(replayed_);
       if (hooks_.client_duplicates && client_dups_ > 0) hooks_.client_duplicates->add_shared(client_dups_);
       if (hooks_.conflict_events && conflicts_ > 0) hooks_.conflict_events->add_shared(conflicts_);
@@ -280,11 +379,11 @@ bool BatchWriter::write(Batch& b) {
     }
     if (!logged) {
       spdlog::error("sink write failed ({}): {}; retrying with backoff, {} events waiting",
-                    st.kind() == ErrorKind::permanent ? "permanent, the operator must act" : "transient",
+                    st.kind() == ErrorKind::transient ? "transient" : "permanent, the operator must act",
                     st.message(), queued_events());
       logged = true;
     }
-    if (st.kind() == ErrorKind::permanent && backoff < std::chrono::milliseconds(5000))
+    if (st.kind() != ErrorKind::transient && backoff < std::chrono::milliseconds(5000))
       backoff = std::chrono::milliseconds(5000);
     // Full jitter: sleep a random part of the backoff, waking early on a stop.
     const auto sleep = std::chrono::milliseconds(

@@ -12,12 +12,24 @@
 // committed, and kept in a .conflict file of the spool (logged in full when
 // there is no spool).
 //
+// Refused rows: when the sink answers invalid (the data is at fault, see
+// sink.h) and a dead-letter file is given, the writer bisects the batch
+// into smaller transactions until each refused row stands alone, stores every
+// other row, appends the refused ones to the dead-letter file (synced) and
+// only then removes the batch's segment; a crash in between replays the
+// segment (stored rows are idempotent, dead-lettered ids are skipped). If
+// kTableFaultRows rows in a row are refused with none stored between them
+// (across batches), the table is at fault, not the data: the batch is kept
+// and retried with backoff like any permanent error. So is a batch whose
+// refused rows do not fit in the dead-letter file.
+//
 // Memory is bounded: when the queued batches hold more than queue_max_bytes,
 // those that also sit in a spool segment drop their in-memory copy (read
 // back from the segment when their turn comes); batches without a segment
 // (durability none/sink) make backlog_full() true and the shards answer 503.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -31,6 +43,7 @@
 #include <thread>
 #include <vector>
 
+#include "ingest/dead_letter.h"
 #include "ingest/event.h"
 #include "ingest/spool.h"
 #include "sink/sink.h"
@@ -41,6 +54,9 @@ class Counter;
 class Histogram;
 
 inline constexpr unsigned kReplayShard = ~0u;
+
+// Refused rows in a row, none stored between them, that mean the table is at fault.
+inline constexpr std::size_t kTableFaultRows = 16;
 
 struct Batch {
   unsigned shard = kReplayShard;  // kReplayShard: a segment left by a previous run
@@ -64,11 +80,17 @@ struct BatchWriterHooks {
   Counter* client_duplicates = nullptr;   // of those, client ids already stored (first wins)
   Counter* conflict_events = nullptr;     // NOT stored: a different row holds the id; set aside
   Counter* sink_errors = nullptr;
+  Counter* sink_writes = nullptr;  // sink transactions tried, parts of split batches included
+  // Dead-lettered events, by kRejectionReasons (sink.h; a null entry is not counted).
+  std::array<Counter*, kRejectionReasons.size()> dead_lettered{};
 };
 
 class BatchWriter {
  public:
-  BatchWriter(Sink& sink, Spool* spool, std::uint64_t queue_max_bytes, BatchWriterHooks hooks);
+  // `dead_letter` null: refused rows are not isolated (such a batch is
+  // retried like a permanent error).
+  BatchWriter(Sink& sink, Spool* spool, std::uint64_t queue_max_bytes, BatchWriterHooks hooks,
+              DeadLetterFile* dead_letter = nullptr);
   ~BatchWriter();
 
   // The sink's open() has not succeeded yet (the database was unreachable at
@@ -109,6 +131,16 @@ class BatchWriter {
   void take_report();
   // Keeps the records the sink could not store (a different row holds their id).
   void set_aside_conflicts(const Batch& b);
+  // One sink transaction, counted; resets the refused streak when it stores.
+  Status sink_write(std::string_view records, std::size_t count);
+  // Stores `records` (a run of the batch); on invalid, isolates the refused
+  // rows into dead_lines_ and stores the rest.
+  Status store(std::string_view records, std::size_t count);
+  // Bisects records [lo, hi) of offsets_, which failed as a whole with `err`.
+  Status split(std::string_view records, std::size_t lo, std::size_t hi, const Status& err, bool tried);
+  Status refuse(std::string_view records, std::size_t i, const Status& err, std::string_view reason);
+  // Appends the batch's refused rows to the dead-letter file and counts them.
+  Status flush_dead_letters();
   void spill_locked();
   bool stop_due() const;
   void record_latencies(std::string_view records, std::int64_t now_us);
@@ -139,6 +171,16 @@ class BatchWriter {
   std::size_t client_dups_ = 0;
   std::size_t conflicts_ = 0;
   std::string conflict_records_;
+  DeadLetterFile* dead_letter_;
+  // The refused rows of the batch being written (writer thread only; reused).
+  std::vector<std::size_t> offsets_;
+  std::string dead_lines_;
+  std::vector<std::uint64_t> dead_ids_;
+  std::array<std::uint64_t, kRejectionReasons.size()> dead_by_reason_{};
+  std::size_t dead_in_batch_ = 0;  // refused rows of the batch (already in the file or not)
+  std::size_t refused_streak_ = 0;
+  std::string first_refusal_;
+  bool quarantine_ = false;  // the batch's segment has a corrupt record: keep it as .corrupt
   std::thread thread_;
 };
 

@@ -75,6 +75,7 @@ constexpr std::string_view kPage = R"KIROKU(<!doctype html>
   <span class="pill" id="sink">sink?</span>
   <span class="pill plain" id="conns">connections –</span>
   <span class="pill plain" id="spool">spool –</span>
+  <span class="pill plain" id="dead">dead-lettered –</span>
   <span class="spacer"></span>
   <span class="pill plain" id="updated">waiting for the first poll</span>
 </header>
@@ -373,6 +374,8 @@ constexpr std::string_view kPage = R"KIROKU(<!doctype html>
           read: rate('kiroku_requests_rejected_total') },
         { label: 'sink errors', color: C.pink, metric: 'kiroku_sink_errors_total',
           read: rate('kiroku_sink_errors_total') },
+        { label: 'dead-lettered', color: C.green, metric: 'kiroku_events_dead_lettered_total',
+          read: rate('kiroku_events_dead_lettered_total') },
         { label: '5xx answers', color: C.cyan, metric: 'kiroku_http_requests_total',
           read: rate('kiroku_http_requests_total', (labels) => labels.status === '5xx') },
         { label: 'bad requests', color: C.yellow, metric: 'kiroku_http_bad_requests_total',
@@ -579,6 +582,10 @@ constexpr std::string_view kPage = R"KIROKU(<!doctype html>
     setPill('conns', 'connections ' + (conns === null ? '–' : digits(conns)), '');
     const spool = w.gauge('kiroku_spool_bytes');
     setPill('spool', spool === null ? 'spool off' : 'spool ' + bytesText(spool), '');
+    const dead = w.gauge('kiroku_events_dead_lettered_total');
+    const deadBytes = w.gauge('kiroku_dead_letter_bytes');
+    setPill('dead', deadBytes === null ? 'dead-letter off'
+                    : 'dead-lettered ' + digits(dead || 0) + ' (' + bytesText(deadBytes) + ')', '');
     const throughput = CHARTS[0].points;
     const rps = throughput.length ? throughput[throughput.length - 1].values[0] : null;
     document.title = 'kiroku ' + location.host + (rps === null ? '' : ' · ' + text(rps, CHARTS[0]));

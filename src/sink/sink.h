@@ -17,6 +17,7 @@
 // stats() and ready() may be called from any thread.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -27,6 +28,10 @@
 namespace kiroku {
 
 // Connection pool figures, the fields of Go's database/sql DBStats.
+// The classes of rows the database refuses for their values (metrics labels).
+inline constexpr std::array<std::string_view, 7> kRejectionReasons = {
+    "data_too_long", "out_of_range", "incorrect_value", "null", "constraint", "foreign_key", "other"};
+
 struct PoolStats {
   std::int64_t max_open = 0;
   std::int64_t open = 0;
@@ -64,12 +69,19 @@ class Sink {
 
   // Stores every record in `records` (concatenated records, see event.h) in
   // one transaction: all or none. transient: retry later; permanent: the
-  // operator must act (logged, shown in /readyz and metrics).
+  // operator must act (logged, shown in /readyz and metrics); invalid: the
+  // database refused the values of a row (too long, out of range, NULL, a
+  // CHECK or foreign key...): the data is at fault, not the table, so the same
+  // rows fail again and the others may not (the batch writer isolates them).
   // After a success, last_write() says what became of each record.
   virtual Status write(std::string_view records, std::size_t count) = 0;
 
   // The report of the last successful write(); the writer thread only.
   virtual const WriteReport& last_write() const = 0;
+
+  // After a write() that returned invalid: the class of the refusal, one of
+  // kRejectionReasons. Writer thread only.
+  virtual std::string_view rejection_reason() const { return kRejectionReasons.back(); }
 
   // Leases an instance number (0..255) to `holder` (an opaque token of at most
   // 64 bytes) in one transaction: `wanted` >= 0 asks for that number (a renewal

@@ -18,8 +18,11 @@
 // per connection and reused, growing only up to the largest batch seen.
 //
 // Errors: bad credentials, unknown database, missing privileges, schema
-// mismatches and TLS failures (mysql_tls.h) are permanent; lost connections, timeouts, deadlocks and a server
-// that is down are transient. A lost connection is reopened with exponential
+// mismatches and TLS failures (mysql_tls.h) are permanent; lost connections,
+// timeouts, deadlocks and a server that is down are transient; values a row
+// cannot hold (too long, out of range, incorrect, NULL, a CHECK or foreign
+// key) are invalid, their class in rejection_reason() (the batch writer
+// isolates such rows). A lost connection is reopened with exponential
 // backoff: while backing off, calls fail at once with the last error rather
 // than block. Messages carry the server's text and error number, never the
 // password.

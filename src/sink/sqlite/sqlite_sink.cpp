@@ -38,6 +38,7 @@ class SqliteSink final : public Sink {
                         nullptr) != SQLITE_OK)
       return Status::permanent(fmt::format("cannot open {}: {}", path_, errmsg(db_)));
     sqlite3_busy_timeout(db_, 5000);
+    sqlite3_extended_result_codes(db_, 1);
     const std::string setup = fmt::format(
         "PRAGMA journal_mode=WAL;"
         "PRAGMA synchronous={};"
@@ -49,7 +50,7 @@ class SqliteSink final : public Sink {
         options_.durable_commits ? "FULL" : "NORMAL", options_.table, kInstancesTable);
     if (auto st = exec(setup); !st.ok()) return Status::permanent(st.message());
     const std::string insert = fmt::format(
-        "INSERT OR IGNORE INTO \"{}\"(id,received_at,at,name,value,client_id) VALUES(?,?,?,?,?,?)",
+        "INSERT INTO \"{}\"(id,received_at,at,name,value,client_id) VALUES(?,?,?,?,?,?) ON CONFLICT DO NOTHING",
         options_.table);
     const std::string by_id =
         fmt::format("SELECT received_at,at,name,value,client_id FROM \"{}\" WHERE id=?", options_.table);
@@ -202,6 +203,7 @@ class SqliteSink final : public Sink {
   }
 
   std::string_view kind() const override { return "sqlite"; }
+  std::string_view rejection_reason() const override { return rejection_; }
 
  private:
   static std::string errmsg(sqlite3* db) { return db ? sqlite3_errmsg(db) : "out of memory"; }
@@ -264,9 +266,42 @@ class SqliteSink final : public Sink {
     sqlite3_reset(st);
     if (rc == SQLITE_DONE || rc == SQLITE_ROW) return {};
     const std::string msg = fmt::format("{}: {}", path_, errmsg(db_));
-    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED || rc == SQLITE_IOERR || rc == SQLITE_FULL)
-      return Status::transient(msg);
-    return Status::permanent(msg);
+    if (const char* reason = rejection_of(rc)) {
+      rejection_ = reason;
+      return Status::invalid(msg);
+    }
+    switch (rc & 0xff) {
+      case SQLITE_BUSY:
+      case SQLITE_LOCKED:
+      case SQLITE_IOERR:
+      case SQLITE_FULL:
+        return Status::transient(msg);
+      default:
+        return Status::permanent(msg);
+    }
+  }
+
+  // The result codes that mean the row's values are at fault (a constraint of
+  // the table, a value too big or of the wrong type), and their class.
+  static const char* rejection_of(int rc) {
+    switch (rc) {
+      case SQLITE_CONSTRAINT_CHECK:
+      case SQLITE_CONSTRAINT_TRIGGER:
+      case SQLITE_CONSTRAINT_UNIQUE:  // a unique index of the user's own (id conflicts do nothing)
+      case SQLITE_CONSTRAINT:
+        return "constraint";
+      case SQLITE_CONSTRAINT_NOTNULL:
+        return "null";
+      case SQLITE_CONSTRAINT_FOREIGNKEY:
+        return "foreign_key";
+      case SQLITE_CONSTRAINT_DATATYPE:
+      case SQLITE_MISMATCH:
+        return "incorrect_value";
+      case SQLITE_TOOBIG:
+        return "data_too_long";
+      default:
+        return nullptr;
+    }
   }
 
   std::string path_;
@@ -279,6 +314,7 @@ class SqliteSink final : public Sink {
   sqlite3_stmt* by_id_ = nullptr;
   sqlite3_stmt* by_client_ = nullptr;
   WriteReport report_;
+  const char* rejection_ = "other";  // the class of the last refused row (writer thread)
   std::mutex ping_mu_;
   sqlite3* ping_db_ = nullptr;
   sqlite3* lease_db_ = nullptr;  // lease_instance(), release_instance(): the lease thread
