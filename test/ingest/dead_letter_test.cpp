@@ -65,9 +65,16 @@ class FakeSink final : public Sink {
       ids.push_back(e.id);
     }
     EXPECT_EQ(n, count);
-    for (auto id : ids) EXPECT_TRUE(stored.insert(id).second || replayed) << "stored twice: " << id;
+    report.clear();
+    for (auto id : ids) {
+      EXPECT_TRUE(stored.insert(id).second || replayed) << "stored twice: " << id;
+      ++report.stored;
+    }
     return {};
   }
+  const WriteReport& last_write() const override { return report; }
+  Result<unsigned> lease_instance(std::string_view, int, std::int64_t) override { return 0u; }
+  Status release_instance(unsigned, std::string_view) override { return {}; }
   Result<std::uint64_t> max_id() override { return std::uint64_t{0}; }
   Status ping() override { return {}; }
   PoolStats stats() const override { return {}; }
@@ -78,6 +85,7 @@ class FakeSink final : public Sink {
   bool refuse_all = false;
   bool replayed = false;
   std::set<std::uint64_t> stored;
+  WriteReport report;
 };
 
 // `n` events with ids 1..n; those whose index is in `bad` are named "bad...".

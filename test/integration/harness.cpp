@@ -423,4 +423,13 @@ double metric_value(int port, std::string_view name) {
   return -1;
 }
 
+double metric_value_reaching(int port, std::string_view name, double want, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const double v = metric_value(port, name);
+    if (v >= want || std::chrono::steady_clock::now() >= until) return v;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 }  // namespace kiroku::test

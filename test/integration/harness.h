@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <string>
@@ -153,5 +154,11 @@ long long raise_nofile_limit(long long want);
 // The value of the first /metrics sample whose line starts with `name` (a
 // metric name, with labels if any); -1 if there is none.
 double metric_value(int port, std::string_view name);
+
+// metric_value, polled until it is at least `want` or `timeout` passed: for
+// figures recorded when a transfer's last write completes, which may be just
+// after the client has read the last byte. Returns the last value read.
+double metric_value_reaching(int port, std::string_view name, double want,
+                             std::chrono::milliseconds timeout = std::chrono::milliseconds(3000));
 
 }  // namespace kiroku::test
