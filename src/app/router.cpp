@@ -117,10 +117,11 @@ void Router::readyz(http::Reply& reply) {
     return;
   }
   if (deps_.writer && !deps_.writer->sink_healthy()) {
-    // With a spool the outage is absorbed: keep the traffic while it has room
+    // With a spool an outage is absorbed: keep the traffic while it has room
     // (a margin of an eighth, at most 16 MiB, so that the balancer moves
-    // away before 503s start).
-    if (deps_.spool && !deps_.spool->would_exceed(std::min<std::uint64_t>(16u << 20, deps_.spool->max_bytes() / 8))) {
+    // away before 503s start). An error that waiting will not heal is a 503
+    // at once: the operator must act.
+    if (deps_.spool && !deps_.writer->sink_needs_operator() && !deps_.spool->would_exceed(std::min<std::uint64_t>(16u << 20, deps_.spool->max_bytes() / 8))) {
       nlohmann::json j{{"ready", true},
                        {"sink", "unavailable: " + deps_.writer->last_error()},
                        {"spooling", true},
@@ -130,8 +131,10 @@ void Router::readyz(http::Reply& reply) {
       return;
     }
     nlohmann::json j{{"ready", false},
-                     {"reason", std::string(deps_.spool ? "spool nearly full and " : "") +
-                                    "sink unavailable: " + deps_.writer->last_error()}};
+                     {"reason", deps_.writer->sink_needs_operator()
+                                    ? "sink refuses the writes, the operator must act: " + deps_.writer->last_error()
+                                    : std::string(deps_.spool ? "spool nearly full and " : "") +
+                                          "sink unavailable: " + deps_.writer->last_error()}};
     reply.send(503, "application/json", j.dump() + "\n");
     return;
   }

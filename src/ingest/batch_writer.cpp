@@ -358,6 +358,7 @@ bool BatchWriter::write(Batch& b) {
     if (st.ok()) st = flush_dead_letters();  // durable before the segment goes
     if (st.ok()) {
       if (!healthy_.exchange(true)) spdlog::info("sink is writable again");
+      needs_operator_ = false;
       // Conflicts first: their records must be safe before the segment goes.
       if (conflicts_ > 0) set_aside_conflicts(b);
       if (b.segment && spool_) {
@@ -372,11 +373,12 @@ bool BatchWriter::write(Batch& b) {
       return true;
     }
     if (hooks_.sink_errors) hooks_.sink_errors->inc_shared();
-    healthy_ = false;
     {
       std::lock_guard lock(mu_);
       last_error_ = st.message();
     }
+    needs_operator_ = st.kind() != ErrorKind::transient;
+    healthy_ = false;
     if (!logged) {
       spdlog::error("sink write failed ({}): {}; retrying with backoff, {} events waiting",
                     st.kind() == ErrorKind::transient ? "transient" : "permanent, the operator must act",

@@ -120,6 +120,10 @@ class BatchWriter {
   // Unix microseconds of the oldest event not yet committed, 0 if none.
   std::int64_t oldest_received_us() const { return oldest_us_.load(std::memory_order_relaxed); }
   bool sink_healthy() const { return healthy_.load(std::memory_order_relaxed); }
+  // The last write failed with an error that waiting will not heal (the
+  // table refuses every row, the dead-letter file is full, a schema
+  // mismatch): /readyz is 503 then, spool or not.
+  bool sink_needs_operator() const { return needs_operator_.load(std::memory_order_relaxed); }
   std::string last_error() const;
 
  private:
@@ -163,6 +167,7 @@ class BatchWriter {
   std::atomic<std::uint64_t> memory_bytes_{0};
   std::atomic<std::int64_t> oldest_us_{0};
   std::atomic<bool> healthy_{true};
+  std::atomic<bool> needs_operator_{false};
   std::atomic<bool> stop_now_{false};
   std::vector<std::byte> scratch_;  // reading spilled segments
   bool sink_open_ = true;

@@ -238,7 +238,7 @@ TEST(MysqlUrlTest, SslModeValuesAndFiles) {
   // Plain TCP on a remote host when asked for.
   EXPECT_EQ(parse_ok("mysql://u@h/d?ssl-mode=disabled").ssl_mode, MysqlSslMode::disabled);
   // The password stays out of the redacted form, which does not change with TLS.
-  EXPECT_EQ(parse_ok("mysql://u:pw@h:1/d?ssl-mode=REQUIRED").redacted(), "mysql://u@h:1/d");
+  EXPECT_EQ(parse_ok("mysql://u:pw@h:1/d?ssl-mode=REQUIRED").redacted(), "mysql://u:***@h:1/d?ssl-mode=REQUIRED");
 }
 
 TEST(MysqlUrlTest, BadSslParameters) {

@@ -701,7 +701,7 @@ struct S3Client::Loop {
     if (s.kind() == ErrorKind::denied && Clock::now() - last_denied_log > std::chrono::seconds(10)) {
       last_denied_log = Clock::now();  // at most one line per 10 s
       spdlog::error("{} (access key id '{}'): S3 requests fail until the credentials are fixed", s.message(),
-                    config.credentials.access_key_id);
+                    signing->credentials.access_key_id);
     }
     if (owned->finish) owned->finish(*owned, std::move(s));
   }
