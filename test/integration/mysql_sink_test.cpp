@@ -368,7 +368,7 @@ TEST_P(MysqlSinkMethodTest, ReportsReplaysClientDuplicatesAndConflicts) {
   }
   for (std::uint64_t i = 0; i < 3; ++i) {
     Row r = rows[i];  // same id, different event
-    r.value += 1;
+    r.value ^= 1;  // a different value, without overflow at the extremes
     r.client_id = "other-" + std::to_string(i);
     extra.push_back(r);
   }
