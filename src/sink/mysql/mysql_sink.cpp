@@ -508,52 +508,77 @@ class MysqlSink final : public Sink {
 
   Result<unsigned> lease_instance(std::string_view holder, int wanted, std::int64_t ttl_ms) override {
     Result<unsigned> chosen = Status::transient("mysql: no lease");
-    const std::string table(kInstancesTable);
     const Status s = with_connection(options_.connect_timeout_ms, [&](MysqlConnection& c) -> Failure {
       chosen = Status::transient("mysql: no lease");
       std::string esc_holder(holder.size() * 2 + 1, '\0');
       esc_holder.resize(mysql_real_escape_string(c.mysql, esc_holder.data(), holder.data(), holder.size()));
-      if (Failure f = run(c.mysql, "START TRANSACTION", "lease: begin"); !f.ok()) return f;
-      std::vector<LeaseRow> rows;
-      std::int64_t now_ms = 0;
-      Failure f;
-      const std::string select = "SELECT `instance`, `holder`, `renewed_at`, CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS "
-                                 "SIGNED) FROM `" + table + "` WHERE `tbl` = '" + options_.table + "' FOR UPDATE";
-      if (mysql_real_query(c.mysql, select.data(), select.size()) != 0) {
-        f = Failure::of(c.mysql, "lease: read");
-      } else if (MYSQL_RES* res = mysql_store_result(c.mysql); res == nullptr) {
-        f = Failure::of(c.mysql, "lease: read");
-      } else {
-        while (MYSQL_ROW row = mysql_fetch_row(res)) {
-          rows.push_back({static_cast<unsigned>(std::strtoul(row[0], nullptr, 10)), row[1] ? row[1] : "",
-                          std::strtoll(row[2], nullptr, 10)});
-          now_ms = std::strtoll(row[3], nullptr, 10);
-        }
-        mysql_free_result(res);
+      // Claims are serialized by a named lock: concurrent SELECT ... FOR UPDATE
+      // on a missing row take gap locks and then deadlock each other's INSERT.
+      // The server drops the lock with the session if this one dies.
+      const std::string lock_name = "'kiroku_lease:" + options_.table.substr(0, 48) + "'";
+      std::string got;
+      bool null = false;
+      if (Failure f = fetch_one(c.mysql,
+                                "SELECT GET_LOCK(" + lock_name + ", " +
+                                    std::to_string(std::max<std::int64_t>(1, options_.connect_timeout_ms / 1000)) + ")",
+                                "lease: lock", got, null);
+          !f.ok()) {
+        return f;
       }
-      if (f.ok() && rows.empty()) {
-        std::string text;
-        bool null = false;
-        f = fetch_one(c.mysql, "SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)", "lease: clock", text, null);
-        now_ms = std::strtoll(text.c_str(), nullptr, 10);
+      if (null || got != "1") {
+        return Failure::make(ER_LOCK_WAIT_TIMEOUT, "another instance holds the lease lock", "lease: lock");
       }
-      if (f.ok()) {
-        chosen = choose_instance(rows, holder, wanted, now_ms, ttl_ms);
-        if (chosen.ok()) {
-          f = run(c.mysql,
-                  "INSERT INTO `" + table + "` (`tbl`, `instance`, `holder`, `renewed_at`) VALUES ('" +
-                      options_.table + "', " + std::to_string(*chosen) + ", '" + esc_holder + "', " +
-                      std::to_string(now_ms) +
-                      ") ON DUPLICATE KEY UPDATE `holder` = VALUES(`holder`), `renewed_at` = VALUES(`renewed_at`)",
-                  "lease: write");
-        }
-      }
-      if (f.ok() && chosen.ok()) f = run(c.mysql, "COMMIT", "lease: commit");
-      else if (f.ok()) f = run(c.mysql, "ROLLBACK", "lease: rollback");
-      return abandon(c, std::move(f), true);
+      Failure claimed = claim_lease(c, holder, esc_holder, wanted, ttl_ms, chosen);
+      Failure released = run(c.mysql, "DO RELEASE_LOCK(" + lock_name + ")", "lease: unlock");
+      if (!released.ok() && claimed.ok()) claimed = std::move(released);
+      return claimed;
     });
     if (!s.ok()) return s;
     return chosen;
+  }
+
+  // One lease claim in one transaction, under the lease lock.
+  Failure claim_lease(MysqlConnection& c, std::string_view holder, const std::string& esc_holder, int wanted,
+                      std::int64_t ttl_ms, Result<unsigned>& chosen) {
+    const std::string table(kInstancesTable);
+    if (Failure f = run(c.mysql, "START TRANSACTION", "lease: begin"); !f.ok()) return f;
+    std::vector<LeaseRow> rows;
+    std::int64_t now_ms = 0;
+    Failure f;
+    const std::string select = "SELECT `instance`, `holder`, `renewed_at`, CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS "
+                               "SIGNED) FROM `" + table + "` WHERE `tbl` = '" + options_.table + "' FOR UPDATE";
+    if (mysql_real_query(c.mysql, select.data(), select.size()) != 0) {
+      f = Failure::of(c.mysql, "lease: read");
+    } else if (MYSQL_RES* res = mysql_store_result(c.mysql); res == nullptr) {
+      f = Failure::of(c.mysql, "lease: read");
+    } else {
+      while (MYSQL_ROW row = mysql_fetch_row(res)) {
+        rows.push_back({static_cast<unsigned>(std::strtoul(row[0], nullptr, 10)), row[1] ? row[1] : "",
+                        std::strtoll(row[2], nullptr, 10)});
+        now_ms = std::strtoll(row[3], nullptr, 10);
+      }
+      mysql_free_result(res);
+    }
+    if (f.ok() && rows.empty()) {
+      std::string text;
+      bool null = false;
+      f = fetch_one(c.mysql, "SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)", "lease: clock", text, null);
+      now_ms = std::strtoll(text.c_str(), nullptr, 10);
+    }
+    if (f.ok()) {
+      chosen = choose_instance(rows, holder, wanted, now_ms, ttl_ms);
+      if (chosen.ok()) {
+        f = run(c.mysql,
+                "INSERT INTO `" + table + "` (`tbl`, `instance`, `holder`, `renewed_at`) VALUES ('" +
+                    options_.table + "', " + std::to_string(*chosen) + ", '" + esc_holder + "', " +
+                    std::to_string(now_ms) +
+                    ") ON DUPLICATE KEY UPDATE `holder` = VALUES(`holder`), `renewed_at` = VALUES(`renewed_at`)",
+                "lease: write");
+      }
+    }
+    if (f.ok() && chosen.ok()) f = run(c.mysql, "COMMIT", "lease: commit");
+    else if (f.ok()) f = run(c.mysql, "ROLLBACK", "lease: rollback");
+    return abandon(c, std::move(f), true);
   }
 
   Status release_instance(unsigned instance, std::string_view holder) override {
