@@ -284,7 +284,36 @@ Status BatchWriter::store(std::string_view records, std::size_t count) {
     off += record_size(e.name.size(), e.client_id.size());
   }
   offsets_.push_back(off);
-  return split(records, 0, offsets_.size() - 1, st, true);
+  // While the database names the refused row: store the rows before it,
+  // confirm it alone, go on with the rows after it (three transactions per
+  // refused row; a store between refusals keeps the table-fault streak honest).
+  // A named row that turns out storable ends the trust: bisect what is left.
+  const std::size_t n = offsets_.size() - 1;
+  const auto part = [&](std::size_t a, std::size_t b) {
+    return records.substr(offsets_[a], offsets_[b] - offsets_[a]);
+  };
+  for (std::size_t lo = 0;;) {
+    const std::size_t named = sink_.refused_row();
+    if (named >= n - lo) return split(records, lo, n, st, true);
+    const std::size_t i = lo + named;
+    if (i > lo) {
+      const Status before = sink_write(part(lo, i), i - lo);
+      if (before.kind() == ErrorKind::invalid) return split(records, lo, n, st, true);
+      if (!before.ok()) return before;
+    }
+    const Status alone = sink_write(part(i, i + 1), 1);
+    const bool held = alone.kind() == ErrorKind::invalid;
+    if (held) {
+      if (Status r = refuse(records, i, alone, sink_.rejection_reason()); !r.ok()) return r;
+    } else if (!alone.ok()) {
+      return alone;
+    }
+    lo = i + 1;
+    if (lo == n) return {};
+    st = sink_write(part(lo, n), n - lo);
+    if (st.kind() != ErrorKind::invalid) return st;
+    if (!held) return split(records, lo, n, st, true);
+  }
 }
 
 Status BatchWriter::split(std::string_view records, std::size_t lo, std::size_t hi, const Status& err,
@@ -344,8 +373,15 @@ Status BatchWriter::flush_dead_letters() {
   for (std::size_t r = 0; r < kRejectionReasons.size(); ++r) {
     if (dead_by_reason_[r] > 0 && hooks_.dead_lettered[r]) hooks_.dead_lettered[r]->add_shared(dead_by_reason_[r]);
   }
-  spdlog::warn("{} events refused by the database were written to {} (first: {})", dead_in_batch_,
-               dead_letter_->path(), first_refusal_);
+  const std::size_t already = dead_in_batch_ - dead_ids_.size();  // a replayed batch's, kept before
+  if (dead_ids_.empty()) {
+    spdlog::info("{} events refused by the database were already in {} (a replayed batch)", already,
+                 dead_letter_->path());
+  } else {
+    spdlog::warn("{} events refused by the database were written to {}{} (first: {})", dead_ids_.size(),
+                 dead_letter_->path(), already ? fmt::format(", {} more were there already", already) : "",
+                 first_refusal_);
+  }
   return {};
 }
 

@@ -13,11 +13,14 @@
 // there is no spool).
 //
 // Refused rows: when the sink answers invalid (the data is at fault, see
-// sink.h) and a dead-letter file is given, the writer bisects the batch
-// into smaller transactions until each refused row stands alone, stores every
-// other row, appends the refused ones to the dead-letter file (synced) and
-// only then removes the batch's segment; a crash in between replays the
-// segment (stored rows are idempotent, dead-lettered ids are skipped). If
+// sink.h) and a dead-letter file is given, the writer isolates each refused
+// row: it stores the rows before the one the database named
+// (Sink::refused_row), tries the named row alone and goes on with the rows
+// after it; where the database names none, it bisects the batch into smaller
+// transactions until each refused row stands alone. It stores every other
+// row, appends the refused ones to the dead-letter file (synced) and only
+// then removes the batch's segment; a crash in between replays the segment
+// (stored rows are idempotent, dead-lettered ids are skipped). If
 // kTableFaultRows rows in a row are refused with none stored between them
 // (across batches), the table is at fault, not the data: the batch is kept
 // and retried with backoff like any permanent error. So is a batch whose

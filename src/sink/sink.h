@@ -83,6 +83,12 @@ class Sink {
   // kRejectionReasons. Writer thread only.
   virtual std::string_view rejection_reason() const { return kRejectionReasons.back(); }
 
+  // After a write() that returned invalid: the index (in the records passed)
+  // of the row the database named as refused, or kNoRow when it did not say.
+  // A hint, not a proof: the batch writer confirms it. Writer thread only.
+  static constexpr std::size_t kNoRow = static_cast<std::size_t>(-1);
+  virtual std::size_t refused_row() const { return kNoRow; }
+
   // Leases an instance number (0..255) to `holder` (an opaque token of at most
   // 64 bytes) in one transaction: `wanted` >= 0 asks for that number (a renewal
   // or an explicit --instance), -1 for any: the one `holder` already has, else

@@ -467,6 +467,39 @@ TEST_P(MysqlSinkMethodTest, LargeBatchSpanningManyStatementsIsOneTransaction) {
   EXPECT_EQ(*poison[0][0], repeat("x", 248) + "0024000");
 }
 
+// A refused row's error names it ("at row N"): the sink says which record
+// that was, in whichever statement or execute of the batch it fell.
+TEST_P(MysqlSinkMethodTest, TheRefusedRowIsNamed) {
+  admin_->exec("CREATE TABLE `" + table_ +
+               "` (id BIGINT UNSIGNED NOT NULL PRIMARY KEY, received_at BIGINT NOT NULL, at BIGINT NOT NULL,"
+               " name VARCHAR(5) NOT NULL, value BIGINT NOT NULL, client_id VARCHAR(255) NULL)");
+  auto sink = make_with_method();
+  ASSERT_TRUE(sink->open().ok());
+  std::vector<Row> rows;
+  for (std::uint64_t i = 0; i < 2500; ++i) {
+    Row r = sample_row(i);
+    r.id = 1'000'000 + i;
+    r.name = "ok";
+    r.client_id.reset();
+    rows.push_back(std::move(r));
+  }
+  for (const std::size_t bad : {std::size_t{0}, std::size_t{3}, std::size_t{999}, std::size_t{1000},
+                                std::size_t{1700}, std::size_t{2499}}) {
+    std::vector<Row> batch = rows;
+    batch[bad].name = "toolongname";
+    batch[std::min<std::size_t>(bad + 10, 2499)].name = "second";  // only the first is named
+    EventBuffer b = batch_of(batch, 0, batch.size());
+    const Status s = sink->write(b.view(), b.count);
+    EXPECT_EQ(s.kind(), ErrorKind::invalid) << s.message();
+    EXPECT_EQ(sink->rejection_reason(), "data_too_long");
+    EXPECT_EQ(sink->refused_row(), bad) << s.message();
+    EXPECT_EQ(admin_->count(table_), 0);
+  }
+  EventBuffer good = batch_of(rows, 0, 10);
+  ASSERT_TRUE(sink->write(good.view(), good.count).ok());
+  EXPECT_EQ(sink->refused_row(), Sink::kNoRow);
+}
+
 // automatic is array binding on MariaDB; multi_row is what MySQL servers get.
 INSTANTIATE_TEST_SUITE_P(Methods, MysqlSinkMethodTest,
                          ::testing::Values(MysqlInsertMethod::automatic,

@@ -1,6 +1,7 @@
 // sqlite_sink_test.cpp - the SQLite sink's accounting of every record and its
 // instance leases (an embedded database: runs anywhere).
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 
 #include <filesystem>
@@ -65,6 +66,31 @@ TEST(SqliteSink, ReportsReplaysClientDuplicatesAndConflicts) {
   EXPECT_EQ(e.id, 3u);
   EXPECT_EQ(e.value, 99);
   EXPECT_FALSE(back.next(e));
+}
+
+// A refused row (here a trigger's RAISE) is named: the batch writer stores
+// the rows around it without bisecting the batch.
+TEST(SqliteSink, NamesTheRefusedRow) {
+  TempDir dir;
+  auto sink = open_sink(dir.path());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir.path() + "/e.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "CREATE TRIGGER no_negative BEFORE INSERT ON events WHEN NEW.value < 0"
+                         " BEGIN SELECT RAISE(ABORT, 'negative value'); END",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  EventBuffer b;
+  for (std::uint64_t i = 1; i <= 100; ++i) b.append(event(i, i == 42 || i == 77 ? -1 : 1));
+  const Status st = sink->write(b.view(), b.count);
+  EXPECT_EQ(st.kind(), ErrorKind::invalid) << st.message();
+  EXPECT_EQ(sink->rejection_reason(), "constraint");
+  EXPECT_EQ(sink->refused_row(), 41u);
+  EventBuffer good;
+  good.append(event(1, 1));
+  ASSERT_TRUE(sink->write(good.view(), good.count).ok());
+  EXPECT_EQ(sink->refused_row(), Sink::kNoRow);
 }
 
 TEST(SqliteSink, InstanceLeases) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -497,9 +498,11 @@ class MysqlSink final : public Sink {
 
   Status write(std::string_view records, std::size_t count) override {
     report_.clear();
+    refused_row_ = kNoRow;
     if (count == 0 || records.empty()) return {};
     return with_connection(options_.connect_timeout_ms, [&](MysqlConnection& c) {
       report_.clear();  // a retried attempt starts over
+      refused_row_ = kNoRow;
       return use_arrays(c) ? insert_arrays(c, records, count) : insert_multi(c, records);
     });
   }
@@ -617,6 +620,7 @@ class MysqlSink final : public Sink {
   PoolStats stats() const override { return pool_.stats(); }
   std::string_view kind() const override { return "mysql"; }
   std::string_view rejection_reason() const override { return rejection_.load(std::memory_order_relaxed); }
+  std::size_t refused_row() const override { return refused_row_; }
 
  private:
   bool use_arrays(const MysqlConnection& c) const {
@@ -681,7 +685,7 @@ class MysqlSink final : public Sink {
     EventView e;
     bool pending = reader.next(e);  // `e` read but not yet placed
     bool in_transaction = false;
-    while (pending) {
+    for (std::size_t first = 0; pending; first += chunk_.size()) {
       std::size_t n = 0;
       std::size_t bytes = 0;
       chunk_.clear();
@@ -697,7 +701,10 @@ class MysqlSink final : public Sink {
         if (Failure f = run(c.mysql, "START TRANSACTION", "begin"); !f.ok()) return f;
         in_transaction = true;
       }
-      if (Failure f = c.execute_arrays(n); !f.ok()) return abandon(c, std::move(f), in_transaction);
+      if (Failure f = c.execute_arrays(n); !f.ok()) {
+        note_refused_row(f, first, n);
+        return abandon(c, std::move(f), in_transaction);
+      }
       if (Failure f = account(c, mysql_stmt_affected_rows(c.single())); !f.ok()) {
         return abandon(c, std::move(f), in_transaction);
       }
@@ -715,7 +722,7 @@ class MysqlSink final : public Sink {
     EventView e;
     bool pending = reader.next(e);
     bool in_transaction = false;
-    while (pending) {
+    for (std::size_t first = 0; pending; first += chunk_.size()) {
       std::size_t n = 0;
       chunk_.clear();
       while (pending && n < kMultiRowMax) {
@@ -728,6 +735,7 @@ class MysqlSink final : public Sink {
         in_transaction = true;
       }
       if (Failure f = c.execute_multi(options_.table, n); !f.ok()) {
+        note_refused_row(f, first, n);
         return abandon(c, std::move(f), in_transaction);
       }
       if (Failure f = account(c, c.last_affected_rows()); !f.ok()) return abandon(c, std::move(f), in_transaction);
@@ -736,6 +744,22 @@ class MysqlSink final : public Sink {
       if (Failure f = run(c.mysql, "COMMIT", "commit"); !f.ok()) return abandon(c, f, true);
     }
     return {};
+  }
+
+  // A refused row's error names it ("... at row N", 1-based in the statement,
+  // padding rows repeating the last one): that row of the chunk starting at
+  // record `first`, `n` long.
+  void note_refused_row(const Failure& f, std::size_t first, std::size_t n) {
+    if (f.fault != Fault::rejected) return;
+    constexpr std::string_view kAtRow = " at row ";
+    const std::size_t at = f.message.rfind(kAtRow);
+    if (at == std::string::npos) return;
+    std::size_t row = 0;
+    const char* p = f.message.data() + at + kAtRow.size();
+    const char* end = f.message.data() + f.message.size();
+    const auto [next, ec] = std::from_chars(p, end, row);
+    if (ec != std::errc() || next == p || row == 0) return;
+    refused_row_ = first + std::min(row, n) - 1;
   }
 
   // Accounts for the records of chunk_ after an INSERT ... ON DUPLICATE KEY
@@ -883,8 +907,8 @@ class MysqlSink final : public Sink {
   const MysqlSinkTuning tuning_;
   const std::string where_;  // the URL without password, for messages
 
-  // The writer thread's: the report of the last write and the records of the chunk being inserted.
   WriteReport report_;
+  std::size_t refused_row_ = kNoRow;  // the row the last refusal named (writer thread)
   std::vector<std::string_view> chunk_;
 
   std::mutex backoff_mu_;

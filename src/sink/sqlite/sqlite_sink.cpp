@@ -73,10 +73,11 @@ class SqliteSink final : public Sink {
   Status write(std::string_view records, std::size_t count) override {
     (void)count;
     report_.clear();
+    refused_row_ = kNoRow;
     if (auto st = step_once(begin_); !st.ok()) return st;
     RecordReader reader(records);
     EventView e;
-    while (reader.next(e)) {
+    for (std::size_t row = 0; reader.next(e); ++row) {
       sqlite3_bind_int64(insert_, 1, static_cast<sqlite3_int64>(e.id));
       sqlite3_bind_int64(insert_, 2, e.received_us);
       sqlite3_bind_int64(insert_, 3, e.at_us);
@@ -87,6 +88,7 @@ class SqliteSink final : public Sink {
       else
         sqlite3_bind_text(insert_, 6, e.client_id.data(), static_cast<int>(e.client_id.size()), SQLITE_STATIC);
       if (auto st = step_once(insert_); !st.ok()) {
+        if (st.kind() == ErrorKind::invalid) refused_row_ = row;
         step_once(rollback_);
         return st;
       }
@@ -204,6 +206,7 @@ class SqliteSink final : public Sink {
 
   std::string_view kind() const override { return "sqlite"; }
   std::string_view rejection_reason() const override { return rejection_; }
+  std::size_t refused_row() const override { return refused_row_; }
 
  private:
   static std::string errmsg(sqlite3* db) { return db ? sqlite3_errmsg(db) : "out of memory"; }
@@ -315,6 +318,7 @@ class SqliteSink final : public Sink {
   sqlite3_stmt* by_client_ = nullptr;
   WriteReport report_;
   const char* rejection_ = "other";  // the class of the last refused row (writer thread)
+  std::size_t refused_row_ = kNoRow;  // the row that refusal was about (writer thread)
   std::mutex ping_mu_;
   sqlite3* ping_db_ = nullptr;
   sqlite3* lease_db_ = nullptr;  // lease_instance(), release_instance(): the lease thread
