@@ -64,6 +64,8 @@ class Report:
         self.files = load(self.r, "files.json")
         self.loadcheck = load(self.r, "loadcheck.json")
         self.outage = load(self.r, "outage.json")
+        self.scale = load(self.r, "scale.json")
+        self.badrows = load(self.r, "badrows.json")
         self.bulk = parse_bulk(load(self.r, "bulk-mariadb.log"))
         self.params = load(self.r, "params.json")
 
@@ -164,6 +166,13 @@ class Report:
             o = self.outage
             self.w(f"scripts/with-mariadb.sh bench/outage.sh {o['rate']:g} {o['before_s']} {o['outage_s']} "
                    f"{o['after_s']}   # MariaDB stopped under load")
+        if self.scale:
+            self.w(f"scripts/with-mariadb.sh bench/scale_out.sh {self.scale['rounds']} {self.scale['seconds']:g}"
+                   "   # 1, 2, 3 instances behind haproxy")
+        if self.badrows:
+            b = self.badrows
+            self.w(f"scripts/with-mariadb.sh bench/bad_rows.sh {b['rounds']} {b['seconds']:g} {b['every']}"
+                   "   # refused rows")
         self.w("build/bench/spool_bench; build/bench/metrics_bench; build/bench/multipart_bench")
         self.w("build/test/kiroku_unit_tests --gtest_filter='*AllocTest*'")
         self.w("```")
@@ -396,6 +405,68 @@ class Report:
                f"| {'yes' if o['rows'] == o['accepted'] else '**no**'} |")
         self.w()
 
+    def scale_section(self):
+        self.w("## Scale-out: instances behind haproxy on one MariaDB")
+        self.w()
+        x = self.scale
+        if x is None:
+            self.w("failed" if "scale" in self.failed else "not run")
+            self.w()
+            return
+        self.w(f"`scripts/with-mariadb.sh bench/scale_out.sh {x['rounds']} {x['seconds']:g}`: N kiroku instances "
+               "started with the same command line (each leases its instance number from the database), "
+               "MariaDB sink, one table, `--durability process`, one IO thread each, behind haproxy running "
+               "`deploy/haproxy.cfg` with one `server` line per instance (health-checked on `/readyz`). "
+               f"{x['rounds']} alternating `wrk -t1 -c64 -d{x['seconds']:g}s` rounds against haproxy in front of "
+               "nginx answering 204 (the same file, no health checks) and against haproxy in front of the "
+               "instances; then every instance stops gracefully and the table is counted. The accept-to-durable "
+               "p99 is the worst instance's (an upper bound of the whole's).")
+        self.w()
+        self.w(f"haproxy's own ceiling here: nginx alone {num(x['nginx_mean'])} requests/s, through haproxy "
+               f"{num(x['haproxy_nginx_mean'])} ({x['haproxy_nginx_mean'] / x['nginx_mean']:.2f}).")
+        self.w()
+        self.w("| instances | haproxy → nginx (req/s) | haproxy → kiroku (req/s) | ratio | accept→durable p99 (ms) "
+               "| kiroku CPU (cores, all instances) | haproxy CPU (cores) | instance numbers leased | accepted "
+               "| rows | rows = accepted |")
+        self.w("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in x["runs"]:
+            self.w(f"| {r['instances']} | {num(r['ref_mean'])} | {num(r['kiroku_mean'])} | {r['ratio']:.2f} "
+                   f"| {r['a2d_p99_ms']:.1f} | {r['kiroku_cpu_cores']:.2f} | {r['haproxy_cpu_cores']:.2f} "
+                   f"| {r['instance_numbers_leased']} | {num(r['accepted'])} | {num(r['rows'])} "
+                   f"| {'yes' if r['rows'] == r['accepted'] else '**no**'} |")
+        self.w()
+        self.w(f"On this {self.m0.get('nproc', '?')}-core machine wrk, haproxy, every instance and MariaDB share "
+               "the same cores, so more instances cannot add throughput here: the table shows what running "
+               "N instances costs and that nothing is lost or duplicated among them; on N machines each "
+               "instance has the cores the single-instance figures above were measured with.")
+        self.w()
+
+    def badrows_section(self):
+        self.w("## Refused rows: 0.1 % bad events against none")
+        self.w()
+        x = self.badrows
+        if x is None:
+            self.w("failed" if "badrows" in self.failed else "not run")
+            self.w()
+            return
+        self.w(f"`scripts/with-mariadb.sh bench/bad_rows.sh {x['rounds']} {x['seconds']:g} {x['every']}`: kiroku "
+               "(MariaDB sink, `--durability process`, 1 IO thread) on a table whose `name` is `VARCHAR(5)`; "
+               f"{x['rounds']} alternating `wrk -t1 -c64 -d{x['seconds']:g}s` rounds, each against a fresh kiroku "
+               f"and table, with no bad events and with one request in {x['every']} named `toolongname`, which "
+               "MariaDB refuses (1406) and kiroku dead-letters while storing the rest. Both use the same wrk "
+               "Lua script. Transactions per batch are `kiroku_sink_writes_total` over the batches written.")
+        self.w()
+        self.w("| refused events | req/s | ratio | sink transactions per batch | accept→durable p99 (ms) "
+               "| backlog drained after the load (s) | kiroku CPU (cores) | accepted | rows | dead-lettered "
+               "| rows + dead-lettered = accepted |")
+        self.w("|---|---|---|---|---|---|---|---|---|---|---|")
+        for name, r in (("none", x["clean"]), (f"1 in {x['every']}", x["bad"])):
+            self.w(f"| {name} | {num(r['rps'])} | {r['rps'] / x['clean']['rps']:.2f} | {r['writes_per_batch']:.2f} "
+                   f"| {r['a2d_p99_ms']:.1f} | {r['drain_s']:.2f} | {r['cpu_cores']:.2f} | {num(r['accepted'])} "
+                   f"| {num(r['rows'])} | {num(r['dead_lettered'])} "
+                   f"| {'yes' if r['rows'] + r['dead_lettered'] == r['accepted'] else '**no**'} |")
+        self.w()
+
     def load_check(self):
         self.w("## `kiroku load` against wrk")
         self.w()
@@ -608,6 +679,8 @@ class Report:
         self.storage()
         self.mariadb()
         self.outage_section()
+        self.scale_section()
+        self.badrows_section()
         self.file_api()
         self.load_check()
         self.components()

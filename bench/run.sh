@@ -5,7 +5,7 @@
 #
 #   bench/run.sh [full|quick]
 #
-# full (the default; about 25 minutes on 2 cores; run it on a quiet machine):
+# full (the default; about 32 minutes on 2 cores; run it on a quiet machine):
 #   - for SQLite and for MariaDB (scripts/with-mariadb.sh), in each durability
 #     mode: 3 alternating 10-second `wrk -t1 -c64` rounds against nginx
 #     answering 204 and against kiroku (bench/http_vs_nginx.sh), and a
@@ -13,6 +13,10 @@
 #     (bench/constant_rate.sh); rows stored are checked against events accepted
 #   - MariaDB: the sink's bulk insert rate (build/bench/mysql_bulk_bench)
 #   - MariaDB stopped for 20 s under 30,000 requests/s (bench/outage.sh)
+#   - 1, 2 and 3 instances behind haproxy on one MariaDB, against haproxy in
+#     front of nginx (bench/scale_out.sh)
+#   - MariaDB refusing 0.1 % of the events (too long for the table) against
+#     none (bench/bad_rows.sh)
 #   - bytes per event in the spool (bench/spool_size.sh)
 #   - a 1 GiB file up and down through the file API, to the file store and to
 #     s3rver (multipart and streamed PUT), against curl to s3rver directly, 3
@@ -21,14 +25,14 @@
 #   - the component micro benchmarks and the allocation test
 # quick: the same steps for a second or two each (2,000 requests/s, 64 MiB),
 #   written to a temporary directory instead of the repository; for CI, so
-#   the suite cannot rot. About 90 seconds.
+#   the suite cannot rot. About two minutes.
 #
 # Exits 1 if any step failed (a tool missing, a process failing, rows not
 # equal to accepted events, a checksum differing; in quick mode also any
 # failed or non-2xx request at the constant rate); the report is written
 # anyway and lists the failed steps. Parts can be left out for a trial run
 # (BENCH_SINKS="sqlite mariadb", BENCH_MODES="none process fsync sink",
-# BENCH_PARTS="ingest outage spool files loadcheck components"); a restricted run never
+# BENCH_PARTS="ingest outage scale badrows spool files loadcheck components"); a restricted run never
 # writes into the repository. KIROKU_BENCH_BUILD=0 skips `cmake --build build`;
 # KIROKU_BIN picks another kiroku binary; BENCH_OUT another output file.
 set -euo pipefail
@@ -50,7 +54,7 @@ case "$mode" in
   *) echo "usage: $0 [full|quick]" >&2; exit 2 ;;
 esac
 sinks="${BENCH_SINKS:-sqlite mariadb}"
-parts="${BENCH_PARTS:-ingest outage spool files loadcheck components}"
+parts="${BENCH_PARTS:-ingest outage scale badrows spool files loadcheck components}"
 restricted=0
 [[ -n "${BENCH_SINKS:-}${BENCH_MODES:-}${BENCH_PARTS:-}" ]] && restricted=1
 export KIROKU_BIN="${KIROKU_BIN:-build/kiroku}"
@@ -69,7 +73,7 @@ plots="$(dirname "$out")/bench/plots"
 [[ "$out" == BENCHMARKS.md ]] || plots="$(dirname "$out")/plots"
 
 missing=()
-for tool in wrk nginx curl python3 sqlite3 gnuplot mariadb node; do
+for tool in wrk nginx haproxy curl python3 sqlite3 gnuplot mariadb node; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 [[ ${#missing[@]} -eq 0 ]] || { echo "run.sh: missing ${missing[*]} (scripts/setup.sh installs them)" >&2; exit 1; }
@@ -136,6 +140,14 @@ for part in $parts; do
     outage)
       # shellcheck disable=SC2086  # RATE BEFORE OUTAGE AFTER
       [[ " $sinks " == *" mariadb "* ]] && step outage scripts/with-mariadb.sh bench/outage.sh $outage
+      ;;
+    scale)
+      [[ " $sinks " == *" mariadb "* ]] &&
+        step scale scripts/with-mariadb.sh bench/scale_out.sh "$BENCH_ROUNDS" "$BENCH_SECS"
+      ;;
+    badrows)
+      [[ " $sinks " == *" mariadb "* ]] &&
+        step badrows scripts/with-mariadb.sh bench/bad_rows.sh "$BENCH_ROUNDS" "$BENCH_SECS" 1000
       ;;
     spool) step spool bench/spool_size.sh "$spool_events" ;;
     files) step files scripts/with-s3rver.sh bench/files.sh "$files_mib" ;;
