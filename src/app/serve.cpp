@@ -2,7 +2,6 @@
 #include "app/serve.h"
 
 #include <signal.h>
-#include <sys/stat.h>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -18,6 +17,7 @@
 #include "ingest/batch_writer.h"
 #include "ingest/collector.h"
 #include "ingest/dead_letter.h"
+#include "ingest/event.h"
 #include "ingest/id.h"
 #include "ingest/instance_lease.h"
 #include "ingest/spool.h"
@@ -38,10 +38,20 @@ int config_error(std::string_view option, std::string_view reason) {
   return 2;
 }
 
-std::int64_t file_mtime_ms(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return 0;
-  return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
+// The largest id in the segments a previous run left (read whole: ids are not
+// assumed to be in order across segments).
+std::uint64_t max_spooled_id(const Spool& spool) {
+  std::vector<std::byte> scratch;
+  std::uint64_t max = 0;
+  for (const auto& seg : spool.leftover()) {
+    (void)read_segment(seg.path, scratch, [&max](std::string_view records, std::size_t) {
+      RecordReader reader(records);
+      EventView e;
+      while (reader.next(e)) max = std::max(max, e.id);
+      return Status{};
+    });
+  }
+  return max;
 }
 
 }  // namespace
@@ -123,12 +133,21 @@ int serve(const ServeConfig& cfg) {
     }
   }
 
-  // Ids stay above everything already stored or spooled, whatever the clock did.
-  std::int64_t id_floor_ms = lease.id_floor_unix_ms();
-  if (auto m = sink_open ? sink->max_id() : Result<std::uint64_t>(0); m.ok() && *m > 0)
-    id_floor_ms = std::max(id_floor_ms, id_unix_ms(*m));
-  if (spool)
-    for (const auto& seg : spool->leftover()) id_floor_ms = std::max(id_floor_ms, file_mtime_ms(seg.path));
+  // Ids stay above everything already stored or spooled, whatever the clock
+  // did: every id a previous run stored is in the table or in a leftover
+  // segment. Only when the table cannot be asked, the state file's last touch
+  // (plus a margin) stands in for it. (A margin on every start would push ids
+  // ahead of the clock, and restarts quicker than the margin would stack it
+  // past the ids of the run before.)
+  std::int64_t id_floor_ms = 0;
+  if (auto m = sink_open ? sink->max_id() : Result<std::uint64_t>(Status::transient("not open")); m.ok()) {
+    if (*m > 0) id_floor_ms = id_unix_ms(*m);
+  } else {
+    id_floor_ms = lease.id_floor_unix_ms();
+  }
+  if (spool) {
+    if (const std::uint64_t m = max_spooled_id(*spool); m > 0) id_floor_ms = std::max(id_floor_ms, id_unix_ms(m));
+  }
 
   // Metrics.
   Registry registry(cfg.threads);

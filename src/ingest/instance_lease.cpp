@@ -69,7 +69,8 @@ Status InstanceLease::acquire(bool ask_database) {
       holder_ = holder;
       remembered_ = n;
       struct stat st {};
-      // Ids of the previous run reach at most to its last touch plus one tick.
+      // Ids the previous run stored reach at most to about its last touch
+      // plus one tick (used only when the table cannot be asked for its largest id).
       if (::fstat(fd_, &st) == 0)
         floor_ms_ = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000 + 2000;
     } else {

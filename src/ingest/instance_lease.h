@@ -61,7 +61,8 @@ class InstanceLease {
   // True once the database has confirmed the current number.
   bool confirmed() const { return confirmed_.load(std::memory_order_relaxed); }
   // Ids may have been issued up to about this Unix ms by a previous run from
-  // the same directory (the state file is touched every second).
+  // the same directory (the state file is touched every second; 2 s margin):
+  // the id floor when the table cannot be asked for its largest id.
   std::int64_t id_floor_unix_ms() const { return floor_ms_; }
 
   // Starts renewing; `on_change(n)` is called when the number had to change.

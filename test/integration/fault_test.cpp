@@ -128,6 +128,7 @@ TEST(Fault, KillNineAtRandomMomentsLosesNoAcknowledgedEvent) {
   Acked acked;
   std::atomic<long long> next_value{1};
   long long replays = 0;
+  std::string logs;
   for (int run = 0; run < kRuns; ++run) {
     Kiroku k(dir.path(), args);
     ASSERT_TRUE(k.running()) << "run " << run << ":\n" << k.log();
@@ -137,11 +138,13 @@ TEST(Fault, KillNineAtRandomMomentsLosesNoAcknowledgedEvent) {
     k.kill9();
     stop = true;
     load.join();
+    logs += "---- run " + std::to_string(run) + "\n" + k.log();
   }
   {
     Kiroku k(dir.path(), args);  // replays what the last run left, then stops cleanly
     EXPECT_EQ(k.stop(), 0) << k.log();
     const std::string log = k.log();
+    logs += "---- last\n" + log;
     for (std::size_t p = 0; (p = log.find("replaying", p)) != std::string::npos; ++p) ++replays;
   }
   long long quarantined = 0;
@@ -156,6 +159,21 @@ TEST(Fault, KillNineAtRandomMomentsLosesNoAcknowledgedEvent) {
   std::fflush(stdout);
   expect_nothing_lost(c, acked.events.size());
   EXPECT_GT(acked.events.size(), static_cast<std::size_t>(kRuns) * 100);
+  // Restarts quicker than a second once issued ids that earlier runs held.
+  EXPECT_EQ(logs.find("were NOT stored"), std::string::npos) << "an id was issued twice";
+  if (c.lost > 0) {  // which run lost them, and every run's log
+    std::set<std::string> stored_ids;
+    for (const auto& r : rows) stored_ids.insert(r.at(0));
+    std::map<std::string, int> lost_by_run;
+    std::string sample;
+    for (const auto& [id, v] : acked.events) {
+      if (stored_ids.count(id)) continue;
+      ++lost_by_run[id.substr(0, id.find('c'))];
+      if (sample.size() < 400) sample += id + " ";
+    }
+    for (const auto& [r, n] : lost_by_run) std::printf("lost in %s: %d\n", r.c_str(), n);
+    std::printf("lost: %s\n%s\n", sample.c_str(), logs.c_str());
+  }
 }
 
 // ---------------------------------------------------------------------------
