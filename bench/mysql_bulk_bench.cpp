@@ -27,7 +27,7 @@
 #include <string_view>
 #include <vector>
 
-#include "ingest/event.h"
+#include "common/event.h"
 #include "sink/mysql/mysql_sink.h"
 #include "sink/mysql/mysql_url.h"
 

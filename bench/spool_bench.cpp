@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "ingest/event.h"
+#include "common/event.h"
 #include "ingest/spool.h"
 
 namespace kiroku {

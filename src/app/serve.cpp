@@ -17,7 +17,7 @@
 #include "ingest/batch_writer.h"
 #include "ingest/collector.h"
 #include "ingest/dead_letter.h"
-#include "ingest/event.h"
+#include "common/event.h"
 #include "ingest/id.h"
 #include "ingest/instance_lease.h"
 #include "ingest/spool.h"

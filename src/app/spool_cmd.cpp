@@ -18,7 +18,7 @@
 
 #include "ingest/batch_writer.h"
 #include "ingest/dead_letter.h"
-#include "ingest/event.h"
+#include "common/event.h"
 #include "ingest/spool.h"
 #include "sink/sink.h"
 

@@ -47,7 +47,7 @@
 #include <vector>
 
 #include "ingest/dead_letter.h"
-#include "ingest/event.h"
+#include "common/event.h"
 #include "ingest/spool.h"
 #include "sink/sink.h"
 

@@ -31,7 +31,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "ingest/event.h"
+#include "common/event.h"
 
 namespace kiroku {
 

@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "common/percent.h"
-#include "ingest/event.h"
+#include "common/event.h"
 
 namespace kiroku {
 

@@ -16,7 +16,7 @@
 #include <system_error>
 #include <utility>
 
-#include "ingest/event.h"
+#include "common/event.h"
 
 namespace kiroku {
 namespace {

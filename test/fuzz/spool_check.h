@@ -1,5 +1,5 @@
 // spool_check.h - invariants of reading spool segments (ingest/spool.h,
-// read_segment) and of the record format (ingest/event.h).
+// read_segment) and of the record format (common/event.h).
 //
 // The first input byte picks what the file is:
 //   mode 0: the rest of the input as raw file bytes, behind a valid header
@@ -35,7 +35,7 @@
 #include <vector>
 
 #include "fuzz/fuzz_check.h"
-#include "ingest/event.h"
+#include "common/event.h"
 #include "ingest/spool.h"
 
 namespace kiroku::fuzz {

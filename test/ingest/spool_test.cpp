@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "ingest/event.h"
+#include "common/event.h"
 
 namespace kiroku {
 namespace {

@@ -26,7 +26,7 @@
 #include <thread>
 #include <vector>
 
-#include "ingest/event.h"
+#include "common/event.h"
 #include "sink/mysql/connection_pool.h"
 #include "sink/mysql/mysql_url.h"
 

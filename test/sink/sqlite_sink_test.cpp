@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "ingest/event.h"
+#include "common/event.h"
 #include "ingest/id.h"
 #include "sink/instance_lease_table.h"
 #include "sink/sink.h"

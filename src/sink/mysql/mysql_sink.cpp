@@ -19,7 +19,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "ingest/event.h"
+#include "common/event.h"
 #include "sink/instance_lease_table.h"
 #include "sink/mysql/connection_pool.h"
 #include "sink/mysql/mysql_tls.h"

@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <mutex>
 
-#include "ingest/event.h"
+#include "common/event.h"
 #include "sink/instance_lease_table.h"
 
 namespace kiroku {

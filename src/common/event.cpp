@@ -1,5 +1,5 @@
 // event.cpp - encoding and decoding of event records (format in event.h).
-#include "ingest/event.h"
+#include "common/event.h"
 
 #include <cstring>
 

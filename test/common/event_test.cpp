@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "common/crc32c.h"
-#include "ingest/event.h"
+#include "common/event.h"
 #include "ingest/id.h"
 
 namespace kiroku {

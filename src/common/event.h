@@ -6,7 +6,7 @@
 //
 //   u32 length      bytes after this field (checksum .. client id)
 //   u32 crc32c      of everything after this field
-//   u64 id          server-assigned, unique (see id.h)
+//   u64 id          server-assigned, unique (see ingest/id.h)
 //   i64 received_us Unix microseconds at receipt
 //   i64 at_us       Unix microseconds the client gave (or received_us)
 //   i64 value
