@@ -18,6 +18,7 @@
 
 #include "common/http_date.h"
 #include "common/percent.h"
+#include "common/text.h"
 #include "http/multipart.h"
 #include "ops/metrics.h"
 #include "store/key_layout.h"
@@ -91,11 +92,6 @@ Status check_content_type(std::string_view v) {
   return {};
 }
 
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 // The validators of a conditional GET or HEAD (RFC 9110 section 13).
 struct Conditions {
@@ -141,12 +137,6 @@ struct Conditions {
   }
 };
 
-bool iequals_prefix(std::string_view s, std::string_view prefix) {
-  if (s.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
-  return true;
-}
 
 // ---------------------------------------------------------------------------
 // Uploads
@@ -702,7 +692,7 @@ std::shared_ptr<http::BodyReader> FileApi::upload(const http::Request& req, http
                 "Allow: GET, HEAD, PUT, DELETE\r\n");
     return nullptr;
   }
-  if (!iequals_prefix(req.content_type, "multipart/form-data")) {
+  if (!istarts_with(req.content_type, "multipart/form-data")) {
     reply.error(415, "Content-Type: POST /files takes multipart/form-data (or use PUT /files/{key})");
     return nullptr;
   }

@@ -6,12 +6,12 @@
 #include <nlohmann/json.hpp>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
-#include <strings.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 
 #include "app/file_api.h"
+#include "common/text.h"
 #include "ingest/batch_writer.h"
 #include "ingest/collector.h"
 #include "ops/dashboard.h"
@@ -172,7 +172,7 @@ bool Router::authorized(const http::Request& req, http::Reply& reply) {
   }
   // RFC 9110 11.1: the scheme is case-insensitive, then one or more spaces.
   std::string_view a = req.authorization;
-  if (a.size() > 7 && strncasecmp(a.data(), "Bearer ", 7) == 0) {
+  if (a.size() > 7 && istarts_with(a, "Bearer ")) {
     a.remove_prefix(std::min(a.find_first_not_of(' ', 7), a.size()));
     if (same_secret(a, deps_.auth_token)) return true;
   }
@@ -211,7 +211,7 @@ void Router::cpu_profile(const http::Request& req, http::Reply& reply) {
         later->send(200, kProfileContentType, bytes->value(),
                     "Content-Disposition: attachment; filename=\"cpu.pprof\"\r\n");
       else
-        later->send(500, "application/json", "{\"error\":\"" + bytes->status().message() + "\"}\n");
+        later->send(500, "application/json", json_error_body(bytes->status().message()));
     });
   });
   if (!st.ok()) {

@@ -2,6 +2,7 @@
 #include "http/multipart.h"
 
 #include "common/percent.h"
+#include "common/text.h"
 
 #include <algorithm>
 #include <cstring>
@@ -29,23 +30,10 @@ bool is_bchar(char c) {
   return is_alnum(c) || (c != '\0' && std::strchr("'()+_,-./:=? ", c) != nullptr);
 }
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
 
 bool is_ows(char c) { return c == ' ' || c == '\t'; }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
-  return s;
-}
 
 Status check_boundary(std::string_view b) {
   if (b.empty() || b.size() > kMaxBoundaryBytes) {
@@ -103,7 +91,7 @@ Status for_each_param(std::string_view s, std::string_view header, Visit&& visit
       i = j + 1;
     } else {
       std::size_t j = std::min(s.find(';', i), s.size());
-      p.value = trim(s.substr(i, j - i));
+      p.value = trim_ows(s.substr(i, j - i));
       i = j;
     }
     Status st = visit(p);
@@ -167,7 +155,7 @@ ExtValue decode_ext_value(std::string_view v, std::string& out) {
 
 Result<std::string_view> multipart_boundary(std::string_view content_type) {
   std::size_t semi = std::min(content_type.find(';'), content_type.size());
-  if (!iequals(trim(content_type.substr(0, semi)), "multipart/form-data")) {
+  if (!iequals(trim_ows(content_type.substr(0, semi)), "multipart/form-data")) {
     return Status::invalid("Content-Type is not multipart/form-data");
   }
   std::string_view boundary;
@@ -400,7 +388,7 @@ Status MultipartParser::parse_headers(PartHeaders& headers) {
         !std::all_of(name.begin(), name.end(), is_tchar)) {
       return Status::invalid("malformed part header line");
     }
-    std::string_view value = trim(line.substr(colon + 1));
+    std::string_view value = trim_ows(line.substr(colon + 1));
     for (char c : value) {
       if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f) {
         return Status::invalid("control character in part header " + std::string(name));
@@ -423,7 +411,7 @@ Status MultipartParser::parse_headers(PartHeaders& headers) {
 // `form-data; name="…"; filename="…"; filename*=UTF-8''…`
 Status MultipartParser::parse_disposition(std::string_view value, PartHeaders& headers) {
   std::size_t semi = std::min(value.find(';'), value.size());
-  if (!iequals(trim(value.substr(0, semi)), "form-data")) {
+  if (!iequals(trim_ows(value.substr(0, semi)), "form-data")) {
     return Status::invalid("part Content-Disposition is not form-data");
   }
   name_.clear();

@@ -9,6 +9,7 @@
 #include "http/server.h"
 
 #include "common/memory.h"
+#include "common/text.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -686,8 +687,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // The engine's errors always carry their JSON body, even for a HEAD (the
     // connection closes after it): not the method of an earlier request.
     req_.method = Method::other;
-    const std::string body = fmt::format("{{\"error\":\"{}\"}}\n", msg);
-    append_response(status, "application/json", body, {});
+    append_response(status, "application/json", json_error_body(msg), {});
   }
 
   void dispatch() {
@@ -891,15 +891,7 @@ void Reply::send(int status, std::string_view content_type, std::string_view bod
 }
 
 void Reply::error(int status, std::string_view message, std::string_view extra_headers) {
-  // Messages are ours (static text plus names), but escape them anyway.
-  std::string body = "{\"error\":\"";
-  for (char c : message) {
-    if (c == '"' || c == '\\') body += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
-    body += c;
-  }
-  body += "\"}\n";
-  send(status, "application/json", body, extra_headers);
+  send(status, "application/json", json_error_body(message), extra_headers);
 }
 
 Deferred Reply::defer() {

@@ -4,8 +4,8 @@
 // acceptor; a connection lives on the shard that accepted it. Requests are
 // parsed with Beast's basic_parser straight out of a per-connection read
 // buffer, and answers are formatted into a per-connection write buffer; both
-// are reused, so a keep-alive request allocates nothing in steady state
-// (bench/http_alloc_bench.cpp and test/http/alloc_test.cpp show it).
+// are reused, so a keep-alive request allocates nothing on the IO thread in
+// steady state (test/http/alloc_test.cpp counts it).
 // Pipelined requests are answered in order. The engine knows nothing of
 // routes: it hands each complete request to a Handler.
 #pragma once

@@ -14,6 +14,7 @@
 #include <future>
 #include <spdlog/spdlog.h>
 
+#include "common/text.h"
 #include "ingest/id.h"
 #include "ingest/json_events.h"
 #include "ingest/parse.h"
@@ -45,7 +46,7 @@ void send_answer(auto& r, Answer answer, std::size_t n) {
 }
 
 void send_json_error(http::Deferred& d, int status, std::string_view msg, std::string_view headers = {}) {
-  d.send(status, "application/json", fmt::format("{{\"error\":\"{}\"}}\n", msg), headers);
+  d.send(status, "application/json", json_error_body(msg), headers);
 }
 
 void send_json_error(http::Reply& r, int status, std::string_view msg, std::string_view headers = {}) {

@@ -12,44 +12,10 @@
 #include <filesystem>
 #include <system_error>
 
+#include "common/file_io.h"
+#include "common/text.h"
+
 namespace kiroku {
-namespace {
-
-std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
-
-Status io_error(int err, const std::string& what) {
-  std::string m = what + ": " + errno_text(err);
-  if (err == ENOSPC || err == EDQUOT || err == EFBIG) return Status::full(std::move(m));
-  return Status::transient(std::move(m));
-}
-
-int write_all(int fd, const char* p, std::size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (w == 0) return EIO;
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return 0;
-}
-
-int sync_fd(int fd, bool data_only) {
-  while ((data_only ? ::fdatasync(fd) : ::fsync(fd)) != 0) {
-    if (errno != EINTR) return errno;
-  }
-  return 0;
-}
-
-// JSON text of a string that may hold any bytes (invalid UTF-8 is replaced).
-std::string json_string(std::string_view s) {
-  return nlohmann::json(std::string(s)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-}  // namespace
 
 DeadLetterFile::DeadLetterFile(DeadLetterOptions options, int fd, int dir_fd)
     : options_(std::move(options)), fd_(fd), dir_fd_(dir_fd) {}

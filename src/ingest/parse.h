@@ -7,13 +7,11 @@
 #include <optional>
 #include <string_view>
 
-#include "common/percent.h"
 #include "common/event.h"
+#include "common/percent.h"
+#include "common/text.h"
 
 namespace kiroku {
-
-// True if `s` is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
-bool valid_utf8(std::string_view s);
 
 // A base-10 signed 64-bit integer with an optional sign; nothing else.
 std::optional<std::int64_t> parse_int64(std::string_view s);

@@ -17,6 +17,8 @@
 #include <utility>
 
 #include "common/event.h"
+#include "common/file_io.h"
+#include "common/text.h"
 
 namespace kiroku {
 namespace {
@@ -28,31 +30,6 @@ constexpr std::string_view kSegmentSuffix = ".kseg";
 constexpr std::string_view kQuarantineSuffix = ".corrupt";
 constexpr std::string_view kConflictSuffix = ".conflict";
 constexpr std::size_t kSegmentNameBytes = 16 + 1 + 2 + kSegmentSuffix.size();
-
-std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
-
-// full for the errors that mean "no room" (the caller answers 503), transient otherwise.
-Status io_error(int err, const std::string& what) {
-  std::string m = what + ": " + errno_text(err);
-  if (err == ENOSPC || err == EDQUOT || err == EFBIG) return Status::full(std::move(m));
-  return Status::transient(std::move(m));
-}
-
-// Like write(2) but writes everything: loops on short writes and EINTR.
-// Returns 0 or the errno of the failure.
-int write_all(int fd, const char* p, std::size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (w == 0) return EIO;  // not expected from a regular file; do not spin
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return 0;
-}
 
 bool parse_hex(std::string_view s, std::uint64_t& out) {
   out = 0;

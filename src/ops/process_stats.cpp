@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/text.h"
 #include "ops/metrics.h"
 
 namespace kiroku {
@@ -43,7 +44,7 @@ std::int64_t status_kb_field(std::string_view text, std::string_view key) {
   return -1;
 }
 
-std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+std::string errno_text(const char* what) { return std::string(what) + ": " + kiroku::errno_text(errno); }
 
 }  // namespace
 

@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/text.h"
+
 namespace kiroku {
 namespace {
 
@@ -22,7 +24,6 @@ namespace {
 // process, whichever Profiler asked for it.
 std::atomic<bool> g_cpu_profile_running{false};
 
-std::string errno_text(int err) { return std::strerror(err); }
 
 // A new, empty file for the profiler to write into; its path, or "" (errno set).
 std::string make_temp_file() {

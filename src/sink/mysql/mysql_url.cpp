@@ -2,6 +2,7 @@
 #include "sink/mysql/mysql_url.h"
 
 #include "common/percent.h"
+#include "common/text.h"
 #include "common/redact.h"
 
 #include <algorithm>
@@ -54,13 +55,7 @@ bool ascii_alnum(char c) {
 
 bool host_char(char c) { return ascii_alnum(c) || c == '.' || c == '-' || c == '_'; }
 
-char ascii_upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(),
-                    [](char x, char y) { return ascii_upper(x) == ascii_upper(y); });
-}
 
 constexpr std::array<std::pair<std::string_view, MysqlSslMode>, 5> kSslModes = {{
     {"DISABLED", MysqlSslMode::disabled},

@@ -21,6 +21,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/text.h"
+
 namespace kiroku {
 
 namespace fs = std::filesystem;
@@ -34,7 +36,6 @@ constexpr const char* kContentTypeAttribute = "user.kiroku.content_type";
 constexpr std::size_t kMaxContentType = 256;  // as valid_content_type allows
 constexpr const char* kIncoming = ".incoming";
 
-std::string errno_text(int err) { return std::strerror(err); }
 
 // The Status of a failed system call on an object file.
 Status io_status(std::string_view what, int err) {

@@ -3,6 +3,7 @@
 #include "store/s3/s3_client.h"
 
 #include "common/redact.h"
+#include "common/text.h"
 
 #include <curl/curl.h>
 
@@ -62,17 +63,6 @@ const char* method_name(Method m) {
       return "DELETE";
   }
   return "GET";
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
 }
 
 std::string_view trim(std::string_view s) {
