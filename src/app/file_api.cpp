@@ -784,8 +784,8 @@ void FileApi::list(const http::Request& req, http::Reply& reply) {
     }
     if (name == "limit") {
       std::size_t n = 0;
-      auto [p, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
-      if (ec != std::errc() || p != value->data() + value->size() || n < 1 || n > 1000) {
+      auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
+      if (ec != std::errc() || end != value->data() + value->size() || n < 1 || n > 1000) {
         reply.error(400, "limit: must be an integer from 1 to 1000");
         return;
       }

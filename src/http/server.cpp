@@ -149,8 +149,8 @@ std::uint64_t raise_open_file_limit() {
 
 class Shard {
  public:
-  Shard(HttpServer& server, unsigned index)
-      : server(server), index(index), ctx(1), acceptor(ctx), sweep_timer(ctx), accept_pause(ctx) {
+  Shard(HttpServer& owner, unsigned i)
+      : server(owner), index(i), ctx(1), acceptor(ctx), sweep_timer(ctx), accept_pause(ctx) {
     refresh_date();
   }
 

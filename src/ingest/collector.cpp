@@ -69,8 +69,8 @@ struct Waiter {
 };
 
 struct Collector::Shard {
-  Shard(unsigned index, boost::asio::io_context& ctx, const CollectorOptions& o)
-      : index(index), ctx(ctx), timer(ctx), ids(o.instance, index, o.id_floor_unix_ms) {}
+  Shard(unsigned i, boost::asio::io_context& context, const CollectorOptions& o)
+      : index(i), ctx(context), timer(context), ids(o.instance, i, o.id_floor_unix_ms) {}
 
   const unsigned index;
   boost::asio::io_context& ctx;

@@ -178,9 +178,9 @@ inline std::string exchange(std::uint16_t port, std::string_view input) {
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) broken("the server neither answered nor closed within 2 s", __FILE__, __LINE__);
     pollfd p{fd, static_cast<short>(POLLIN | (writing ? POLLOUT : 0)), 0};
-    const int n = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (n < 0 && errno == EINTR) continue;
-    FUZZ_REQUIRE(n >= 0);
+    const int ready = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno == EINTR) continue;
+    FUZZ_REQUIRE(ready >= 0);
     if (writing && (p.revents & (POLLOUT | POLLERR | POLLHUP))) {
       const ssize_t w = ::send(fd, input.data() + sent, input.size() - sent, MSG_NOSIGNAL);
       if (w > 0) {

@@ -65,19 +65,19 @@ struct Dirs {
 
 inline Dirs& dirs() {
   static Dirs* const d = [] {
-    auto* d = new Dirs;
-    Result<std::unique_ptr<Spool>> s = Spool::open({.dir = d->spool_dir});
+    auto* made = new Dirs;
+    Result<std::unique_ptr<Spool>> s = Spool::open({.dir = made->spool_dir});
     FUZZ_REQUIRE(s.ok());
-    d->spool = std::move(s.value());
+    made->spool = std::move(s.value());
     std::atexit([] {
-      Dirs& d = dirs();
-      d.spool.reset();
-      ::unlink(d.raw_path.c_str());
-      ::rmdir(d.raw_dir.c_str());
-      ::unlink((d.spool_dir + "/LOCK").c_str());
-      ::rmdir(d.spool_dir.c_str());
+      Dirs& all = dirs();
+      all.spool.reset();
+      ::unlink(all.raw_path.c_str());
+      ::rmdir(all.raw_dir.c_str());
+      ::unlink((all.spool_dir + "/LOCK").c_str());
+      ::rmdir(all.spool_dir.c_str());
     });
-    return d;
+    return made;
   }();
   return *d;
 }

@@ -167,7 +167,7 @@ TEST_P(AllocTest, SteadyStateRequestsAllocateNothingOnTheIoThread) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Http, AllocTest, ::testing::Values(Durability::none, Durability::process),
-                         [](const auto& info) { return std::string(to_string(info.param)); });
+                         [](const auto& p) { return std::string(to_string(p.param)); });
 
 }  // namespace
 }  // namespace kiroku

@@ -253,7 +253,7 @@ TEST_P(ClosingUploads, RawUploadsThatCloseAreAnsweredThenClosed) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, ClosingUploads, ::testing::Values("file", "s3"),
-                         [](const auto& info) { return info.param; });
+                         [](const auto& p) { return p.param; });
 
 // ---------------------------------------------------------------------------
 // Requests through a proxy without a token

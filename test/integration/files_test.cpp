@@ -402,11 +402,11 @@ TEST_P(Files, ListingIsMergedAcrossPartitionsInOrderAndPaginated) {
   for (int page = 0; page < 10; ++page) {
     Answer p = request(k->port(), "GET", "/files?prefix=" + prefix_ + "list/&limit=5" + (after.empty() ? "" : "&after=" + after));
     ASSERT_EQ(p.status, 200) << p.body;
-    auto j = p.json();
-    EXPECT_LE(j["objects"].size(), 5u);
-    for (const auto& o : j["objects"]) paged.push_back(o["key"]);
-    if (j["next"].is_null()) break;
-    after = j["next"];
+    auto page_json = p.json();
+    EXPECT_LE(page_json["objects"].size(), 5u);
+    for (const auto& o : page_json["objects"]) paged.push_back(o["key"]);
+    if (page_json["next"].is_null()) break;
+    after = page_json["next"];
   }
   EXPECT_EQ(paged, keys);
   EXPECT_EQ(request(k->port(), "GET", "/files?limit=0").status, 400);
@@ -846,11 +846,11 @@ TEST_P(RgwFiles, AwsCliReadsWhatKirokuWrote) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, Files, ::testing::Values("file", "s3", "rgw"),
-                         [](const auto& info) { return info.param; });
+                         [](const auto& p) { return p.param; });
 INSTANTIATE_TEST_SUITE_P(Stores, S3Files, ::testing::Values("s3", "rgw"),
-                         [](const auto& info) { return info.param; });
+                         [](const auto& p) { return p.param; });
 INSTANTIATE_TEST_SUITE_P(Stores, RgwFiles, ::testing::Values("rgw"),
-                         [](const auto& info) { return info.param; });
+                         [](const auto& p) { return p.param; });
 
 }  // namespace
 }  // namespace kiroku::test

@@ -505,8 +505,8 @@ INSTANTIATE_TEST_SUITE_P(Methods, MysqlSinkMethodTest,
                          ::testing::Values(MysqlInsertMethod::automatic,
                                            MysqlInsertMethod::array_binding,
                                            MysqlInsertMethod::multi_row),
-                         [](const auto& info) {
-                           switch (info.param) {
+                         [](const auto& p) {
+                           switch (p.param) {
                              case MysqlInsertMethod::automatic:
                                return "automatic";
                              case MysqlInsertMethod::array_binding:
@@ -768,7 +768,7 @@ TEST_F(MysqlSinkTest, OutageIsTransientAndThePoolReconnectsAfterStart) {
 // ---- Pool tests with fake connections (no database) ---------------------------------------------
 
 struct FakeConnection : PooledConnection {
-  explicit FakeConnection(int id, std::atomic<int>* closed) : id(id), closed(closed) {}
+  explicit FakeConnection(int n, std::atomic<int>* counter) : id(n), closed(counter) {}
   ~FakeConnection() override { ++*closed; }
   int id;
   std::atomic<int>* closed;

@@ -908,7 +908,7 @@ TEST_P(StoreS3Store, MakeStoreParsesS3Urls) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Servers, StoreS3Store, ::testing::Values("s3rver", "rgw"),
-                         [](const auto& info) { return info.param; });
+                         [](const auto& p) { return p.param; });
 
 }  // namespace
 }  // namespace kiroku

@@ -291,7 +291,7 @@ std::string insert_sql(std::string_view table, std::size_t rows) {
 
 class MysqlConnection final : public PooledConnection {
  public:
-  MysqlConnection(MYSQL* m, bool bulk) : mysql(m), bulk(bulk) {}
+  MysqlConnection(MYSQL* m, bool bulk_ops) : mysql(m), bulk(bulk_ops) {}
   ~MysqlConnection() override {
     if (single_ != nullptr) mysql_stmt_close(single_);
     for (MYSQL_STMT* s : multi_) {

@@ -230,12 +230,12 @@ Result<MysqlUrl> parse_mysql_url(std::string_view url) {
                    " (expected DISABLED, PREFERRED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY)");
       out.ssl_mode = it->second;
     } else if (p.name == "ssl-ca" || p.name == "ssl-cert" || p.name == "ssl-key") {
-      std::string& path = p.name == "ssl-ca"     ? out.ssl_ca
+      std::string& file = p.name == "ssl-ca"     ? out.ssl_ca
                           : p.name == "ssl-cert" ? out.ssl_cert
                                                  : out.ssl_key;
-      if (!path.empty()) return bad(std::string(p.name) + " given twice");
-      if (Status s = percent_decode(p.value, std::string(p.name) + " path", path); !s) return s;
-      if (path.empty()) return bad("empty " + std::string(p.name) + " path");
+      if (!file.empty()) return bad(std::string(p.name) + " given twice");
+      if (Status s = percent_decode(p.value, std::string(p.name) + " path", file); !s) return s;
+      if (file.empty()) return bad("empty " + std::string(p.name) + " path");
     } else {
       return bad("unknown parameter " + quoted(p.name) +
                  " (understood: socket, ssl-mode, ssl-ca, ssl-cert, ssl-key)");

@@ -231,10 +231,10 @@ struct S3Client::Transfer {
 struct S3Client::Loop {
   enum class Command { resume, cancel };
 
-  Loop(S3Client& owner, Endpoint endpoint)
+  Loop(S3Client& owner, Endpoint where)
       : client(owner),
         config(owner.config_),
-        endpoint(std::move(endpoint)),
+        endpoint(std::move(where)),
         rng(std::random_device{}()),
         credentials(owner.config_.credentials_provider),
         signing(credentials->current()),
@@ -1013,10 +1013,10 @@ RequestId S3Client::create_multipart_upload(std::string_view key, Completion<std
   auto t = loop_->make(Op::create_upload, Method::post, key);
   t->content_type = std::string(content_type);
   t->query.emplace_back("uploads", "");
-  t->finish = [done = std::move(done)](Transfer& t, Status s) {
+  t->finish = [done = std::move(done)](Transfer& tr, Status s) {
     if (!s.ok()) return done(std::move(s));
-    auto id = parse_initiate_multipart_upload(t.body);
-    if (!id.ok()) return done(Status(id.status().kind(), t.what + ": " + id.status().message()));
+    auto id = parse_initiate_multipart_upload(tr.body);
+    if (!id.ok()) return done(Status(id.status().kind(), tr.what + ": " + id.status().message()));
     done(std::move(*id));
   };
   return submit(std::move(t));
@@ -1037,10 +1037,10 @@ RequestId S3Client::upload_part(std::string_view key, std::string_view upload_id
   if (t->preset.ok()) {
     t->payload_hash = config_.sign_payload ? sha256_hex(body) : std::string(kUnsignedPayload);
   }
-  t->finish = [done = std::move(done)](Transfer& t, Status s) {
+  t->finish = [done = std::move(done)](Transfer& tr, Status s) {
     if (!s.ok()) return done(std::move(s));
-    if (t.info.etag.empty()) return done(Status::permanent(t.what + ": the answer has no ETag"));
-    done(CompletedPart{t.part_number, t.info.etag});
+    if (tr.info.etag.empty()) return done(Status::permanent(tr.what + ": the answer has no ETag"));
+    done(CompletedPart{tr.part_number, tr.info.etag});
   };
   return submit(std::move(t));
 }
@@ -1057,12 +1057,12 @@ RequestId S3Client::complete_multipart_upload(std::string_view key, std::string_
   t->upload = std::as_bytes(std::span<const char>(t->owned_body.data(), t->owned_body.size()));
   t->payload_hash = sha256_hex(t->owned_body);
   t->content_type = "application/xml";
-  t->finish = [done = std::move(done)](Transfer& t, Status s) mutable {
+  t->finish = [done = std::move(done)](Transfer& tr, Status s) mutable {
     if (!s.ok()) return done(std::move(s));
-    auto etag = parse_complete_multipart_upload(t.body);
+    auto etag = parse_complete_multipart_upload(tr.body);
     if (!etag.ok())
-      return done(Status(etag.status().kind(), t.what + ": " + etag.status().message()));
-    if (etag->empty()) return settle_by_head(t, std::move(done));
+      return done(Status(etag.status().kind(), tr.what + ": " + etag.status().message()));
+    if (etag->empty()) return settle_by_head(tr, std::move(done));
     done(PutObjectResult{std::move(*etag), std::nullopt});
   };
   return submit(std::move(t));
@@ -1082,9 +1082,9 @@ RequestId S3Client::get_object(std::string_view key, std::optional<ByteRange> ra
   auto t = loop_->make(Op::get_to_buffer, Method::get, key);
   t->range = range;
   t->buffer = buffer;
-  t->finish = [done = std::move(done)](Transfer& t, Status s) {
+  t->finish = [done = std::move(done)](Transfer& tr, Status s) {
     if (!s.ok()) return done(std::move(s));
-    done(GetObjectResult{static_cast<std::size_t>(t.delivered), t.first_info});
+    done(GetObjectResult{static_cast<std::size_t>(tr.delivered), tr.first_info});
   };
   return submit(std::move(t));
 }
@@ -1095,18 +1095,18 @@ RequestId S3Client::get_object(std::string_view key, std::optional<ByteRange> ra
   t->range = range;
   if (!stream.on_data && t->preset.ok()) t->preset = Status::invalid(t->what + ": no on_data");
   t->stream = std::move(stream);
-  t->finish = [done = std::move(done)](Transfer& t, Status s) {
+  t->finish = [done = std::move(done)](Transfer& tr, Status s) {
     if (!s.ok()) return done(std::move(s));
-    done(t.first_info);
+    done(tr.first_info);
   };
   return submit(std::move(t));
 }
 
 RequestId S3Client::head_object(std::string_view key, Completion<ObjectInfo> done) {
   auto t = loop_->make(Op::head, Method::head, key);
-  t->finish = [done = std::move(done)](Transfer& t, Status s) {
+  t->finish = [done = std::move(done)](Transfer& tr, Status s) {
     if (!s.ok()) return done(std::move(s));
-    done(t.info);
+    done(tr.info);
   };
   return submit(std::move(t));
 }
@@ -1132,11 +1132,11 @@ RequestId S3Client::list_objects_v2(ListObjectsRequest request, Completion<ListO
   } else if (!request.start_after.empty()) {
     t->query.emplace_back("start-after", request.start_after);
   }
-  t->finish = [done = std::move(done)](Transfer& t, Status s) {
+  t->finish = [done = std::move(done)](Transfer& tr, Status s) {
     if (!s.ok()) return done(std::move(s));
-    auto page = parse_list_objects_v2(t.body);
+    auto page = parse_list_objects_v2(tr.body);
     if (!page.ok())
-      return done(Status(page.status().kind(), t.what + ": " + page.status().message()));
+      return done(Status(page.status().kind(), tr.what + ": " + page.status().message()));
     done(std::move(*page));
   };
   return submit(std::move(t));

@@ -363,7 +363,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
                   self->stored_key, id, number, body, [self, number](Result<s3::CompletedPart> r) {
                     self->on_part_sent(number, std::move(r));
                   });
-              std::lock_guard lock(self->mutex);
+              std::lock_guard guard(self->mutex);
               if (auto it = self->sending.find(number); it != self->sending.end())
                 it->second.second = rid;
             });
@@ -378,7 +378,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
                     [self](Result<s3::PutObjectResult> r) { self->on_stream_sent(std::move(r)); },
                     self->content_type);
                 {
-                  std::lock_guard lock(self->mutex);
+                  std::lock_guard guard(self->mutex);
                   self->single_id = rid;
                 }
                 self->store->client_->resume(rid);  // for a read that found nothing yet
@@ -400,7 +400,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
                   self->stored_key, body,
                   [self](Result<s3::PutObjectResult> r) { self->on_single_sent(std::move(r)); },
                   self->content_type);
-              std::lock_guard lock(self->mutex);
+              std::lock_guard guard(self->mutex);
               self->single_id = rid;
             });
           }
@@ -812,7 +812,7 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
                   [self, offset](Result<s3::GetObjectResult> r) {
                     self->on_got(offset, std::move(r));
                   });
-              std::lock_guard lock(self->mutex);
+              std::lock_guard guard(self->mutex);
               for (auto& s : self->window)
                 if (s.offset == offset && !s.ready) s.id = rid;
             });
@@ -827,7 +827,7 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
                                    }},
                   [self](Result<s3::ObjectInfo> r) { self->on_stream_done(std::move(r)); });
               {
-                std::lock_guard lock(self->mutex);
+                std::lock_guard guard(self->mutex);
                 if (!self->stream_done) self->stream_id = rid;
               }
               self->store->client_->resume(rid);  // for a chunk that found no slot yet
@@ -1122,20 +1122,20 @@ struct S3Store::ListState : std::enable_shared_from_this<ListState> {
       r.start_after = partition + request.after;
     r.max_keys = page_keys;
     auto self = shared_from_this();
-    store->client_->list_objects_v2(std::move(r), [self, i](Result<s3::ListObjectsPage> page) {
+    store->client_->list_objects_v2(std::move(r), [self, i](Result<s3::ListObjectsPage> got) {
       {
         std::lock_guard lock(self->mutex);
         auto& p = self->partitions[i];
         p.fetching = false;
         p.started = true;
-        if (!page.ok()) {
-          if (self->failed.ok()) self->failed = page.status();
+        if (!got.ok()) {
+          if (self->failed.ok()) self->failed = got.status();
         } else {
           std::string prefix = self->store->layout_.partition_prefix(i);
-          for (auto& o : page->objects)
+          for (auto& o : got->objects)
             if (std::string_view(o.key).starts_with(prefix)) p.items.push_back(std::move(o));
-          p.truncated = page->is_truncated;
-          p.token = page->next_continuation_token;
+          p.truncated = got->is_truncated;
+          p.token = got->next_continuation_token;
           if (p.truncated && p.token.empty()) p.truncated = false;  // cannot go on
         }
       }
