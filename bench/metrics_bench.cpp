@@ -43,9 +43,7 @@ thread_local std::uint64_t allocations = 0;
 [[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
 [[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 [[gnu::noinline]] void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
-}
+[[gnu::noinline]] void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
 namespace kiroku {
 namespace {
@@ -58,8 +56,8 @@ Registry& registry() {
 }
 
 void report_allocations(benchmark::State& state, std::uint64_t before) {
-  state.counters["allocs/op"] = benchmark::Counter(static_cast<double>(allocations - before),
-                                                   benchmark::Counter::kAvgIterations);
+  state.counters["allocs/op"] =
+      benchmark::Counter(static_cast<double>(allocations - before), benchmark::Counter::kAvgIterations);
 }
 
 // Latency-like values in microseconds, 4096 of them (a power of two).
@@ -114,8 +112,7 @@ BENCHMARK(BM_CounterIncShared)->Threads(1)->Threads(2)->UseRealTime();
 void BM_PackedCellsInc(benchmark::State& state) {
   alignas(64) static std::atomic<std::uint64_t> cells[2];
   std::atomic<std::uint64_t>& mine = cells[state.thread_index() % 2];
-  for (auto _ : state)
-    mine.store(mine.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  for (auto _ : state) mine.store(mine.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 BENCHMARK(BM_PackedCellsInc)->Threads(1)->Threads(2)->UseRealTime();
 
@@ -124,8 +121,7 @@ BENCHMARK(BM_PackedCellsInc)->Threads(1)->Threads(2)->UseRealTime();
 // ============================================================================
 
 void BM_HistogramObserve(benchmark::State& state) {
-  static Histogram* h =
-      registry().histogram("bench_observe_seconds", "B.", {}, latency_bounds()).with({});
+  static Histogram* h = registry().histogram("bench_observe_seconds", "B.", {}, latency_bounds()).with({});
   const auto shard = static_cast<unsigned>(state.thread_index());
   const std::vector<std::uint64_t>& v = values(static_cast<int>(state.range(0)));
   std::size_t i = 0;
@@ -136,8 +132,7 @@ void BM_HistogramObserve(benchmark::State& state) {
 BENCHMARK(BM_HistogramObserve)->Arg(0)->Arg(1)->Threads(1)->Threads(2)->UseRealTime();
 
 void BM_HistogramObserveShared(benchmark::State& state) {
-  static Histogram* h =
-      registry().histogram("bench_observe_shared_seconds", "B.", {}, latency_bounds()).with({});
+  static Histogram* h = registry().histogram("bench_observe_shared_seconds", "B.", {}, latency_bounds()).with({});
   const std::vector<std::uint64_t>& v = values(static_cast<int>(state.range(0)));
   std::size_t i = 0;
   const std::uint64_t before = allocations;
@@ -217,10 +212,9 @@ BENCHMARK(BM_BucketLookupBranchless)->ArgsProduct({{0, 1}, {20, 32}});
 Registry& scrape_registry() {
   static Registry* r = [] {
     auto* reg = new Registry(4);
-    CounterFamily& requests =
-        reg->counter("kiroku_http_requests_total", "Requests.", {"route", "status"});
-    HistogramFamily& latency = reg->histogram("kiroku_http_request_duration_seconds", "Latency.",
-                                              {"route"}, latency_bounds());
+    CounterFamily& requests = reg->counter("kiroku_http_requests_total", "Requests.", {"route", "status"});
+    HistogramFamily& latency =
+        reg->histogram("kiroku_http_request_duration_seconds", "Latency.", {"route"}, latency_bounds());
     std::uint64_t x = 1;
     for (const char* route : {"ingest", "collect", "pixel", "events", "files", "ops"}) {
       for (const char* status : {"1xx", "2xx", "3xx", "4xx", "5xx"}) {

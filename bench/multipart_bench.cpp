@@ -51,8 +51,8 @@ void BM_MultipartLargePart(benchmark::State& state) {
   const std::string body = "--" + std::string(kBoundary) +
                            "\r\nContent-Disposition: form-data; name=\"file\"; "
                            "filename=\"big.bin\"\r\n\r\n" +
-                           part_content(static_cast<int>(state.range(0))) + "\r\n--" +
-                           std::string(kBoundary) + "--\r\n";
+                           part_content(static_cast<int>(state.range(0))) + "\r\n--" + std::string(kBoundary) +
+                           "--\r\n";
   const std::string_view in = body;
   for (auto _ : state) {
     ByteCount count;

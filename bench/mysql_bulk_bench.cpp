@@ -38,13 +38,12 @@ constexpr std::string_view kTable = "bench_events";
 constexpr std::string_view kColumns = "(id, received_at, at, name, value, client_id)";
 
 [[noreturn]] void fail(std::string_view what, MYSQL* m) {
-  std::fprintf(stderr, "%.*s: %u %s\n", static_cast<int>(what.size()), what.data(), mysql_errno(m),
-               mysql_error(m));
+  std::fprintf(stderr, "%.*s: %u %s\n", static_cast<int>(what.size()), what.data(), mysql_errno(m), mysql_error(m));
   std::exit(1);
 }
 [[noreturn]] void fail(std::string_view what, MYSQL_STMT* s) {
-  std::fprintf(stderr, "%.*s: %u %s\n", static_cast<int>(what.size()), what.data(),
-               mysql_stmt_errno(s), mysql_stmt_error(s));
+  std::fprintf(stderr, "%.*s: %u %s\n", static_cast<int>(what.size()), what.data(), mysql_stmt_errno(s),
+               mysql_stmt_error(s));
   std::exit(1);
 }
 
@@ -55,9 +54,8 @@ MYSQL* connect(const MysqlUrl& url) {
   mysql_optionsv(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
   const unsigned int local_infile = 1;
   mysql_optionsv(m, MYSQL_OPT_LOCAL_INFILE, &local_infile);
-  if (!mysql_real_connect(m, url.socket.empty() ? url.host.c_str() : nullptr, url.user.c_str(),
-                          url.password.c_str(), url.database.c_str(), url.port,
-                          url.socket.empty() ? nullptr : url.socket.c_str(), 0))
+  if (!mysql_real_connect(m, url.socket.empty() ? url.host.c_str() : nullptr, url.user.c_str(), url.password.c_str(),
+                          url.database.c_str(), url.port, url.socket.empty() ? nullptr : url.socket.c_str(), 0))
     fail("connect", m);
   return m;
 }
@@ -123,8 +121,7 @@ class MultiRow final : public Method {
  private:
   MYSQL_STMT* statement(std::size_t rows) {
     if (auto it = stmts_.find(rows); it != stmts_.end()) return it->second;
-    std::string sql =
-        "INSERT INTO " + std::string(kTable) + " " + std::string(kColumns) + " VALUES ";
+    std::string sql = "INSERT INTO " + std::string(kTable) + " " + std::string(kColumns) + " VALUES ";
     for (std::size_t i = 0; i < rows; ++i) sql += i ? ",(?,?,?,?,?,?)" : "(?,?,?,?,?,?)";
     sql += " ON DUPLICATE KEY UPDATE id = id";
     MYSQL_STMT* s = mysql_stmt_init(m_);
@@ -253,8 +250,7 @@ class LoadData final : public Method {
            " CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\'"
            " LINES TERMINATED BY '\\n' " +
            std::string(kColumns);
-    mysql_set_local_infile_handler(m_, &LoadData::init, &LoadData::read, &LoadData::end,
-                                   &LoadData::error, this);
+    mysql_set_local_infile_handler(m_, &LoadData::init, &LoadData::read, &LoadData::end, &LoadData::error, this);
   }
   std::string_view name() const override { return "loaddata"; }
 
@@ -294,20 +290,11 @@ class LoadData final : public Method {
   void escaped(std::string_view s) {
     for (const char c : s) {
       switch (c) {
-        case '\\':
-          text_ += "\\\\";
-          break;
-        case '\t':
-          text_ += "\\t";
-          break;
-        case '\n':
-          text_ += "\\n";
-          break;
-        case '\0':
-          text_ += "\\0";
-          break;
-        default:
-          text_ += c;
+        case '\\': text_ += "\\\\"; break;
+        case '\t': text_ += "\\t"; break;
+        case '\n': text_ += "\\n"; break;
+        case '\0': text_ += "\\0"; break;
+        default: text_ += c;
       }
     }
   }
@@ -338,8 +325,7 @@ class LoadData final : public Method {
 // MariaDB), and its multi-row fallback for servers without array binding.
 class SinkWrite final : public Method {
  public:
-  SinkWrite(std::string_view name, std::unique_ptr<Sink> sink)
-      : name_(name), sink_(std::move(sink)) {}
+  SinkWrite(std::string_view name, std::unique_ptr<Sink> sink) : name_(name), sink_(std::move(sink)) {}
   std::string_view name() const override { return name_; }
   void write(std::string_view records, std::size_t count) override {
     if (Status s = sink_->write(records, count); !s) {
@@ -356,9 +342,8 @@ class SinkWrite final : public Method {
 // Batches of `batch` events, `rows` in all, with ids 1..rows. Names are 8 to
 // 40 bytes, some multibyte; a third of the events carry a client id.
 std::vector<EventBuffer> make_batches(std::size_t rows, std::size_t batch) {
-  static const char* const kNames[] = {
-      "hoge",           "page.view",     "signup.completed",
-      "api.latency_ms", "計測.応答時間", "checkout.cart.items.count"};
+  static const char* const kNames[] = {"hoge",           "page.view",     "signup.completed",
+                                       "api.latency_ms", "計測.応答時間", "checkout.cart.items.count"};
   std::vector<EventBuffer> out;
   std::string client;
   for (std::size_t id = 1; id <= rows; ++id) {
@@ -376,21 +361,19 @@ std::vector<EventBuffer> make_batches(std::size_t rows, std::size_t batch) {
   return out;
 }
 
-double run(Method& method, MYSQL* admin, const std::vector<EventBuffer>& batches,
-           std::size_t rows) {
+double run(Method& method, MYSQL* admin, const std::vector<EventBuffer>& batches, std::size_t rows) {
   query(admin, "TRUNCATE TABLE " + std::string(kTable));
   const auto start = std::chrono::steady_clock::now();
   for (const EventBuffer& b : batches) method.write(b.view(), b.count);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   query(admin, "SELECT COUNT(*) FROM " + std::string(kTable));
   MYSQL_RES* res = mysql_store_result(admin);
   const MYSQL_ROW row = mysql_fetch_row(res);
   const std::size_t stored = std::strtoull(row[0], nullptr, 10);
   mysql_free_result(res);
   if (stored != rows) {
-    std::fprintf(stderr, "%.*s stored %zu rows, expected %zu\n",
-                 static_cast<int>(method.name().size()), method.name().data(), stored, rows);
+    std::fprintf(stderr, "%.*s stored %zu rows, expected %zu\n", static_cast<int>(method.name().size()),
+                 method.name().data(), stored, rows);
     std::exit(1);
   }
   return static_cast<double>(rows) / seconds;
@@ -422,8 +405,7 @@ int bench_main(int argc, char** argv) {
     return 2;
   }
   if (url_text.empty()) {
-    std::fprintf(stderr,
-                 "set KIROKU_TEST_MYSQL_URL or --url (run under scripts/with-mariadb.sh)\n");
+    std::fprintf(stderr, "set KIROKU_TEST_MYSQL_URL or --url (run under scripts/with-mariadb.sh)\n");
     return 2;
   }
   Result<MysqlUrl> url = parse_mysql_url(url_text);
@@ -457,18 +439,16 @@ int bench_main(int argc, char** argv) {
     } else if (name == "loaddata") {
       runners.push_back(std::make_unique<LoadData>(conn));
     } else if (name == "sink") {
-      runners.push_back(
-          std::make_unique<SinkWrite>("sink", make_sink(MysqlInsertMethod::automatic)));
+      runners.push_back(std::make_unique<SinkWrite>("sink", make_sink(MysqlInsertMethod::automatic)));
     } else if (name == "sink_multirow") {
-      runners.push_back(
-          std::make_unique<SinkWrite>("sink_multirow", make_sink(MysqlInsertMethod::multi_row)));
+      runners.push_back(std::make_unique<SinkWrite>("sink_multirow", make_sink(MysqlInsertMethod::multi_row)));
     } else {
       std::fprintf(stderr, "unknown method %s\n", name.c_str());
       return 2;
     }
   }
-  std::printf("server %s, %zu rows per run, %d rounds after one warm-up round\n",
-              mysql_get_server_info(admin), rows, rounds);
+  std::printf("server %s, %zu rows per run, %d rounds after one warm-up round\n", mysql_get_server_info(admin), rows,
+              rounds);
   std::printf("%-14s %8s %14s %14s\n", "method", "batch", "median rows/s", "best rows/s");
   for (const std::size_t batch : {std::size_t{100}, std::size_t{1000}, std::size_t{10000}}) {
     const std::vector<EventBuffer> batches = make_batches(rows, batch);

@@ -24,8 +24,7 @@ constexpr std::size_t kRecordsPerSegment = 65536;
 std::string make_bench_dir() {
   const char* base = std::getenv("KIROKU_BENCH_DIR");
   if (base == nullptr || *base == '\0') base = std::getenv("TMPDIR");
-  std::string pattern =
-      std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/kiroku-spool-bench-XXXXXX";
+  std::string pattern = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/kiroku-spool-bench-XXXXXX";
   if (::mkdtemp(pattern.data()) == nullptr) return {};
   return pattern;
 }
@@ -37,8 +36,7 @@ EventBuffer sixty_byte_records(std::size_t n, std::uint64_t first_id = 1) {
   static_assert(record_size(18, 0) == kRecordBytes);
   for (std::size_t i = 0; i < n; ++i) {
     const auto k = static_cast<std::int64_t>(i);
-    buffer.append(
-        {first_id + i, 1'700'000'000'000'000 + k, 1'700'000'000'000'000 + k, k, name, {}});
+    buffer.append({first_id + i, 1'700'000'000'000'000 + k, 1'700'000'000'000'000 + k, k, name, {}});
   }
   return buffer;
 }

@@ -7,13 +7,13 @@
 // thread of the request, where the connection and the transfer live.
 #include "app/file_api.h"
 
+#include <fmt/format.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <cctype>
 #include <charconv>
 #include <ctime>
 #include <deque>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/http_date.h"
@@ -32,8 +32,7 @@ using http::Method;
 constexpr std::string_view kFilesPrefix = "/files/";
 
 std::int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
@@ -61,7 +60,6 @@ void send_error(Answer& answer, const Status& st) {
   const nlohmann::json j{{"error", st.message()}};
   answer.send(status, "application/json", dump(j), extra);
 }
-
 
 std::string rfc3339(std::chrono::system_clock::time_point t) {
   const std::time_t tt = std::chrono::system_clock::to_time_t(t);
@@ -91,7 +89,6 @@ Status check_content_type(std::string_view v) {
     if (c < 0x20 || c > 0x7e) return Status::invalid("Content-Type: only printable ASCII is kept");
   return {};
 }
-
 
 // The validators of a conditional GET or HEAD (RFC 9110 section 13).
 struct Conditions {
@@ -136,7 +133,6 @@ struct Conditions {
     return date && std::chrono::floor<std::chrono::seconds>(m.modified) == *date;
   }
 };
-
 
 // ---------------------------------------------------------------------------
 // Uploads
@@ -392,9 +388,7 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
     key_ = key;
     auto self = shared_from_this();
     GetSink sink;
-    sink.on_start = [self](const GetStart& s) {
-      asio::post(self->ctx_, [self, s] { self->on_start(s); });
-    };
+    sink.on_start = [self](const GetStart& s) { asio::post(self->ctx_, [self, s] { self->on_start(s); }); };
     sink.on_chunk = [self](Chunk c) {
       asio::post(self->ctx_, [self, c = std::move(c)]() mutable { self->on_chunk(std::move(c)); });
     };
@@ -534,7 +528,7 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
   const std::int64_t started_us_;
   const Conditions conditions_;
   std::string key_;
-  std::string type_;  // the answer's Content-Type
+  std::string type_;           // the answer's Content-Type
   bool restart_ = false;       // fetching again without the range (If-Range)
   bool not_modified_ = false;  // answered 304
   std::unique_ptr<Download> download_;
@@ -543,12 +537,12 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
   std::uint64_t bytes_ = 0;
   std::string head_;          // the answer's headers, kept until begin()
   std::uint64_t length_ = 0;  // its Content-Length
-  bool started_ = false;  // the store started: the body follows
-  bool begun_ = false;    // the head was given to the connection
-  bool over_ = false;     // answered (or the answer was dropped)
-  bool done_ = false;     // the store called on_done
+  bool started_ = false;      // the store started: the body follows
+  bool begun_ = false;        // the head was given to the connection
+  bool over_ = false;         // answered (or the answer was dropped)
+  bool done_ = false;         // the store called on_done
   bool writing_ = false;
-  bool broken_ = false;   // the connection failed
+  bool broken_ = false;  // the connection failed
 };
 
 }  // namespace
@@ -600,16 +594,14 @@ std::optional<ByteRange> parse_range_header(std::string_view v) {
 // ---------------------------------------------------------------------------
 // FileApi
 
-FileApi::FileApi(ObjectStore& store, http::HttpServer& server, Registry* registry)
-    : store_(store), server_(server) {
+FileApi::FileApi(ObjectStore& store, http::HttpServer& server, Registry* registry) : store_(store), server_(server) {
   if (!registry) return;
-  auto& ops = registry->counter("kiroku_object_operations_total", "object store operations by result",
-                                {"op", "result"});
-  auto& bytes = registry->counter("kiroku_object_bytes_total", "bytes uploaded (put) and downloaded (get)",
-                                  {"op"});
-  auto& seconds = registry->histogram("kiroku_object_operation_seconds",
-                                      "object store operation time, first byte to answer", {"op"},
-                                      exponential_buckets(1e-3, 2, 18));  // 1 ms .. 131 s
+  auto& ops =
+      registry->counter("kiroku_object_operations_total", "object store operations by result", {"op", "result"});
+  auto& bytes = registry->counter("kiroku_object_bytes_total", "bytes uploaded (put) and downloaded (get)", {"op"});
+  auto& seconds =
+      registry->histogram("kiroku_object_operation_seconds", "object store operation time, first byte to answer",
+                          {"op"}, exponential_buckets(1e-3, 2, 18));  // 1 ms .. 131 s
   static constexpr const char* names[] = {"put", "get", "head", "delete", "list"};
   for (int i = 0; i < static_cast<int>(FileOp::count_); ++i) {
     metrics_[i].ok = ops.with({names[i], "ok"});

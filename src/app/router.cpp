@@ -3,10 +3,10 @@
 
 #include "ingest/spool.h"
 
-#include <nlohmann/json.hpp>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 
@@ -18,8 +18,8 @@
 #include "ops/metrics.h"
 #include "ops/profiler.h"
 
-#include <boost/asio/post.hpp>
 #include <algorithm>
+#include <boost/asio/post.hpp>
 #include <charconv>
 #include <limits>
 #include <memory>
@@ -57,14 +57,14 @@ int status_class(int status) { return status < 300 ? 0 : status < 400 ? 1 : stat
 
 Router::Router(RouterDeps deps) : deps_(deps) {
   if (deps_.registry) {
-    auto& fam = deps_.registry->counter("kiroku_http_requests_total", "HTTP requests answered, by route and status class",
-                                        {"route", "status"});
+    auto& fam = deps_.registry->counter("kiroku_http_requests_total",
+                                        "HTTP requests answered, by route and status class", {"route", "status"});
     for (int r = 0; r < static_cast<int>(Route::count_); ++r)
       for (const char* c : kStatusClasses) requests_.push_back(fam.with({route_name(static_cast<Route>(r)), c}));
     latency_ = deps_.registry
                    ->histogram("kiroku_http_request_seconds",
-                               "time from a request's complete head to its answer (durability waits included)",
-                               {}, exponential_buckets(1e-6, 2, 24))  // 1 us .. 8 s
+                               "time from a request's complete head to its answer (durability waits included)", {},
+                               exponential_buckets(1e-6, 2, 24))  // 1 us .. 8 s
                    .with({});
     scrape_buffers_.resize(deps_.registry->shards());
   }
@@ -121,7 +121,8 @@ void Router::readyz(http::Reply& reply) {
     // (a margin of an eighth, at most 16 MiB, so that the balancer moves
     // away before 503s start). An error that waiting will not heal is a 503
     // at once: the operator must act.
-    if (deps_.spool && !deps_.writer->sink_needs_operator() && !deps_.spool->would_exceed(std::min<std::uint64_t>(16u << 20, deps_.spool->max_bytes() / 8))) {
+    if (deps_.spool && !deps_.writer->sink_needs_operator() &&
+        !deps_.spool->would_exceed(std::min<std::uint64_t>(16u << 20, deps_.spool->max_bytes() / 8))) {
       nlohmann::json j{{"ready", true},
                        {"sink", "unavailable: " + deps_.writer->last_error()},
                        {"spooling", true},
@@ -210,8 +211,7 @@ void Router::cpu_profile(const http::Request& req, http::Reply& reply) {
       if (bytes->ok())
         later->send(200, kProfileContentType, bytes->value(),
                     "Content-Disposition: attachment; filename=\"cpu.pprof\"\r\n");
-      else
-        later->send(500, "application/json", json_error_body(bytes->status().message()));
+      else later->send(500, "application/json", json_error_body(bytes->status().message()));
     });
   });
   if (!st.ok()) {
@@ -290,9 +290,7 @@ void Router::handle(const http::Request& req, http::Reply& reply) {
       break;
     case Route::not_found:
     case Route::malformed:
-    case Route::count_:
-      reply.error(404, "no such endpoint");
-      break;
+    case Route::count_: reply.error(404, "no such endpoint"); break;
   }
 }
 
@@ -304,8 +302,9 @@ void Router::answered(const http::Request& req, int status, std::uint64_t took_u
   if (access_log_every_ && req.shard < access_log_seq_.size() &&
       access_log_seq_[req.shard]++ % access_log_every_ == 0) {
     if (req.path.empty()) spdlog::info("access (unreadable request) {} {}us", status, took_us);
-    else spdlog::info("access {} {} {} {}us{}", req.method_name, req.target, status, took_us,
-                      req.peer_loopback ? " loopback" : "");
+    else
+      spdlog::info("access {} {} {} {}us{}", req.method_name, req.target, status, took_us,
+                   req.peer_loopback ? " loopback" : "");
   }
 }
 

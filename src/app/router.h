@@ -83,11 +83,11 @@ class Router final : public http::Handler {
   RouterDeps deps_;
   http::HttpServer* server_ = nullptr;
   std::atomic<bool> draining_{false};
-  std::vector<Counter*> requests_;  // by Route x status class (kStatusClasses)
-  Histogram* latency_ = nullptr;    // request head to answer
-  std::vector<std::string> scrape_buffers_;  // one per shard, reused
+  std::vector<Counter*> requests_;             // by Route x status class (kStatusClasses)
+  Histogram* latency_ = nullptr;               // request head to answer
+  std::vector<std::string> scrape_buffers_;    // one per shard, reused
   std::vector<std::uint64_t> access_log_seq_;  // per shard: requests seen, for sampling
-  std::uint64_t access_log_every_ = 0;        // log one request in this many; 0: off
+  std::uint64_t access_log_every_ = 0;         // log one request in this many; 0: off
 };
 
 }  // namespace kiroku

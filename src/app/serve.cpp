@@ -13,17 +13,17 @@
 
 #include "app/file_api.h"
 #include "app/router.h"
+#include "common/event.h"
 #include "http/server.h"
 #include "ingest/batch_writer.h"
 #include "ingest/collector.h"
 #include "ingest/dead_letter.h"
-#include "common/event.h"
 #include "ingest/id.h"
 #include "ingest/instance_lease.h"
 #include "ingest/spool.h"
 #include "ops/metrics.h"
-#include "ops/profiler.h"
 #include "ops/process_stats.h"
+#include "ops/profiler.h"
 #include "sink/sink.h"
 #include "store/object_store.h"
 
@@ -88,8 +88,7 @@ int serve(const ServeConfig& cfg) {
   if (Status st = sink->open(); !st.ok()) {
     if (st.kind() == ErrorKind::permanent || st.kind() == ErrorKind::invalid)
       return config_error("--sink", st.message());
-    spdlog::warn("cannot reach the database: {}; starting without it, retrying in the background",
-                 st.message());
+    spdlog::warn("cannot reach the database: {}; starting without it, retrying in the background", st.message());
     sink_open = false;
   }
 
@@ -153,27 +152,21 @@ int serve(const ServeConfig& cfg) {
   Registry registry(cfg.threads);
   const auto latency_buckets = exponential_buckets(50e-6, 2, 20);  // 50 us .. 26 s
   BatchWriterHooks hooks;
-  hooks.accept_to_durable =
-      registry
-          .histogram("kiroku_accept_to_durable_seconds",
-                     "time from an event's receipt to its database commit", {}, latency_buckets)
+  hooks.accept_to_durable = registry
+                                .histogram("kiroku_accept_to_durable_seconds",
+                                           "time from an event's receipt to its database commit", {}, latency_buckets)
+                                .with({});
+  hooks.flush_duration =
+      registry.histogram("kiroku_flush_duration_seconds", "time of one sink transaction", {}, latency_buckets).with({});
+  hooks.batch_events =
+      registry.histogram("kiroku_batch_events", "events per sink transaction", {}, exponential_buckets(1, 2, 20), 1.0)
           .with({});
-  hooks.flush_duration = registry
-                             .histogram("kiroku_flush_duration_seconds", "time of one sink transaction", {},
-                                        latency_buckets)
-                             .with({});
-  hooks.batch_events = registry
-                           .histogram("kiroku_batch_events", "events per sink transaction", {},
-                                      exponential_buckets(1, 2, 20), 1.0)
-                           .with({});
-  hooks.committed_events =
-      registry.counter("kiroku_events_committed_total", "events committed to the sink").with({});
+  hooks.committed_events = registry.counter("kiroku_events_committed_total", "events committed to the sink").with({});
   hooks.sink_errors = registry.counter("kiroku_sink_errors_total", "failed sink transactions").with({});
   hooks.replayed_events =
       registry.counter("kiroku_events_replayed_total", "events whose row was already stored (a replay)").with({});
   hooks.client_duplicates =
-      registry.counter("kiroku_events_client_duplicates_total", "events whose client id was already stored")
-          .with({});
+      registry.counter("kiroku_events_client_duplicates_total", "events whose client id was already stored").with({});
   hooks.conflict_events =
       registry
           .counter("kiroku_events_conflicts_total",
@@ -207,8 +200,7 @@ int serve(const ServeConfig& cfg) {
       bytes += seg.bytes;
       writer.submit(std::move(b));
     }
-    spdlog::info("spool: replaying {} segments ({} bytes) left by the previous run", spool->leftover().size(),
-                 bytes);
+    spdlog::info("spool: replaying {} segments ({} bytes) left by the previous run", spool->leftover().size(), bytes);
   }
 
   // The object store of the file API; it outlives the server (chunks still
@@ -288,9 +280,8 @@ int serve(const ServeConfig& cfg) {
   router.set_files(&files);
 
   // Gauges read at scrape time.
-  registry.callback_gauge("kiroku_queue_events", "events accepted and not yet committed", [&] {
-    return static_cast<double>(writer.queued_events() + collector.pending_in_shards());
-  });
+  registry.callback_gauge("kiroku_queue_events", "events accepted and not yet committed",
+                          [&] { return static_cast<double>(writer.queued_events() + collector.pending_in_shards()); });
   registry.callback_gauge("kiroku_queue_batches", "batches waiting for the sink",
                           [&] { return static_cast<double>(writer.queued_batches()); });
   registry.callback_gauge("kiroku_queue_memory_bytes", "memory held by batches waiting for the sink",
@@ -298,9 +289,9 @@ int serve(const ServeConfig& cfg) {
   registry.callback_gauge("kiroku_oldest_unflushed_seconds", "age of the oldest event not yet committed", [&] {
     const std::int64_t t = writer.oldest_received_us();
     if (t == 0) return 0.0;
-    const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
+    const auto now =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
     return static_cast<double>(now - t) / 1e6;
   });
   registry.callback_gauge("kiroku_sink_up", "1 when the sink accepts writes",
@@ -354,14 +345,15 @@ int serve(const ServeConfig& cfg) {
     collector.set_instance(n, floor);
   });
   server.start();
-  spdlog::info("kiroku {} listening on {} ({} sink, durability {}, instance {}{}, open-file limit {})",
-               KIROKU_VERSION, server.local_address(), sink->kind(), to_string(cfg.durability), lease.number(),
+  spdlog::info("kiroku {} listening on {} ({} sink, durability {}, instance {}{}, open-file limit {})", KIROKU_VERSION,
+               server.local_address(), sink->kind(), to_string(cfg.durability), lease.number(),
                lease.confirmed() ? "" : " (not yet confirmed)", nofile);
   spdlog::info("config: {}", describe(cfg));
   if (cfg.auth_token.empty())
-    spdlog::warn("no --auth-token: the file API and /debug/pprof answer loopback clients only, and refuse "
-                 "(403) requests carrying Forwarded, X-Forwarded-For or X-Real-IP; behind a reverse proxy on "
-                 "this host every client is a loopback client: set a token there");
+    spdlog::warn(
+        "no --auth-token: the file API and /debug/pprof answer loopback clients only, and refuse "
+        "(403) requests carrying Forwarded, X-Forwarded-For or X-Real-IP; behind a reverse proxy on "
+        "this host every client is a loopback client: set a token there");
 
   // Wait for a stop signal.
   int sig = 0;
@@ -389,13 +381,15 @@ int serve(const ServeConfig& cfg) {
   if (left == 0) {
     spdlog::info("stopped: {} events accepted, {} committed this run, nothing left behind", accepted, committed);
   } else if (spool) {
-    spdlog::warn("stopped at the deadline: {} events accepted, {} committed; {} events stay in the spool for "
-                 "the next start",
-                 accepted, committed, left);
+    spdlog::warn(
+        "stopped at the deadline: {} events accepted, {} committed; {} events stay in the spool for "
+        "the next start",
+        accepted, committed, left);
   } else {
-    spdlog::error("stopped at the deadline: {} events accepted, {} committed; {} events were NOT stored "
-                  "(durability {})",
-                  accepted, committed, left, to_string(cfg.durability));
+    spdlog::error(
+        "stopped at the deadline: {} events accepted, {} committed; {} events were NOT stored "
+        "(durability {})",
+        accepted, committed, left, to_string(cfg.durability));
   }
   return 0;
 }

@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "common/event.h"
 #include "ingest/batch_writer.h"
 #include "ingest/dead_letter.h"
-#include "common/event.h"
 #include "ingest/spool.h"
 #include "sink/sink.h"
 
@@ -129,8 +129,9 @@ int check(Held& held, std::FILE* out) {
         break;
       case SegmentReadResult::Tail::corrupt:
         ++bad;
-        say(out, "%s: corrupt at offset %llu after %llu whole events (bad header, length or checksum; "
-                 "what follows is not replayed)\n",
+        say(out,
+            "%s: corrupt at offset %llu after %llu whole events (bad header, length or checksum; "
+            "what follows is not replayed)\n",
             seg.path.c_str(), static_cast<unsigned long long>(r->tail_offset),
             static_cast<unsigned long long>(r->records));
         break;
@@ -200,8 +201,7 @@ int dump(Held& held, std::FILE* out) {
 }
 
 std::int64_t unix_us_now() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -257,8 +257,7 @@ int replay(Held& held, const ServeConfig& cfg, std::FILE* out, std::FILE* err) {
       chunk.insert(chunk.end(), lines[end].record.begin(), lines[end].record.end());
       ++n;
     }
-    Status st = n == 0 ? Status{}
-                       : sink->write({reinterpret_cast<const char*>(chunk.data()), chunk.size()}, n);
+    Status st = n == 0 ? Status{} : sink->write({reinterpret_cast<const char*>(chunk.data()), chunk.size()}, n);
     if (st.ok()) {
       for (std::size_t k = i; k < end; ++k) lines[k].stored = !lines[k].record.empty();
     } else if (st.kind() == ErrorKind::invalid) {

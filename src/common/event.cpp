@@ -59,8 +59,7 @@ DecodeResult decode_record(std::string_view bytes, EventView& e, std::size_t& si
   e.value = get<std::int64_t>(p);
   const std::size_t name_len = get<std::uint8_t>(p);
   const std::size_t client_len = get<std::uint8_t>(p);
-  if (name_len == 0 || record_size(name_len, client_len) != 4 + std::size_t{len})
-    return DecodeResult::corrupt;
+  if (name_len == 0 || record_size(name_len, client_len) != 4 + std::size_t{len}) return DecodeResult::corrupt;
   e.name = {p, name_len};
   e.client_id = {p + name_len, client_len};
   size = 4 + std::size_t{len};

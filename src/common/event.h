@@ -56,8 +56,7 @@ enum class DecodeResult { ok, need_more, corrupt };
 // record's total length). need_more: `bytes` holds only the start of a record
 // (a torn tail, in a file). corrupt: bad length or checksum (the checksum is
 // checked unless `verify` is false: bytes already checked or built here).
-DecodeResult decode_record(std::string_view bytes, EventView& e, std::size_t& size,
-                           bool verify = true);
+DecodeResult decode_record(std::string_view bytes, EventView& e, std::size_t& size, bool verify = true);
 
 // Iterates the records of a buffer known to be well-formed (built by
 // append_record in this process, or handed out by read_segment, which has
@@ -87,9 +86,7 @@ struct EventBuffer {
     oldest_received_us = 0;
   }
   bool empty() const { return count == 0; }
-  std::string_view view() const {
-    return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
-  }
+  std::string_view view() const { return {reinterpret_cast<const char*>(bytes.data()), bytes.size()}; }
   void append(const EventView& e) {
     if (count++ == 0) oldest_received_us = e.received_us;
     append_record(bytes, e);

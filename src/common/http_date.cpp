@@ -22,15 +22,13 @@ std::optional<std::chrono::system_clock::time_point> parse_http_date(std::string
   for (unsigned i = 0; i < 12; ++i) {
     if (s.substr(8, 3) == kMonths[i]) mo = i + 1;
   }
-  if (mo == 0 || !num(5, 2, d) || !num(12, 4, y) || !num(17, 2, h) || !num(20, 2, mi) ||
-      !num(23, 2, sec)) {
+  if (mo == 0 || !num(5, 2, d) || !num(12, 4, y) || !num(17, 2, h) || !num(20, 2, mi) || !num(23, 2, sec)) {
     return std::nullopt;
   }
   using namespace std::chrono;
   year_month_day ymd{year{y}, month{mo}, day{static_cast<unsigned>(d)}};
   if (!ymd.ok()) return std::nullopt;
-  return time_point_cast<system_clock::duration>(sys_days{ymd} + hours{h} + minutes{mi} +
-                                                 seconds{sec});
+  return time_point_cast<system_clock::duration>(sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec});
 }
 
 std::string format_http_date(std::chrono::system_clock::time_point t) {

@@ -15,8 +15,7 @@ std::atomic<bool> noted{false};
 // the unit tests have no tcmalloc (profiler.cpp does the same).
 using ReleaseFn = void (*)();
 ReleaseFn tcmalloc_release() {
-  static const ReleaseFn fn =
-      reinterpret_cast<ReleaseFn>(::dlsym(RTLD_DEFAULT, "MallocExtension_ReleaseFreeMemory"));
+  static const ReleaseFn fn = reinterpret_cast<ReleaseFn>(::dlsym(RTLD_DEFAULT, "MallocExtension_ReleaseFreeMemory"));
   return fn;
 }
 

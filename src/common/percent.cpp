@@ -10,8 +10,7 @@ int hex_value(char c) {
   return -1;
 }
 
-std::optional<std::size_t> percent_decode(std::string_view in, char* out, std::size_t cap,
-                                          bool plus_is_space) {
+std::optional<std::size_t> percent_decode(std::string_view in, char* out, std::size_t cap, bool plus_is_space) {
   std::size_t n = 0;
   for (std::size_t i = 0; i < in.size(); ++i) {
     char c = in[i];

@@ -16,8 +16,7 @@ int hex_value(char c);
 // which has room for `cap` bytes. Returns the decoded length, or nullopt if a
 // '%' is not followed by two hex digits or the result does not fit. No
 // allocation (the request path uses it).
-std::optional<std::size_t> percent_decode(std::string_view in, char* out, std::size_t cap,
-                                          bool plus_is_space = true);
+std::optional<std::size_t> percent_decode(std::string_view in, char* out, std::size_t cap, bool plus_is_space = true);
 
 // The same into a new string ('+' stays '+'); nullopt for a bad escape.
 std::optional<std::string> percent_decode(std::string_view in);

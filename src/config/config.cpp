@@ -4,13 +4,13 @@
 
 #include "common/redact.h"
 
+#include <fmt/format.h>
+#include <toml++/toml.h>
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <cstdlib>
-#include <fmt/format.h>
 #include <optional>
 #include <thread>
-#include <toml++/toml.h>
 
 namespace kiroku {
 namespace {
@@ -35,16 +35,14 @@ std::string quoted(std::string_view v) { return fmt::format("got '{}'", v); }
 
 std::optional<std::string> set_uint(unsigned& field, std::string_view v, unsigned lo, unsigned hi) {
   auto n = to_uint<unsigned>(v);
-  if (!n || *n < lo || *n > hi)
-    return fmt::format("must be an integer from {} to {}, {}", lo, hi, quoted(v));
+  if (!n || *n < lo || *n > hi) return fmt::format("must be an integer from {} to {}, {}", lo, hi, quoted(v));
   field = *n;
   return std::nullopt;
 }
 
 std::optional<std::string> set_int(int& field, std::string_view v, int lo, int hi) {
   auto n = to_uint<int>(v);
-  if (!n || *n < lo || *n > hi)
-    return fmt::format("must be an integer from {} to {}, {}", lo, hi, quoted(v));
+  if (!n || *n < lo || *n > hi) return fmt::format("must be an integer from {} to {}, {}", lo, hi, quoted(v));
   field = *n;
   return std::nullopt;
 }
@@ -53,8 +51,7 @@ template <typename T>
 std::optional<std::string> set_size(T& field, std::string_view v, std::uint64_t lo, std::uint64_t hi) {
   std::uint64_t n;
   if (!parse_size(v, n) || n < lo || n > hi)
-    return fmt::format("must be a size from {} to {} bytes (units KiB, MiB, GiB allowed), {}", lo, hi,
-                       quoted(v));
+    return fmt::format("must be a size from {} to {} bytes (units KiB, MiB, GiB allowed), {}", lo, hi, quoted(v));
   field = static_cast<T>(n);
   return std::nullopt;
 }
@@ -143,7 +140,9 @@ const OptionSpec kOptions[] = {
     {"dead-letter-max-bytes", "bound of the dead-letter file of refused events; 0 turns isolation off",
      [](ServeConfig& c, std::string_view v) { return set_size(c.dead_letter_max_bytes, v, 0, 1ull << 50); }},
     {"flush-interval", "longest an event waits in memory before its batch is written",
-     [](ServeConfig& c, std::string_view v) { return set_duration(c.flush_interval, v, milliseconds(1), milliseconds(60'000)); }},
+     [](ServeConfig& c, std::string_view v) {
+       return set_duration(c.flush_interval, v, milliseconds(1), milliseconds(60'000));
+     }},
     {"batch-max", "a shard's batch is written at this many events",
      [](ServeConfig& c, std::string_view v) { return set_size(c.batch_max, v, 1, 1'000'000); }},
     {"queue-max-bytes", "in-memory backlog of batches waiting for the database",
@@ -157,9 +156,13 @@ const OptionSpec kOptions[] = {
     {"db-max-idle", "MySQL pool: most idle connections kept",
      [](ServeConfig& c, std::string_view v) { return set_int(c.db_max_idle, v, 0, 1000); }},
     {"db-max-lifetime", "MySQL pool: a connection is closed after this age",
-     [](ServeConfig& c, std::string_view v) { return set_duration(c.db_max_lifetime, v, milliseconds(1000), 24 * kHour); }},
+     [](ServeConfig& c, std::string_view v) {
+       return set_duration(c.db_max_lifetime, v, milliseconds(1000), 24 * kHour);
+     }},
     {"db-max-idle-time", "MySQL pool: an idle connection is closed after this long",
-     [](ServeConfig& c, std::string_view v) { return set_duration(c.db_max_idle_time, v, milliseconds(1000), 24 * kHour); }},
+     [](ServeConfig& c, std::string_view v) {
+       return set_duration(c.db_max_idle_time, v, milliseconds(1000), 24 * kHour);
+     }},
     {"store", "file:///dir or s3://bucket?endpoint=http://host:port&region=R",
      [](ServeConfig& c, std::string_view v) {
        auto e = check_url(v, {"file://", "s3://"});
@@ -319,8 +322,7 @@ bool ServeOptions::resolve(ServeConfig& out, ConfigError& err, const EnvLookup& 
     try {
       tbl = toml::parse_file(config_file);
     } catch (const toml::parse_error& e) {
-      err = {"--config", fmt::format("{}: {} (line {})", config_file, e.description(),
-                                     e.source().begin.line)};
+      err = {"--config", fmt::format("{}: {} (line {})", config_file, e.description(), e.source().begin.line)};
       return false;
     }
     for (auto&& [key, node] : tbl) {
@@ -365,8 +367,8 @@ bool ServeOptions::resolve(ServeConfig& out, ConfigError& err, const EnvLookup& 
   if (out.threads == 0) out.threads = std::max(1u, std::min(64u, std::thread::hardware_concurrency()));
   if (out.db_max_idle > out.db_max_open) out.db_max_idle = out.db_max_open;
   if (out.store_buffers < out.part_concurrency) {
-    err = {"--store-buffers", fmt::format("must be at least --part-concurrency ({}), got {}",
-                                          out.part_concurrency, out.store_buffers)};
+    err = {"--store-buffers",
+           fmt::format("must be at least --part-concurrency ({}), got {}", out.part_concurrency, out.store_buffers)};
     return false;
   }
   return true;

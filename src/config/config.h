@@ -46,8 +46,8 @@ struct ServeConfig {
   std::uint64_t dead_letter_max_bytes = 64ull << 20;  // SPOOL_DIR/dead-letter.ndjson; 0: off
   std::chrono::milliseconds flush_interval{50};
   std::size_t batch_max = 10000;
-  std::uint64_t queue_max_bytes = 64ull << 20;  // in-memory backlog before spilling/503
-  int instance = -1;  // -1: leased through the sink (ingest/instance_lease.h)
+  std::uint64_t queue_max_bytes = 64ull << 20;          // in-memory backlog before spilling/503
+  int instance = -1;                                    // -1: leased through the sink (ingest/instance_lease.h)
   std::chrono::milliseconds sink_wait_timeout{10'000};  // durability=sink: longest a client waits
 
   // Database pool (MySQL)

@@ -16,24 +16,15 @@ namespace {
 
 // ---- Character classes and small string helpers ---------------------------
 
-bool is_alnum(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+bool is_alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 // RFC 9110 tchar: the characters of a header name or parameter name.
-bool is_tchar(char c) {
-  return is_alnum(c) || (c != '\0' && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr);
-}
+bool is_tchar(char c) { return is_alnum(c) || (c != '\0' && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr); }
 
 // RFC 2046 bchars: the characters of a boundary.
-bool is_bchar(char c) {
-  return is_alnum(c) || (c != '\0' && std::strchr("'()+_,-./:=? ", c) != nullptr);
-}
-
-
+bool is_bchar(char c) { return is_alnum(c) || (c != '\0' && std::strchr("'()+_,-./:=? ", c) != nullptr); }
 
 bool is_ows(char c) { return c == ' ' || c == '\t'; }
-
 
 Status check_boundary(std::string_view b) {
   if (b.empty() || b.size() > kMaxBoundaryBytes) {
@@ -127,8 +118,7 @@ ExtValue decode_ext_value(std::string_view v, std::string& out) {
   for (std::size_t i = 0; i < text.size(); ++i) {
     unsigned char c = static_cast<unsigned char>(text[i]);
     if (c <= ' ' || c == 0x7f || c == '"') return ExtValue::malformed;
-    if (c == '%' && (i + 2 >= text.size() || hex_value(text[i + 1]) < 0 ||
-                     hex_value(text[i + 2]) < 0)) {
+    if (c == '%' && (i + 2 >= text.size() || hex_value(text[i + 1]) < 0 || hex_value(text[i + 2]) < 0)) {
       return ExtValue::malformed;
     }
   }
@@ -176,8 +166,7 @@ Result<std::string_view> multipart_boundary(std::string_view content_type) {
 
 // ---- MultipartParser -------------------------------------------------------
 
-MultipartParser::MultipartParser(std::string_view boundary, MultipartHandler& handler,
-                                 MultipartLimits limits)
+MultipartParser::MultipartParser(std::string_view boundary, MultipartHandler& handler, MultipartLimits limits)
     : handler_(handler), limits_(limits) {
   Status st = check_boundary(boundary);
   if (!st.ok()) {
@@ -312,8 +301,7 @@ std::size_t MultipartParser::read_boundary_line(std::string_view in) {
       case LineState::cr:
         ok = c == '\n';
         if (ok && parts_ == limits_.max_parts) {
-          fail(Status::invalid("too many parts in multipart body (at most " +
-                               std::to_string(limits_.max_parts) + ")"));
+          fail(Status::invalid("too many parts in multipart body (at most " + std::to_string(limits_.max_parts) + ")"));
           return i;
         }
         if (ok) {
@@ -323,8 +311,9 @@ std::size_t MultipartParser::read_boundary_line(std::string_view in) {
         break;
     }
     if (!ok) {
-      fail(Status::invalid("malformed multipart boundary line: expected CRLF or \"--\" after "
-                           "the boundary"));
+      fail(
+          Status::invalid("malformed multipart boundary line: expected CRLF or \"--\" after "
+                          "the boundary"));
       return i;
     }
   }
@@ -336,11 +325,9 @@ std::size_t MultipartParser::read_headers(std::string_view in) {
   std::size_t pos = 0;
   while (pos < in.size()) {
     const void* nl = std::memchr(in.data() + pos, '\n', in.size() - pos);
-    std::size_t end =
-        nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - in.data()) + 1 : in.size();
+    std::size_t end = nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - in.data()) + 1 : in.size();
     if (end - pos > limits_.max_header_bytes - header_.size()) {
-      fail(Status::invalid("part headers exceed " + std::to_string(limits_.max_header_bytes) +
-                           " bytes"));
+      fail(Status::invalid("part headers exceed " + std::to_string(limits_.max_header_bytes) + " bytes"));
       return pos;
     }
     header_.append(in.data() + pos, end - pos);
@@ -384,8 +371,7 @@ Status MultipartParser::parse_headers(PartHeaders& headers) {
     block.remove_prefix(eol + 2);
     std::size_t colon = line.find(':');
     std::string_view name = line.substr(0, colon);
-    if (colon == std::string_view::npos || name.empty() ||
-        !std::all_of(name.begin(), name.end(), is_tchar)) {
+    if (colon == std::string_view::npos || name.empty() || !std::all_of(name.begin(), name.end(), is_tchar)) {
       return Status::invalid("malformed part header line");
     }
     std::string_view value = trim_ows(line.substr(colon + 1));
@@ -419,8 +405,7 @@ Status MultipartParser::parse_disposition(std::string_view value, PartHeaders& h
   bool have_name = false, have_filename = false, have_ext = false, ext_used = false;
   auto once = [](bool& seen, std::string_view param) {
     if (seen) {
-      return Status::invalid("duplicate " + std::string(param) +
-                             " parameter in Content-Disposition header");
+      return Status::invalid("duplicate " + std::string(param) + " parameter in Content-Disposition header");
     }
     seen = true;
     return Status{};
@@ -436,8 +421,7 @@ Status MultipartParser::parse_disposition(std::string_view value, PartHeaders& h
       switch (decode_ext_value(p.value, filename_)) {
         case ExtValue::ok: ext_used = true; break;
         case ExtValue::unsupported_charset: break;  // RFC 6266: fall back to filename
-        case ExtValue::malformed:
-          return Status::invalid("malformed filename* parameter in Content-Disposition header");
+        case ExtValue::malformed: return Status::invalid("malformed filename* parameter in Content-Disposition header");
       }
     }
     return seen;

@@ -78,8 +78,7 @@ class MultipartHandler {
 class MultipartParser {
  public:
   // A boundary that multipart_boundary would reject fails the parser at once.
-  MultipartParser(std::string_view boundary, MultipartHandler& handler,
-                  MultipartLimits limits = {});
+  MultipartParser(std::string_view boundary, MultipartHandler& handler, MultipartLimits limits = {});
   MultipartParser(const MultipartParser&) = delete;
   MultipartParser& operator=(const MultipartParser&) = delete;
 
@@ -106,9 +105,7 @@ class MultipartParser {
   // than boundary + 4 while inside part data.
   std::size_t held_bytes() const { return header_.size() + held_len_; }
   // Heap bytes the parser has reserved; grows only while a header block is read.
-  std::size_t reserved_bytes() const {
-    return header_.capacity() + name_.capacity() + filename_.capacity();
-  }
+  std::size_t reserved_bytes() const { return header_.capacity() + name_.capacity() + filename_.capacity(); }
 
  private:
   enum class State { preamble, boundary_line, headers, data, epilogue, failed };
@@ -134,9 +131,9 @@ class MultipartParser {
   LineState line_ = LineState::start;
   bool paused_ = false;
   std::size_t parts_ = 0;
-  std::string header_;      // the header block being read
+  std::string header_;          // the header block being read
   std::size_t line_start_ = 0;  // where the current header line starts in header_
-  std::string name_;        // decoded parameters, reused from part to part
+  std::string name_;            // decoded parameters, reused from part to part
   std::string filename_;
   Status status_;
 };

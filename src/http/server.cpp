@@ -16,6 +16,9 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <array>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -23,13 +26,10 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
-#include <array>
 #include <chrono>
 #include <ctime>
-#include <fmt/format.h>
 #include <limits>
 #include <optional>
-#include <spdlog/spdlog.h>
 
 namespace kiroku::http {
 
@@ -67,9 +67,7 @@ constexpr std::chrono::seconds kParkAfter{2};
 
 // async_write's completion condition for a streamed piece: each send offers
 // all that is left of it (the head and the piece).
-std::size_t whole_piece(const error_code& ec, std::size_t) {
-  return ec ? 0 : std::numeric_limits<std::size_t>::max();
-}
+std::size_t whole_piece(const error_code& ec, std::size_t) { return ec ? 0 : std::numeric_limits<std::size_t>::max(); }
 
 Method to_method(beast::http::verb v) {
   using beast::http::verb;
@@ -85,8 +83,7 @@ Method to_method(beast::http::verb v) {
 }
 
 std::int64_t unix_us_now() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -333,8 +330,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
   std::string_view view(Span s) const { return std::string_view(head_).substr(s.off, s.len); }
 
-  void on_request_line(beast::http::verb method, std::string_view method_str, std::string_view target,
-                       int version) {
+  void on_request_line(beast::http::verb method, std::string_view method_str, std::string_view target, int version) {
     head_.clear();
     content_type_ = authorization_ = range_ = Span{};
     if_none_match_ = if_modified_since_ = if_range_ = Span{};
@@ -436,9 +432,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       case field::transfer_encoding: transfer_encoding_ = true; break;
       case field::host: ++hosts_; break;
       case field::forwarded: forwarded_ = true; break;
-      case field::expect:
-        expect_continue_ = beast::iequals(value, "100-continue");
-        break;
+      case field::expect: expect_continue_ = beast::iequals(value, "100-continue"); break;
       case field::unknown:
         if (beast::iequals(name_str, "x-forwarded-for") || beast::iequals(name_str, "x-real-ip")) forwarded_ = true;
         break;
@@ -484,9 +478,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::size_t chunk = reader_ ? kStreamReadChunk : kReadChunk;
     if (const std::size_t cap = shard_.server.options_.max_read_bytes; cap > 0) chunk = std::min(chunk, cap);
     socket_.async_read_some(rbuf_.prepare(std::min(chunk, room)),
-                            [self = shared_from_this()](error_code ec, std::size_t n) {
-                              self->on_read(ec, n);
-                            });
+                            [self = shared_from_this()](error_code ec, std::size_t n) { self->on_read(ec, n); });
   }
 
   void on_read(error_code ec, std::size_t n) {
@@ -758,12 +750,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string body_;
   std::optional<Parser> parser_;
   Request req_;
-  std::shared_ptr<BodyReader> reader_;  // the current request's body is streamed to it
-  bool paused_ = false;                 // reader_ took less than offered: wait for resume_body()
+  std::shared_ptr<BodyReader> reader_;       // the current request's body is streamed to it
+  bool paused_ = false;                      // reader_ took less than offered: wait for resume_body()
   std::shared_ptr<Connection> paused_self_;  // held while paused
-  bool discarding_ = false;             // answered before its body: read and drop the body
-  bool answered_early_ = false;         // a Deferred was sent before its handler returned
-  bool parked_ = false;                 // idle without buffers (park())
+  bool discarding_ = false;                  // answered before its body: read and drop the body
+  bool answered_early_ = false;              // a Deferred was sent before its handler returned
+  bool parked_ = false;                      // idle without buffers (park())
   Clock::time_point idle_since_{};
   std::uint64_t discarded_ = 0;
   std::uint64_t stream_left_ = 0;  // body bytes a streamed answer still owes
@@ -775,12 +767,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool transfer_encoding_ = false;  // the current request has a Transfer-Encoding field
   bool forwarded_ = false;          // ... Forwarded, X-Forwarded-For or X-Real-IP
   bool seen_authorization_ = false;
-  unsigned hosts_ = 0;              // Host fields in the head
-  int version_ = 11;                // 10 or 11
-  std::string_view head_error_;     // why the head is refused (400), static text
-  std::size_t head_consumed_ = 0;   // bytes of the current head the parser has taken
-  std::size_t trailer_bytes_ = 0;   // of the current chunked body's trailer
-  bool head_started_ = false;       // the read deadline of the current head is set
+  unsigned hosts_ = 0;             // Host fields in the head
+  int version_ = 11;               // 10 or 11
+  std::string_view head_error_;    // why the head is refused (400), static text
+  std::size_t head_consumed_ = 0;  // bytes of the current head the parser has taken
+  std::size_t trailer_bytes_ = 0;  // of the current chunked body's trailer
+  bool head_started_ = false;      // the read deadline of the current head is set
   bool close_after_ = false;
   State state_ = State::reading;
   Clock::time_point deadline_{};
@@ -788,8 +780,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection* next_ = nullptr;
 };
 
-void Connection::append_head(int status, std::string_view content_type,
-                             std::optional<std::uint64_t> content_length, std::string_view extra_headers) {
+void Connection::append_head(int status, std::string_view content_type, std::optional<std::uint64_t> content_length,
+                             std::string_view extra_headers) {
   if (shard_.draining) close_after_ = true;
   const std::int64_t took = req_.received_us ? unix_us_now() - req_.received_us : 0;
   shard_.server.handler_.answered(req_, status, took > 0 ? static_cast<std::uint64_t>(took) : 0);
@@ -806,8 +798,7 @@ void Connection::append_head(int status, std::string_view content_type,
 void Connection::append_response(int status, std::string_view content_type, std::string_view body,
                                  std::string_view extra_headers) {
   const bool no_body = status == 204 || status == 304 || status < 200;
-  append_head(status, content_type, no_body ? std::nullopt : std::optional<std::uint64_t>(body.size()),
-              extra_headers);
+  append_head(status, content_type, no_body ? std::nullopt : std::optional<std::uint64_t>(body.size()), extra_headers);
   if (!no_body && req_.method != Method::head) out_.append(body);
 }
 
@@ -832,24 +823,24 @@ void Connection::stream_write(std::span<const std::byte> data, std::function<voi
   const std::size_t piece = std::min(data.size(), kStreamPiece);
   set_deadline(shard_.server.options_.write_timeout);
   const std::array<asio::const_buffer, 2> bufs{asio::buffer(out_), asio::buffer(data.data(), piece)};
-  asio::async_write(socket_, bufs, whole_piece,
-                    [self = shared_from_this(), data, piece, done = std::move(done)](error_code ec,
-                                                                                      std::size_t) mutable {
-                      if (self->state_ == State::closed || ec) {
-                        self->close();
-                        done(false);
-                        return;
-                      }
-                      self->out_.clear();
-                      self->set_deadline(kWaitForHandler);
-                      if (piece == data.size()) {
-                        done(true);
-                        return;
-                      }
-                      // The rest of this piece; stream_left_ already counts it.
-                      self->stream_left_ += data.size() - piece;
-                      self->stream_write(data.subspan(piece), std::move(done));
-                    });
+  asio::async_write(
+      socket_, bufs, whole_piece,
+      [self = shared_from_this(), data, piece, done = std::move(done)](error_code ec, std::size_t) mutable {
+        if (self->state_ == State::closed || ec) {
+          self->close();
+          done(false);
+          return;
+        }
+        self->out_.clear();
+        self->set_deadline(kWaitForHandler);
+        if (piece == data.size()) {
+          done(true);
+          return;
+        }
+        // The rest of this piece; stream_left_ already counts it.
+        self->stream_left_ += data.size() - piece;
+        self->stream_write(data.subspan(piece), std::move(done));
+      });
 }
 
 void Connection::stream_end() {
@@ -882,8 +873,7 @@ void Connection::resume_after_deferred() {
 // ---------------------------------------------------------------------------
 // Reply and Deferred
 
-void Reply::send(int status, std::string_view content_type, std::string_view body,
-                 std::string_view extra_headers) {
+void Reply::send(int status, std::string_view content_type, std::string_view body, std::string_view extra_headers) {
   if (sent_ || deferred_) return;
   sent_ = true;
   status_ = status;
@@ -965,8 +955,7 @@ void Deferred::end() {
   c->stream_end();
 }
 
-void Deferred::send(int status, std::string_view content_type, std::string_view body,
-                    std::string_view extra_headers) {
+void Deferred::send(int status, std::string_view content_type, std::string_view body, std::string_view extra_headers) {
   if (!conn_ || begun_) return;
   auto c = std::move(conn_);
   c->append_response(status, content_type, body, extra_headers);
@@ -1055,8 +1044,7 @@ void Shard::close_all() {
 // ---------------------------------------------------------------------------
 // HttpServer
 
-HttpServer::HttpServer(ServerOptions options, Handler& handler)
-    : options_(std::move(options)), handler_(handler) {
+HttpServer::HttpServer(ServerOptions options, Handler& handler) : options_(std::move(options)), handler_(handler) {
   for (unsigned i = 0; i < options_.threads; ++i) shards_.push_back(std::make_unique<Shard>(*this, i));
 }
 

@@ -102,8 +102,7 @@ class Deferred {
   Deferred& operator=(Deferred&&) noexcept;
   ~Deferred();
   explicit operator bool() const { return conn_ != nullptr; }
-  void send(int status, std::string_view content_type, std::string_view body,
-            std::string_view extra_headers = {});
+  void send(int status, std::string_view content_type, std::string_view body, std::string_view extra_headers = {});
 
   // A streamed answer instead of send(): begin() sends the head with the
   // Content-Length to come, write() sends the next piece of the body, end()
@@ -132,8 +131,7 @@ class Deferred {
 class Reply {
  public:
   explicit Reply(Connection& c) : conn_(c) {}
-  void send(int status, std::string_view content_type, std::string_view body,
-            std::string_view extra_headers = {});
+  void send(int status, std::string_view content_type, std::string_view body, std::string_view extra_headers = {});
   // A JSON error body {"error": message} with the given status.
   void error(int status, std::string_view message, std::string_view extra_headers = {});
   // Answer later; the connection reads nothing more until then.

@@ -16,8 +16,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 std::int64_t unix_us_now() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -191,9 +190,10 @@ void BatchWriter::set_aside_conflicts(const Batch& b) {
     if (auto path = spool_->set_aside(conflict_records_); path.ok()) kept = "kept in " + *path;
     else kept = "could not be kept (" + path.status().message() + "), logged below";
   }
-  spdlog::error("{} events of a batch (shard {}) were NOT stored: a different row holds their id (ids {}...); "
-                "{}; counted in kiroku_events_conflicts_total",
-                conflicts_, b.shard == kReplayShard ? std::string("replay") : std::to_string(b.shard), ids, kept);
+  spdlog::error(
+      "{} events of a batch (shard {}) were NOT stored: a different row holds their id (ids {}...); "
+      "{}; counted in kiroku_events_conflicts_total",
+      conflicts_, b.shard == kReplayShard ? std::string("replay") : std::to_string(b.shard), ids, kept);
   if (kept.starts_with("kept")) return;
   RecordReader all(conflict_records_);
   while (all.next(e))
@@ -220,8 +220,8 @@ Status BatchWriter::write_once(Batch& b) {
     if (!st.ok()) return st;
     const auto now_us = unix_us_now();
     if (hooks_.flush_duration)
-      hooks_.flush_duration->observe_shared(static_cast<std::uint64_t>(
-          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count()));
+      hooks_.flush_duration->observe_shared(
+          static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count()));
     if (hooks_.batch_events) hooks_.batch_events->observe_shared(b.events->count);
     record_latencies(b.events->view(), now_us);
     return {};
@@ -254,9 +254,10 @@ Status BatchWriter::write_once(Batch& b) {
     spdlog::warn("spool segment {}: torn tail at offset {} skipped ({} events replayed)", b.segment->path,
                  r->tail_offset, r->records);
   } else if (r->tail == SegmentReadResult::Tail::corrupt) {
-    spdlog::error("spool segment {}: corrupt record at offset {} ({} events before it replayed); "
-                  "kept as {}.corrupt",
-                  b.segment->path, r->tail_offset, r->records, b.segment->path);
+    spdlog::error(
+        "spool segment {}: corrupt record at offset {} ({} events before it replayed); "
+        "kept as {}.corrupt",
+        b.segment->path, r->tail_offset, r->records, b.segment->path);
     quarantine_ = spool_ != nullptr;  // once the batch is done (write())
   }
   return {};
@@ -316,8 +317,7 @@ Status BatchWriter::store(std::string_view records, std::size_t count) {
   }
 }
 
-Status BatchWriter::split(std::string_view records, std::size_t lo, std::size_t hi, const Status& err,
-                          bool tried) {
+Status BatchWriter::split(std::string_view records, std::size_t lo, std::size_t hi, const Status& err, bool tried) {
   const auto part = [&](std::size_t a, std::size_t b) {
     return records.substr(offsets_[a], offsets_[b] - offsets_[a]);
   };
@@ -344,10 +344,10 @@ Status BatchWriter::split(std::string_view records, std::size_t lo, std::size_t 
 
 Status BatchWriter::refuse(std::string_view records, std::size_t i, const Status& err, std::string_view reason) {
   if (++refused_streak_ >= kTableFaultRows) {
-    return Status::permanent(fmt::format(
-        "{} rows in a row were refused and none stored between them, so the table is at fault, not "
-        "the data (last: {}); the batch is kept and retried until the table is fixed",
-        refused_streak_, err.message()));
+    return Status::permanent(
+        fmt::format("{} rows in a row were refused and none stored between them, so the table is at fault, not "
+                    "the data (last: {}); the batch is kept and retried until the table is fixed",
+                    refused_streak_, err.message()));
   }
   RecordReader reader(records.substr(offsets_[i], offsets_[i + 1] - offsets_[i]));
   EventView e;
@@ -417,8 +417,8 @@ bool BatchWriter::write(Batch& b) {
     healthy_ = false;
     if (!logged) {
       spdlog::error("sink write failed ({}): {}; retrying with backoff, {} events waiting",
-                    st.kind() == ErrorKind::transient ? "transient" : "permanent, the operator must act",
-                    st.message(), queued_events());
+                    st.kind() == ErrorKind::transient ? "transient" : "permanent, the operator must act", st.message(),
+                    queued_events());
       logged = true;
     }
     if (st.kind() != ErrorKind::transient && backoff < std::chrono::milliseconds(5000))

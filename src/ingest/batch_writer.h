@@ -46,8 +46,8 @@
 #include <thread>
 #include <vector>
 
-#include "ingest/dead_letter.h"
 #include "common/event.h"
+#include "ingest/dead_letter.h"
 #include "ingest/spool.h"
 #include "sink/sink.h"
 
@@ -62,10 +62,10 @@ inline constexpr unsigned kReplayShard = ~0u;
 inline constexpr std::size_t kTableFaultRows = 16;
 
 struct Batch {
-  unsigned shard = kReplayShard;  // kReplayShard: a segment left by a previous run
-  std::uint64_t seq = 0;          // per-shard batch number
-  std::unique_ptr<EventBuffer> events;    // null once spilled (then `segment` holds them)
-  std::optional<SegmentInfo> segment;     // spool segment holding the same records
+  unsigned shard = kReplayShard;        // kReplayShard: a segment left by a previous run
+  std::uint64_t seq = 0;                // per-shard batch number
+  std::unique_ptr<EventBuffer> events;  // null once spilled (then `segment` holds them)
+  std::optional<SegmentInfo> segment;   // spool segment holding the same records
   std::size_t count = 0;
   std::size_t bytes = 0;
 };
@@ -78,10 +78,10 @@ struct BatchWriterHooks {
   Histogram* accept_to_durable = nullptr;  // microseconds, per event
   Histogram* flush_duration = nullptr;     // microseconds, per transaction
   Histogram* batch_events = nullptr;       // events per transaction
-  Counter* committed_events = nullptr;    // stored, or proven stored before (replay, client id)
-  Counter* replayed_events = nullptr;     // of those, rows already stored under the same id and fields
-  Counter* client_duplicates = nullptr;   // of those, client ids already stored (first wins)
-  Counter* conflict_events = nullptr;     // NOT stored: a different row holds the id; set aside
+  Counter* committed_events = nullptr;     // stored, or proven stored before (replay, client id)
+  Counter* replayed_events = nullptr;      // of those, rows already stored under the same id and fields
+  Counter* client_duplicates = nullptr;    // of those, client ids already stored (first wins)
+  Counter* conflict_events = nullptr;      // NOT stored: a different row holds the id; set aside
   Counter* sink_errors = nullptr;
   Counter* sink_writes = nullptr;  // sink transactions tried, parts of split batches included
   // Dead-lettered events, by kRejectionReasons (sink.h; a null entry is not counted).

@@ -1,18 +1,18 @@
 // collector.cpp - per-shard batches, spool appends, group commit, answers.
 #include "ingest/collector.h"
 
+#include <unistd.h>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <unistd.h>
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <future>
 #include <mutex>
 #include <thread>
-#include <fmt/format.h>
-#include <future>
-#include <spdlog/spdlog.h>
 
 #include "common/text.h"
 #include "ingest/id.h"
@@ -157,8 +157,7 @@ class Collector::Syncer {
         int error = 0;
         for (int fd : s->job_fds) {
           int r;
-          while ((r = ::fdatasync(fd)) != 0 && errno == EINTR) {
-          }
+          while ((r = ::fdatasync(fd)) != 0 && errno == EINTR) {}
           if (r != 0 && error == 0) error = errno;
           ::close(fd);
         }
@@ -263,8 +262,7 @@ void Collector::handle_batch(const http::Request& req, http::Reply& reply) {
   const std::int64_t now_us = req.received_us;
   std::size_t n = 0;
   std::string err = s.json.parse(req.body, [&](const EventInput& in) {
-    EventView e{s.ids.next(now_us / 1000), now_us, in.at_us.value_or(now_us), in.value, in.name,
-                in.client_id};
+    EventView e{s.ids.next(now_us / 1000), now_us, in.at_us.value_or(now_us), in.value, in.name, in.client_id};
     s.current->append(e);
     ++n;
     return true;
@@ -338,8 +336,8 @@ void Collector::run_write(Shard& s) {
   std::size_t events = 0;
   for (const Waiter& w : s.write_running) events += w.count;
   const auto& bytes = s.current->bytes;
-  Status st = s.segment.append(std::string_view(reinterpret_cast<const char*>(bytes.data()) + s.spooled,
-                                                bytes.size() - s.spooled));
+  Status st = s.segment.append(
+      std::string_view(reinterpret_cast<const char*>(bytes.data()) + s.spooled, bytes.size() - s.spooled));
   if (!st.ok()) {
     // Nothing of these requests is kept: their records leave the batch.
     s.current->bytes.resize(s.spooled);
@@ -466,8 +464,7 @@ void Collector::expire_waiters(Shard& s) {
     auto h = std::move(s.waiting_commit.front());
     s.waiting_commit.pop_front();
     for (auto& w : h.waiters)
-      send_json_error(w.reply, 503,
-                      "the database did not commit in time; the events may still be stored later",
+      send_json_error(w.reply, 503, "the database did not commit in time; the events may still be stored later",
                       "Retry-After: 5\r\n");
   }
 }

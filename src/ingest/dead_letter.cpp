@@ -34,12 +34,12 @@ Result<std::unique_ptr<DeadLetterFile>> DeadLetterFile::open(DeadLetterOptions o
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::permanent("dead-letter file " + path + ": cannot create its directory: " + ec.message());
   const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd < 0) return Status::permanent("dead-letter file " + path + ": cannot open its directory: " + errno_text(errno));
+  if (dir_fd < 0)
+    return Status::permanent("dead-letter file " + path + ": cannot open its directory: " + errno_text(errno));
   if (::flock(dir_fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     ::close(dir_fd);
-    if (err == EWOULDBLOCK)
-      return Status::permanent("dead-letter file " + path + " is in use by another process");
+    if (err == EWOULDBLOCK) return Status::permanent("dead-letter file " + path + " is in use by another process");
     return Status::permanent("dead-letter file " + path + ": cannot lock: " + errno_text(err));
   }
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
@@ -99,8 +99,7 @@ Status DeadLetterFile::append(std::string_view lines, const std::vector<std::uin
   int err = write_all(fd_, lines.data(), lines.size());
   if (err == 0) err = sync_fd(fd_, true);
   if (err != 0) {
-    while (::ftruncate(fd_, static_cast<off_t>(bytes_)) != 0 && errno == EINTR) {
-    }
+    while (::ftruncate(fd_, static_cast<off_t>(bytes_)) != 0 && errno == EINTR) {}
     return io_error(err, "dead-letter file " + path() + ": append failed");
   }
   bytes_ += lines.size();
@@ -151,8 +150,8 @@ Status DeadLetterFile::replace(std::string_view lines) {
   return {};
 }
 
-void append_dead_letter_line(std::string& out, const EventView& e, std::string_view reason,
-                             std::string_view error, std::int64_t now_us) {
+void append_dead_letter_line(std::string& out, const EventView& e, std::string_view reason, std::string_view error,
+                             std::int64_t now_us) {
   out += '{';
   append_event_members(out, e);
   out += ",\"reason\":";

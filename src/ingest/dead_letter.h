@@ -30,8 +30,8 @@
 #include <unordered_set>
 #include <vector>
 
-#include "common/status.h"
 #include "common/event.h"
+#include "common/status.h"
 
 namespace kiroku {
 
@@ -86,12 +86,11 @@ class DeadLetterFile {
 void append_event_members(std::string& out, const EventView& e);
 
 // Appends the dead-letter line (with its '\n') of a refused event to `out`.
-void append_dead_letter_line(std::string& out, const EventView& e, std::string_view reason,
-                             std::string_view error, std::int64_t now_us);
+void append_dead_letter_line(std::string& out, const EventView& e, std::string_view reason, std::string_view error,
+                             std::int64_t now_us);
 
 // Parses a dead-letter line and appends the event's record to `records`.
 // False if the line is not one (nothing appended); `id` is set on success.
-bool parse_dead_letter_line(std::string_view line, std::vector<std::byte>& records,
-                            std::uint64_t& id);
+bool parse_dead_letter_line(std::string_view line, std::vector<std::byte>& records, std::uint64_t& id);
 
 }  // namespace kiroku

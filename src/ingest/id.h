@@ -26,8 +26,7 @@ inline constexpr unsigned kMaxShards = 1u << kIdShardBits;
 
 // Milliseconds since the Unix epoch encoded in an id.
 constexpr std::int64_t id_unix_ms(std::uint64_t id) {
-  return static_cast<std::int64_t>(id >> (kIdInstanceBits + kIdShardBits + kIdSequenceBits)) +
-         kIdEpochMs;
+  return static_cast<std::int64_t>(id >> (kIdInstanceBits + kIdShardBits + kIdSequenceBits)) + kIdEpochMs;
 }
 
 // One per shard; not thread-safe (each IO thread owns its own).
@@ -49,8 +48,8 @@ class IdGenerator {
       ++last_ms_;
       seq_ = 0;
     }
-    return (static_cast<std::uint64_t>(last_ms_) << (kIdInstanceBits + kIdShardBits + kIdSequenceBits)) |
-           prefix_ | seq_;
+    return (static_cast<std::uint64_t>(last_ms_) << (kIdInstanceBits + kIdShardBits + kIdSequenceBits)) | prefix_ |
+           seq_;
   }
 
  private:

@@ -139,8 +139,8 @@ void InstanceLease::renew() {
                   r.status().message(), other.status().message());
     return;
   }
-  spdlog::error("instance number {} was taken by another instance ({}); new ids use {}", current,
-                r.status().message(), *other);
+  spdlog::error("instance number {} was taken by another instance ({}); new ids use {}", current, r.status().message(),
+                *other);
   number_ = static_cast<int>(*other);
   confirmed_ = true;
   (void)save(*other);

@@ -49,7 +49,7 @@ std::optional<std::int64_t> parse_int64(std::string_view s) {
 }
 
 std::optional<std::int64_t> parse_timestamp(std::string_view s) {
-  if (all_digits(s)) {  // Unix milliseconds
+  if (all_digits(s)) {                       // Unix milliseconds
     if (s.size() > 15) return std::nullopt;  // beyond year 33658: not a timestamp
     auto ms = parse_int64(s);
     if (!ms) return std::nullopt;
@@ -57,14 +57,12 @@ std::optional<std::int64_t> parse_timestamp(std::string_view s) {
   }
   // RFC 3339: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)
   unsigned y, mo, d, h, mi, se;
-  if (!fixed_digits(s, 0, 4, y) || s.size() < 20 || s[4] != '-' || !fixed_digits(s, 5, 2, mo) ||
-      s[7] != '-' || !fixed_digits(s, 8, 2, d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
-      !fixed_digits(s, 11, 2, h) || s[13] != ':' || !fixed_digits(s, 14, 2, mi) || s[16] != ':' ||
-      !fixed_digits(s, 17, 2, se))
+  if (!fixed_digits(s, 0, 4, y) || s.size() < 20 || s[4] != '-' || !fixed_digits(s, 5, 2, mo) || s[7] != '-' ||
+      !fixed_digits(s, 8, 2, d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || !fixed_digits(s, 11, 2, h) ||
+      s[13] != ':' || !fixed_digits(s, 14, 2, mi) || s[16] != ':' || !fixed_digits(s, 17, 2, se))
     return std::nullopt;
   static constexpr unsigned kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  if (mo < 1 || mo > 12 || d < 1 || d > kDays[mo - 1] || h > 23 || mi > 59 || se > 60)
-    return std::nullopt;
+  if (mo < 1 || mo > 12 || d < 1 || d > kDays[mo - 1] || h > 23 || mi > 59 || se > 60) return std::nullopt;
   const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
   if (mo == 2 && d == 29 && !leap) return std::nullopt;
   std::size_t i = 19;
@@ -86,8 +84,8 @@ std::optional<std::int64_t> parse_timestamp(std::string_view s) {
     ++i;
   } else if (s[i] == '+' || s[i] == '-') {
     unsigned oh, om;
-    if (!fixed_digits(s, i + 1, 2, oh) || i + 3 >= s.size() || s[i + 3] != ':' ||
-        !fixed_digits(s, i + 4, 2, om) || oh > 23 || om > 59)
+    if (!fixed_digits(s, i + 1, 2, oh) || i + 3 >= s.size() || s[i + 3] != ':' || !fixed_digits(s, i + 4, 2, om) ||
+        oh > 23 || om > 59)
       return std::nullopt;
     offset_s = (static_cast<std::int64_t>(oh) * 3600 + om * 60) * (s[i] == '-' ? -1 : 1);
     i += 6;

@@ -48,13 +48,10 @@ bool parse_hex(std::string_view s, std::uint64_t& out) {
 }
 
 // Parses "{seq:016x}-{shard:02x}.kseg", optionally followed by ".corrupt".
-bool parse_segment_name(std::string_view name, std::uint64_t& seq, unsigned& shard,
-                        bool& quarantined) {
-  quarantined = name.size() == kSegmentNameBytes + kQuarantineSuffix.size() &&
-                name.ends_with(kQuarantineSuffix);
+bool parse_segment_name(std::string_view name, std::uint64_t& seq, unsigned& shard, bool& quarantined) {
+  quarantined = name.size() == kSegmentNameBytes + kQuarantineSuffix.size() && name.ends_with(kQuarantineSuffix);
   if (quarantined) name.remove_suffix(kQuarantineSuffix.size());
-  if (name.size() != kSegmentNameBytes || name[16] != '-' || !name.ends_with(kSegmentSuffix))
-    return false;
+  if (name.size() != kSegmentNameBytes || name[16] != '-' || !name.ends_with(kSegmentSuffix)) return false;
   std::uint64_t s = 0;
   if (!parse_hex(name.substr(0, 16), seq) || !parse_hex(name.substr(17, 2), s)) return false;
   shard = static_cast<unsigned>(s);
@@ -91,8 +88,7 @@ SegmentWriter::~SegmentWriter() { close_fd(fd_); }
 Status SegmentWriter::append(std::string_view records) {
   if (fd_ < 0) return Status::invalid("spool segment is not open");
   if (broken_) {
-    return Status::transient("spool segment " + info_.path +
-                             " is unusable after an earlier error; seal it");
+    return Status::transient("spool segment " + info_.path + " is unusable after an earlier error; seal it");
   }
   if (records.empty()) return {};
   const int err = write_all(fd_, records.data(), records.size());
@@ -115,12 +111,10 @@ Status SegmentWriter::append(std::string_view records) {
 Status SegmentWriter::sync() {
   if (fd_ < 0) return Status::invalid("spool segment is not open");
   if (broken_) {
-    return Status::transient("spool segment " + info_.path +
-                             " is unusable after an earlier error; seal it");
+    return Status::transient("spool segment " + info_.path + " is unusable after an earlier error; seal it");
   }
   int r;
-  while ((r = ::fdatasync(fd_)) != 0 && errno == EINTR) {
-  }
+  while ((r = ::fdatasync(fd_)) != 0 && errno == EINTR) {}
   if (r != 0) {
     // After a failed fdatasync the kernel may have dropped the dirty pages, so
     // a later success would prove nothing: never trust this file again.
@@ -171,8 +165,7 @@ Result<std::unique_ptr<Spool>> Spool::open(SpoolOptions options) {
   }
   std::unique_ptr<Spool> spool(new Spool(std::move(options), lock_fd, dir_fd));
   if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK)
-      return Status::permanent("spool directory " + dir + " is in use by another process");
+    if (errno == EWOULDBLOCK) return Status::permanent("spool directory " + dir + " is in use by another process");
     return Status::permanent("spool directory " + dir + ": cannot lock: " + errno_text(errno));
   }
 
@@ -200,8 +193,7 @@ Result<std::unique_ptr<Spool>> Spool::open(SpoolOptions options) {
     bool quarantined = false;
     if (!parse_segment_name(entry->d_name, seq, shard, quarantined)) continue;
     struct stat st;
-    if (::fstatat(dir_fd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
-      continue;
+    if (::fstatat(dir_fd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
     max_seq = std::max(max_seq, seq);  // quarantined names too: a new segment never takes one
     if (quarantined) continue;
     const auto size = static_cast<std::uint64_t>(st.st_size);
@@ -212,10 +204,9 @@ Result<std::unique_ptr<Spool>> Spool::open(SpoolOptions options) {
   if (list_err != 0) {
     return Status::permanent("spool directory " + dir + ": cannot list: " + errno_text(list_err));
   }
-  std::sort(spool->leftover_.begin(), spool->leftover_.end(),
-            [](const SegmentInfo& a, const SegmentInfo& b) {
-              return a.seq != b.seq ? a.seq < b.seq : a.shard < b.shard;
-            });
+  std::sort(spool->leftover_.begin(), spool->leftover_.end(), [](const SegmentInfo& a, const SegmentInfo& b) {
+    return a.seq != b.seq ? a.seq < b.seq : a.shard < b.shard;
+  });
   spool->next_seq_.store(max_seq + 1, std::memory_order_relaxed);
   spool->bytes_.store(total, std::memory_order_relaxed);
   return spool;
@@ -227,12 +218,10 @@ Result<SegmentWriter> Spool::create(unsigned shard) {
   }
   const std::uint64_t seq = next_seq_.fetch_add(1, std::memory_order_relaxed);
   char name[kSegmentNameBytes + 1];
-  std::snprintf(name, sizeof name, "%016llx-%02x.kseg", static_cast<unsigned long long>(seq),
-                shard);
+  std::snprintf(name, sizeof name, "%016llx-%02x.kseg", static_cast<unsigned long long>(seq), shard);
   SegmentInfo info{options_.dir + "/" + name, seq, shard, kSegmentHeaderBytes};
 
-  const int fd =
-      ::open(info.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
+  const int fd = ::open(info.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) return io_error(errno, "spool segment " + info.path + ": cannot create");
 
   char header[kSegmentHeaderBytes];
@@ -260,8 +249,7 @@ Result<SegmentWriter> Spool::create(unsigned shard) {
 void Spool::forget_bytes(std::uint64_t n) {
   // Saturating: a segment removed twice must not wrap the count around.
   std::uint64_t cur = bytes_.load(std::memory_order_relaxed);
-  while (!bytes_.compare_exchange_weak(cur, cur - std::min(cur, n), std::memory_order_relaxed)) {
-  }
+  while (!bytes_.compare_exchange_weak(cur, cur - std::min(cur, n), std::memory_order_relaxed)) {}
 }
 
 Status Spool::remove(const SegmentInfo& segment) {
@@ -301,8 +289,7 @@ Result<std::string> Spool::set_aside(std::string_view records) {
 // ---- Reading
 
 Result<SegmentReadResult> read_segment(const std::string& path, std::vector<std::byte>& scratch,
-                                       const SegmentRecordsFn& on_records,
-                                       std::size_t max_records) {
+                                       const SegmentRecordsFn& on_records, std::size_t max_records) {
   max_records = std::max<std::size_t>(max_records, 1);
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -359,14 +346,12 @@ Result<SegmentReadResult> read_segment(const std::string& path, std::vector<std:
   std::memcpy(&header_seq, buf + 8, 8);
   // A file named as a segment must carry that seq (catches a damaged header).
   const std::size_t slash = path.find_last_of('/');
-  const std::string_view file_name =
-      std::string_view(path).substr(slash == std::string::npos ? 0 : slash + 1);
+  const std::string_view file_name = std::string_view(path).substr(slash == std::string::npos ? 0 : slash + 1);
   std::uint64_t name_seq = 0;
   unsigned name_shard = 0;
   bool quarantined = false;
   const bool named = parse_segment_name(file_name, name_seq, name_shard, quarantined);
-  if (std::memcmp(buf, kMagic, 4) != 0 || version != kSegmentVersion ||
-      (named && name_seq != header_seq)) {
+  if (std::memcmp(buf, kMagic, 4) != 0 || version != kSegmentVersion || (named && name_seq != header_seq)) {
     result.tail = SegmentReadResult::Tail::corrupt;
     return result;
   }
@@ -387,8 +372,8 @@ Result<SegmentReadResult> read_segment(const std::string& path, std::vector<std:
   for (;;) {
     EventView event;
     std::size_t size = 0;
-    const DecodeResult d = begin < end ? decode_record({buf + begin, end - begin}, event, size)
-                                       : DecodeResult::need_more;
+    const DecodeResult d =
+        begin < end ? decode_record({buf + begin, end - begin}, event, size) : DecodeResult::need_more;
     if (d == DecodeResult::ok) {
       begin += size;
       if (++run_count == max_records) {

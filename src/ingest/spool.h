@@ -187,7 +187,6 @@ using SegmentRecordsFn = std::function<Status(std::string_view records, std::siz
 // torn or corrupt record and says so in the result; never fails on content.
 // Errors: not_found (no such file), transient (read error), or the callback's.
 Result<SegmentReadResult> read_segment(const std::string& path, std::vector<std::byte>& scratch,
-                                       const SegmentRecordsFn& on_records,
-                                       std::size_t max_records = 4096);
+                                       const SegmentRecordsFn& on_records, std::size_t max_records = 4096);
 
 }  // namespace kiroku

@@ -25,8 +25,7 @@ class LatencyHistogram {
  public:
   static constexpr int kSubBucketBits = 7;  // 128 linear sub-buckets per power of two
   static constexpr int kTopExponent = 42;   // tracked values are below 2^42 ns
-  static constexpr std::size_t kBuckets =
-      static_cast<std::size_t>(kTopExponent - kSubBucketBits + 1) << kSubBucketBits;
+  static constexpr std::size_t kBuckets = static_cast<std::size_t>(kTopExponent - kSubBucketBits + 1) << kSubBucketBits;
   static constexpr std::int64_t kMaxTrackable = (std::int64_t{1} << kTopExponent) - 1;
 
   LatencyHistogram();

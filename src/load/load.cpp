@@ -51,8 +51,7 @@ bool starts_with_nocase(std::string_view s, std::string_view prefix) {
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
-    s.remove_suffix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
   return s;
 }
 
@@ -108,8 +107,7 @@ Result<std::chrono::nanoseconds> parse_duration(std::string_view text) {
   } else if (unit == "h") {
     ns_per_unit = 3600e9;
   } else {
-    return Status::invalid("unknown unit in duration '" + std::string(text) +
-                           "' (use ns, us, ms, s, m or h)");
+    return Status::invalid("unknown unit in duration '" + std::string(text) + "' (use ns, us, ms, s, m or h)");
   }
   const double ns = number * ns_per_unit;
   if (!(ns >= 0) || ns > 1e18) {
@@ -120,8 +118,7 @@ Result<std::chrono::nanoseconds> parse_duration(std::string_view text) {
 
 void add_load_options(CLI::App& subcommand, LoadOptions& options) {
   subcommand
-      .add_option("--url", options.url,
-                  "http://host:port/path?query; {seq}, {rand}, {name} are replaced per request")
+      .add_option("--url", options.url, "http://host:port/path?query; {seq}, {rand}, {name} are replaced per request")
       ->required();
   subcommand
       .add_option("--rate", options.rate,
@@ -138,10 +135,8 @@ void add_load_options(CLI::App& subcommand, LoadOptions& options) {
           },
           "How long requests come due: 500ms, 10s, 1m")
       ->default_str("10s");
-  subcommand.add_option("--connections", options.connections, "Keep-alive connections")
-      ->capture_default_str();
-  subcommand
-      .add_option("--threads", options.threads, "Threads, each with its share of connections")
+  subcommand.add_option("--connections", options.connections, "Keep-alive connections")->capture_default_str();
+  subcommand.add_option("--threads", options.threads, "Threads, each with its share of connections")
       ->capture_default_str();
   subcommand
       .add_option_function<std::string>(
@@ -158,8 +153,7 @@ void add_load_options(CLI::App& subcommand, LoadOptions& options) {
   subcommand.add_option("--method", options.method, "Request method")->capture_default_str();
   subcommand.add_option("--body-file", options.body_file,
                         "File sent as the body of every request (placeholders replaced)");
-  subcommand.add_option("--header", options.headers,
-                        "Extra request header 'Name: value' (repeatable)");
+  subcommand.add_option("--header", options.headers, "Extra request header 'Name: value' (repeatable)");
   subcommand.add_option("--names", options.names, "How many distinct {name} values (m0, m1, ...)")
       ->capture_default_str();
   subcommand.add_flag("--json", options.json, "Print the report as JSON on stdout");
@@ -194,8 +188,7 @@ Status check_options(const LoadOptions& o) {
     return Status::invalid("--pipeline: must be from 1 to " + std::to_string(kMaxLoadPipeline));
   }
   if (o.names < 1) return Status::invalid("--names: must be at least 1");
-  if (!is_token(o.method))
-    return Status::invalid("--method: not a valid method '" + o.method + "'");
+  if (!is_token(o.method)) return Status::invalid("--method: not a valid method '" + o.method + "'");
   return {};
 }
 
@@ -246,10 +239,8 @@ Result<LoadTarget> parse_load_url(std::string_view url) {
   }
   if (!port_text.empty()) {
     unsigned port = 0;
-    const auto [end, ec] =
-        std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-    if (ec != std::errc() || end != port_text.data() + port_text.size() || port < 1 ||
-        port > 65535) {
+    const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (ec != std::errc() || end != port_text.data() + port_text.size() || port < 1 || port > 65535) {
       return Status::invalid("--url: bad port '" + std::string(port_text) + "'");
     }
     t.port = static_cast<std::uint16_t>(port);
@@ -264,8 +255,7 @@ Result<LoadTarget> parse_load_url(std::string_view url) {
   t.target.append(rest);
   for (char c : t.target) {
     if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
-      return Status::invalid("--url: spaces and control characters must be percent-encoded ('" +
-                             shown + "')");
+      return Status::invalid("--url: spaces and control characters must be percent-encoded ('" + shown + "')");
     }
   }
   return t;
@@ -333,8 +323,8 @@ Result<RequestTemplate> RequestTemplate::make(const LoadOptions& options, const 
     if (Status s = parse_into(header, t.head_); !s.ok()) return s;
     literal("\r\n");
   }
-  t.has_body_ = !body.empty() || equals_nocase(options.method, "POST") ||
-                equals_nocase(options.method, "PUT") || equals_nocase(options.method, "PATCH");
+  t.has_body_ = !body.empty() || equals_nocase(options.method, "POST") || equals_nocase(options.method, "PUT") ||
+                equals_nocase(options.method, "PATCH");
   if (Status s = parse_into(body, t.body_); !s.ok()) return s;
 
   // The longest rendering: every placeholder at its widest.
@@ -342,18 +332,10 @@ Result<RequestTemplate> RequestTemplate::make(const LoadOptions& options, const 
     std::size_t n = 0;
     for (const Piece& p : pieces) {
       switch (p.field) {
-        case Field::literal:
-          n += p.text.size();
-          break;
-        case Field::seq:
-          n += 20;
-          break;
-        case Field::rand:
-          n += 10;
-          break;
-        case Field::name:
-          n += 11;
-          break;
+        case Field::literal: n += p.text.size(); break;
+        case Field::seq: n += 20; break;
+        case Field::rand: n += 10; break;
+        case Field::name: n += 11; break;
       }
     }
     return n;
@@ -362,23 +344,15 @@ Result<RequestTemplate> RequestTemplate::make(const LoadOptions& options, const 
   return t;
 }
 
-std::size_t RequestTemplate::rendered_size(const std::vector<Piece>& pieces, std::uint64_t seq,
-                                           std::uint32_t random, unsigned names) {
+std::size_t RequestTemplate::rendered_size(const std::vector<Piece>& pieces, std::uint64_t seq, std::uint32_t random,
+                                           unsigned names) {
   std::size_t n = 0;
   for (const Piece& p : pieces) {
     switch (p.field) {
-      case Field::literal:
-        n += p.text.size();
-        break;
-      case Field::seq:
-        n += decimal_digits(seq);
-        break;
-      case Field::rand:
-        n += decimal_digits(random);
-        break;
-      case Field::name:
-        n += 1 + decimal_digits(seq % names);
-        break;
+      case Field::literal: n += p.text.size(); break;
+      case Field::seq: n += decimal_digits(seq); break;
+      case Field::rand: n += decimal_digits(random); break;
+      case Field::name: n += 1 + decimal_digits(seq % names); break;
     }
   }
   return n;
@@ -388,15 +362,9 @@ void RequestTemplate::append(std::string& out, const std::vector<Piece>& pieces,
                              std::uint32_t random, unsigned names) {
   for (const Piece& p : pieces) {
     switch (p.field) {
-      case Field::literal:
-        out.append(p.text);
-        break;
-      case Field::seq:
-        append_decimal(out, seq);
-        break;
-      case Field::rand:
-        append_decimal(out, random);
-        break;
+      case Field::literal: out.append(p.text); break;
+      case Field::seq: append_decimal(out, seq); break;
+      case Field::rand: append_decimal(out, random); break;
       case Field::name:
         out.push_back('m');
         append_decimal(out, seq % names);
@@ -405,8 +373,7 @@ void RequestTemplate::append(std::string& out, const std::vector<Piece>& pieces,
   }
 }
 
-void RequestTemplate::render(std::string& out, std::uint64_t seq, std::uint32_t random,
-                             unsigned names) const {
+void RequestTemplate::render(std::string& out, std::uint64_t seq, std::uint32_t random, unsigned names) const {
   if (names == 0) names = 1;
   append(out, head_, seq, random, names);
   if (!has_body_) {
@@ -438,8 +405,7 @@ ResponseParser::Step ResponseParser::fail(const char* why) {
 
 // Looks for the blank line that ends the header block; parses it only once
 // it is complete. Lines end in CRLF or a bare LF.
-ResponseParser::Step ResponseParser::parse_head(const char* data, std::size_t size,
-                                                std::size_t& consumed) {
+ResponseParser::Step ResponseParser::parse_head(const char* data, std::size_t size, std::size_t& consumed) {
   consumed = 0;
   const std::string_view all(data, size);
   std::size_t pos = 0;
@@ -549,8 +515,7 @@ ResponseParser::Step ResponseParser::parse_head(const char* data, std::size_t si
   return Step::need_more;
 }
 
-ResponseParser::Step ResponseParser::parse(const char* data, std::size_t size,
-                                           std::size_t& consumed) {
+ResponseParser::Step ResponseParser::parse(const char* data, std::size_t size, std::size_t& consumed) {
   consumed = 0;
   if (error_ != nullptr) return Step::error;
   for (;;) {
@@ -642,9 +607,7 @@ ResponseParser::Step ResponseParser::parse(const char* data, std::size_t size,
         }
         break;
       }
-      case State::until_close:
-        consumed = size;
-        return Step::need_more;
+      case State::until_close: consumed = size; return Step::need_more;
     }
   }
 }
@@ -704,9 +667,8 @@ constexpr auto kSweepInterval = std::chrono::milliseconds(5);
 constexpr auto kReconnectPause = std::chrono::milliseconds(10);
 
 Failure classify(const boost::system::error_code& ec) {
-  if (ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
-      ec == asio::error::eof || ec == asio::error::connection_aborted ||
-      ec == asio::error::shut_down) {
+  if (ec == asio::error::connection_reset || ec == asio::error::broken_pipe || ec == asio::error::eof ||
+      ec == asio::error::connection_aborted || ec == asio::error::shut_down) {
     return Failure::closed;
   }
   if (ec == asio::error::timed_out) return Failure::timeout;
@@ -910,9 +872,7 @@ bool Connection::work_left() const {
   return next_send_ < quota_ || in_flight_ > 0;
 }
 
-bool Connection::wants_connection() const {
-  return closed_loop_ ? !ending_ : next_send_ < next_due_;
-}
+bool Connection::wants_connection() const { return closed_loop_ ? !ending_ : next_send_ < next_due_; }
 
 void Connection::arm_due() {
   due_timer_.expires_at(due_time(next_due_));
@@ -950,8 +910,7 @@ void Connection::pump() {
   }
   if (state_ != State::open || writing_) return;
   const unsigned room = depth_ - in_flight_;
-  std::uint64_t n =
-      closed_loop_ ? (ending_ ? 0 : room) : std::min<std::uint64_t>(room, next_due_ - next_send_);
+  std::uint64_t n = closed_loop_ ? (ending_ ? 0 : room) : std::min<std::uint64_t>(room, next_due_ - next_send_);
   if (n == 0) return;
 
   const TimePoint now = Clock::now();
@@ -975,13 +934,10 @@ void Connection::pump() {
 void Connection::write_some() {
   socket_.async_write_some(
       asio::buffer(write_buffer_.data() + written_, write_buffer_.size() - written_),
-      [this, epoch = epoch_](const boost::system::error_code& ec, std::size_t n) {
-        on_written(ec, n, epoch);
-      });
+      [this, epoch = epoch_](const boost::system::error_code& ec, std::size_t n) { on_written(ec, n, epoch); });
 }
 
-void Connection::on_written(const boost::system::error_code& ec, std::size_t n,
-                            std::uint32_t epoch) {
+void Connection::on_written(const boost::system::error_code& ec, std::size_t n, std::uint32_t epoch) {
   if (epoch != epoch_) return;
   if (ec) {
     writing_ = false;
@@ -1010,14 +966,12 @@ void Connection::connect() {
 void Connection::connect_to(std::size_t endpoint) {
   boost::system::error_code ignored;
   socket_.close(ignored);
-  socket_.async_connect(plan_.endpoints[endpoint],
-                        [this, endpoint, epoch = epoch_](const boost::system::error_code& ec) {
-                          on_connected(ec, endpoint, epoch);
-                        });
+  socket_.async_connect(
+      plan_.endpoints[endpoint],
+      [this, endpoint, epoch = epoch_](const boost::system::error_code& ec) { on_connected(ec, endpoint, epoch); });
 }
 
-void Connection::on_connected(const boost::system::error_code& ec, std::size_t endpoint,
-                              std::uint32_t epoch) {
+void Connection::on_connected(const boost::system::error_code& ec, std::size_t endpoint, std::uint32_t epoch) {
   if (epoch != epoch_) return;
   if (ec) {
     const std::size_t next = (endpoint + 1) % plan_.endpoints.size();
@@ -1066,9 +1020,7 @@ void Connection::start_read() {
   reading_ = true;
   socket_.async_read_some(
       asio::buffer(read_buffer_.data() + read_end_, read_buffer_.size() - read_end_),
-      [this, epoch = epoch_](const boost::system::error_code& ec, std::size_t n) {
-        on_read(ec, n, epoch);
-      });
+      [this, epoch = epoch_](const boost::system::error_code& ec, std::size_t n) { on_read(ec, n, epoch); });
 }
 
 void Connection::on_read(const boost::system::error_code& ec, std::size_t n, std::uint32_t epoch) {
@@ -1341,13 +1293,11 @@ Result<LoadReport> run_load(const LoadOptions& options, std::ostream* progress) 
       }
       const TimePoint now = Clock::now();
       const double interval = std::chrono::duration<double>(now - last_tick).count();
-      const double rate =
-          interval > 0 ? static_cast<double>(answered - last_answered) / interval : 0;
+      const double rate = interval > 0 ? static_cast<double>(answered - last_answered) / interval : 0;
       char line[160];
-      std::snprintf(
-          line, sizeof line, "load %4.0fs  sent %llu  answered %llu  errors %llu  rate %.0f/s\n",
-          std::chrono::duration<double>(now - began).count(), static_cast<unsigned long long>(sent),
-          static_cast<unsigned long long>(answered), static_cast<unsigned long long>(errors), rate);
+      std::snprintf(line, sizeof line, "load %4.0fs  sent %llu  answered %llu  errors %llu  rate %.0f/s\n",
+                    std::chrono::duration<double>(now - began).count(), static_cast<unsigned long long>(sent),
+                    static_cast<unsigned long long>(answered), static_cast<unsigned long long>(errors), rate);
       *progress << line << std::flush;
       last_tick = now;
       last_answered = answered;
@@ -1439,33 +1389,25 @@ std::string format_report(const LoadReport& r, bool json) {
   std::snprintf(line, sizeof line, "kiroku load  %s\n", r.url.c_str());
   out += line;
   if (r.rate > 0) {
-    std::snprintf(line, sizeof line, "  schedule   %g requests/s for %gs", r.rate,
-                  seconds(r.duration));
+    std::snprintf(line, sizeof line, "  schedule   %g requests/s for %gs", r.rate, seconds(r.duration));
   } else {
     std::snprintf(line, sizeof line, "  schedule   closed loop for %gs", seconds(r.duration));
   }
   out += line;
-  std::snprintf(line, sizeof line, ", %u connections, %u threads, pipeline %u\n", r.connections,
-                r.threads, r.pipeline);
+  std::snprintf(line, sizeof line, ", %u connections, %u threads, pipeline %u\n", r.connections, r.threads, r.pipeline);
   out += line;
-  std::snprintf(line, sizeof line,
-                "  requests   %llu due, %llu sent, %llu answered in %.2fs: %.1f answers/s\n",
+  std::snprintf(line, sizeof line, "  requests   %llu due, %llu sent, %llu answered in %.2fs: %.1f answers/s\n",
                 u(r.scheduled), u(r.sent), u(r.answered), seconds(r.elapsed), r.throughput());
   out += line;
-  std::snprintf(
-      line, sizeof line, "  answers    2xx %llu, 3xx %llu, 4xx %llu, 5xx %llu, other %llu\n",
-      u(r.status_2xx), u(r.status_3xx), u(r.status_4xx), u(r.status_5xx), u(r.status_other));
+  std::snprintf(line, sizeof line, "  answers    2xx %llu, 3xx %llu, 4xx %llu, 5xx %llu, other %llu\n", u(r.status_2xx),
+                u(r.status_3xx), u(r.status_4xx), u(r.status_5xx), u(r.status_other));
   out += line;
-  std::snprintf(line, sizeof line,
-                "  errors     %llu (connect %llu, timeout %llu, closed %llu, other %llu)\n",
-                u(r.errors()), u(r.connect_errors), u(r.timeout_errors), u(r.closed_errors),
-                u(r.other_errors));
+  std::snprintf(line, sizeof line, "  errors     %llu (connect %llu, timeout %llu, closed %llu, other %llu)\n",
+                u(r.errors()), u(r.connect_errors), u(r.timeout_errors), u(r.closed_errors), u(r.other_errors));
   out += line;
-  out += "  latency    mean " + format_latency(h.mean()) + ", p50 " +
-         format_latency(h.value_at_percentile(50)) + ", p90 " +
-         format_latency(h.value_at_percentile(90)) + ", p99 " +
-         format_latency(h.value_at_percentile(99)) + ", p99.9 " +
-         format_latency(h.value_at_percentile(99.9)) + ", max " + format_latency(h.max()) + "\n";
+  out += "  latency    mean " + format_latency(h.mean()) + ", p50 " + format_latency(h.value_at_percentile(50)) +
+         ", p90 " + format_latency(h.value_at_percentile(90)) + ", p99 " + format_latency(h.value_at_percentile(99)) +
+         ", p99.9 " + format_latency(h.value_at_percentile(99.9)) + ", max " + format_latency(h.max()) + "\n";
   return out;
 }
 

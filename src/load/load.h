@@ -106,9 +106,7 @@ struct LoadReport {
   // sent (closed loop) to the last byte of its answer.
   LatencyHistogram latency;
 
-  std::uint64_t errors() const {
-    return connect_errors + timeout_errors + closed_errors + other_errors;
-  }
+  std::uint64_t errors() const { return connect_errors + timeout_errors + closed_errors + other_errors; }
   std::uint64_t not_2xx() const { return answered - status_2xx; }
   // Answers per second over `elapsed`.
   double throughput() const;
@@ -145,8 +143,7 @@ Result<LoadTarget> parse_load_url(std::string_view url);
 class RequestTemplate {
  public:
   // Status::invalid for an unknown {placeholder} or a bad header line.
-  static Result<RequestTemplate> make(const LoadOptions& options, const LoadTarget& target,
-                                      std::string_view body);
+  static Result<RequestTemplate> make(const LoadOptions& options, const LoadTarget& target, std::string_view body);
 
   std::size_t max_size() const { return max_size_; }
   bool is_head() const { return is_head_; }
@@ -159,10 +156,10 @@ class RequestTemplate {
     std::string text;  // for literal pieces
   };
   static Status parse_into(std::string_view text, std::vector<Piece>& out);
-  static std::size_t rendered_size(const std::vector<Piece>& pieces, std::uint64_t seq,
-                                   std::uint32_t random, unsigned names);
-  static void append(std::string& out, const std::vector<Piece>& pieces, std::uint64_t seq,
-                     std::uint32_t random, unsigned names);
+  static std::size_t rendered_size(const std::vector<Piece>& pieces, std::uint64_t seq, std::uint32_t random,
+                                   unsigned names);
+  static void append(std::string& out, const std::vector<Piece>& pieces, std::uint64_t seq, std::uint32_t random,
+                     unsigned names);
 
   std::vector<Piece> head_;  // request line and headers, up to where Content-Length goes
   std::vector<Piece> body_;

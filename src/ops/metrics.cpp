@@ -96,12 +96,9 @@ double round_to_12_digits(double v) {
 
 const char* type_name(MetricType type) {
   switch (type) {
-    case MetricType::counter:
-      return "counter";
-    case MetricType::gauge:
-      return "gauge";
-    case MetricType::histogram:
-      return "histogram";
+    case MetricType::counter: return "counter";
+    case MetricType::gauge: return "gauge";
+    case MetricType::histogram: return "histogram";
   }
   return "untyped";
 }
@@ -117,8 +114,7 @@ std::vector<std::string> sample_names(const MetricFamily& f) {
 void fail(std::string message) { throw std::invalid_argument(std::move(message)); }
 
 // "a=x" labels object for /stats.
-nlohmann::json labels_json(const std::vector<std::string>& names,
-                           const std::vector<std::string>& values) {
+nlohmann::json labels_json(const std::vector<std::string>& names, const std::vector<std::string>& values) {
   nlohmann::json labels = nlohmann::json::object();
   for (std::size_t i = 0; i < names.size(); ++i) labels[names[i]] = values[i];
   return labels;
@@ -143,8 +139,8 @@ void append_series_start(std::string& out, const std::string& name, const std::s
 }  // namespace
 
 std::vector<double> exponential_buckets(double start, double factor, std::size_t count) {
-  if (!(start > 0) || !std::isfinite(start) || !(factor > 1) || !std::isfinite(factor) ||
-      count == 0 || count > kMaxHistogramBounds) {
+  if (!(start > 0) || !std::isfinite(start) || !(factor > 1) || !std::isfinite(factor) || count == 0 ||
+      count > kMaxHistogramBounds) {
     fail("exponential_buckets: need start > 0, factor > 1 and 1 <= count <= 32");
   }
   std::vector<double> bounds;
@@ -165,8 +161,7 @@ std::vector<double> exponential_buckets(double start, double factor, std::size_t
 // Counter, Gauge
 // ============================================================================
 
-Counter::Counter(unsigned shards)
-    : shards_(shards), cells_(std::make_unique<Cell[]>(std::size_t{shards} + 1)) {}
+Counter::Counter(unsigned shards) : shards_(shards), cells_(std::make_unique<Cell[]>(std::size_t{shards} + 1)) {}
 
 std::uint64_t Counter::value() const noexcept {
   std::uint64_t sum = 0;
@@ -174,8 +169,7 @@ std::uint64_t Counter::value() const noexcept {
   return sum;
 }
 
-Gauge::Gauge(unsigned shards)
-    : shards_(shards), cells_(std::make_unique<Cell[]>(std::size_t{shards} + 1)) {}
+Gauge::Gauge(unsigned shards) : shards_(shards), cells_(std::make_unique<Cell[]>(std::size_t{shards} + 1)) {}
 
 std::int64_t Gauge::value() const noexcept {
   // Parts may be negative (a shard that only decrements); sum with wrap-around
@@ -207,8 +201,7 @@ Histogram::Histogram(unsigned shards, std::span<const double> bounds, double uni
     // bound within rounding noise of a whole number of units is that number.
     const double x = per_unit_ > 0 ? b * per_unit_ : b / unit;
     const double nearest = std::round(x);
-    const double limit =
-        std::fabs(x - nearest) <= 1e-9 * std::max(1.0, nearest) ? nearest : std::floor(x);
+    const double limit = std::fabs(x - nearest) <= 1e-9 * std::max(1.0, nearest) ? nearest : std::floor(x);
     if (limit >= 1.8e19) fail("histogram bound too large for its unit");
     limits_[i] = static_cast<std::uint64_t>(limit);
     if (i > 0 && limits_[i] <= limits_[i - 1]) {
@@ -256,8 +249,7 @@ double HistogramSnapshot::quantile(double q) const {
       const double lower = i == 0 ? 0.0 : bounds[i - 1];
       // No value exceeds max, so it is the upper end of the bucket that holds it.
       const double upper = std::max(lower, i < n ? std::min(bounds[i], max) : max);
-      return lower +
-             (upper - lower) * ((rank - static_cast<double>(below)) / static_cast<double>(in));
+      return lower + (upper - lower) * ((rank - static_cast<double>(below)) / static_cast<double>(in));
     }
     below += in;
   }
@@ -270,11 +262,7 @@ double HistogramSnapshot::quantile(double q) const {
 
 MetricFamily::MetricFamily(std::mutex& mu, MetricType type, std::string name, std::string help,
                            std::vector<std::string> label_names)
-    : mu_(mu),
-      type_(type),
-      name_(std::move(name)),
-      help_(std::move(help)),
-      label_names_(std::move(label_names)) {
+    : mu_(mu), type_(type), name_(std::move(name)), help_(std::move(help)), label_names_(std::move(label_names)) {
   if (!valid_metric_name(name_)) fail("invalid metric name '" + name_ + "'");
   if (!valid_utf8(help_)) fail("help of " + name_ + " is not UTF-8");
   for (std::size_t i = 0; i < label_names_.size(); ++i) {
@@ -317,17 +305,15 @@ std::string MetricFamily::label_pairs(const std::vector<std::string>& values) co
 }
 
 bool MetricFamily::same_shape(const MetricFamily& other) const {
-  return typeid(*this) == typeid(other) && type_ == other.type_ && name_ == other.name_ &&
-         help_ == other.help_ && label_names_ == other.label_names_;
+  return typeid(*this) == typeid(other) && type_ == other.type_ && name_ == other.name_ && help_ == other.help_ &&
+         label_names_ == other.label_names_;
 }
 
 // ---- counters ----
 
 CounterFamily::CounterFamily(std::mutex& mu, unsigned shards, std::string name, std::string help,
                              std::vector<std::string> label_names)
-    : MetricFamily(mu, MetricType::counter, std::move(name), std::move(help),
-                   std::move(label_names)),
-      shards_(shards) {
+    : MetricFamily(mu, MetricType::counter, std::move(name), std::move(help), std::move(label_names)), shards_(shards) {
   // An unlabeled family has its one series from the start, so it shows as 0.
   if (this->label_names().empty()) add({});
 }
@@ -342,8 +328,7 @@ Counter* CounterFamily::add(std::vector<std::string> values) {
     if (s->values == values) return &s->metric;
   }
   std::string pairs = label_pairs(values);
-  series_.push_back(
-      std::unique_ptr<Series>(new Series{std::move(values), std::move(pairs), Counter(shards_)}));
+  series_.push_back(std::unique_ptr<Series>(new Series{std::move(values), std::move(pairs), Counter(shards_)}));
   return &series_.back()->metric;
 }
 
@@ -358,8 +343,7 @@ void CounterFamily::render_prometheus(std::string& out) const {
 void CounterFamily::render_json(nlohmann::json& into) const {
   nlohmann::json series = nlohmann::json::array();
   for (const auto& s : series_) {
-    series.push_back(
-        {{"labels", labels_json(label_names(), s->values)}, {"value", s->metric.value()}});
+    series.push_back({{"labels", labels_json(label_names(), s->values)}, {"value", s->metric.value()}});
   }
   into[name()] = {{"type", "counter"}, {"help", help()}, {"series", std::move(series)}};
 }
@@ -368,8 +352,7 @@ void CounterFamily::render_json(nlohmann::json& into) const {
 
 GaugeFamily::GaugeFamily(std::mutex& mu, unsigned shards, std::string name, std::string help,
                          std::vector<std::string> label_names)
-    : MetricFamily(mu, MetricType::gauge, std::move(name), std::move(help), std::move(label_names)),
-      shards_(shards) {
+    : MetricFamily(mu, MetricType::gauge, std::move(name), std::move(help), std::move(label_names)), shards_(shards) {
   if (this->label_names().empty()) add({});
 }
 
@@ -383,8 +366,7 @@ Gauge* GaugeFamily::add(std::vector<std::string> values) {
     if (s->values == values) return &s->metric;
   }
   std::string pairs = label_pairs(values);
-  series_.push_back(
-      std::unique_ptr<Series>(new Series{std::move(values), std::move(pairs), Gauge(shards_)}));
+  series_.push_back(std::unique_ptr<Series>(new Series{std::move(values), std::move(pairs), Gauge(shards_)}));
   return &series_.back()->metric;
 }
 
@@ -399,19 +381,16 @@ void GaugeFamily::render_prometheus(std::string& out) const {
 void GaugeFamily::render_json(nlohmann::json& into) const {
   nlohmann::json series = nlohmann::json::array();
   for (const auto& s : series_) {
-    series.push_back(
-        {{"labels", labels_json(label_names(), s->values)}, {"value", s->metric.value()}});
+    series.push_back({{"labels", labels_json(label_names(), s->values)}, {"value", s->metric.value()}});
   }
   into[name()] = {{"type", "gauge"}, {"help", help()}, {"series", std::move(series)}};
 }
 
 // ---- histograms ----
 
-HistogramFamily::HistogramFamily(std::mutex& mu, unsigned shards, std::string name,
-                                 std::string help, std::vector<std::string> label_names,
-                                 std::vector<double> bounds, double unit)
-    : MetricFamily(mu, MetricType::histogram, std::move(name), std::move(help),
-                   std::move(label_names)),
+HistogramFamily::HistogramFamily(std::mutex& mu, unsigned shards, std::string name, std::string help,
+                                 std::vector<std::string> label_names, std::vector<double> bounds, double unit)
+    : MetricFamily(mu, MetricType::histogram, std::move(name), std::move(help), std::move(label_names)),
       shards_(shards),
       bounds_(std::move(bounds)),
       unit_(unit) {
@@ -435,8 +414,8 @@ Histogram* HistogramFamily::add(std::vector<std::string> values) {
     if (s->values == values) return &s->metric;
   }
   std::string pairs = label_pairs(values);
-  series_.push_back(std::unique_ptr<Series>(
-      new Series{std::move(values), std::move(pairs), Histogram(shards_, bounds_, unit_)}));
+  series_.push_back(
+      std::unique_ptr<Series>(new Series{std::move(values), std::move(pairs), Histogram(shards_, bounds_, unit_)}));
   return &series_.back()->metric;
 }
 
@@ -508,8 +487,7 @@ void CallbackFamily::with(std::vector<std::string> label_values, std::function<d
     if (s->values == label_values) fail("callback series of " + name() + " registered twice");
   }
   std::string pairs = label_pairs(label_values);
-  series_.push_back(std::unique_ptr<Series>(
-      new Series{std::move(label_values), std::move(pairs), std::move(read)}));
+  series_.push_back(std::unique_ptr<Series>(new Series{std::move(label_values), std::move(pairs), std::move(read)}));
 }
 
 void CallbackFamily::render_prometheus(std::string& out) const {
@@ -523,8 +501,7 @@ void CallbackFamily::render_prometheus(std::string& out) const {
 void CallbackFamily::render_json(nlohmann::json& into) const {
   nlohmann::json series = nlohmann::json::array();
   for (const auto& s : series_) {
-    series.push_back(
-        {{"labels", labels_json(label_names(), s->values)}, {"value", number_or_null(s->read())}});
+    series.push_back({{"labels", labels_json(label_names(), s->values)}, {"value", number_or_null(s->read())}});
   }
   into[name()] = {{"type", type_name(type())}, {"help", help()}, {"series", std::move(series)}};
 }
@@ -544,8 +521,7 @@ MetricFamily& Registry::add_family(std::unique_ptr<MetricFamily> candidate) {
   const auto it = families_.find(candidate->name());
   if (it != families_.end()) {
     if (!it->second->same_shape(*candidate)) {
-      fail("metric " + candidate->name() +
-           " is already registered with another type, help, labels or buckets");
+      fail("metric " + candidate->name() + " is already registered with another type, help, labels or buckets");
     }
     return *it->second;
   }
@@ -563,26 +539,22 @@ MetricFamily& Registry::add_family(std::unique_ptr<MetricFamily> candidate) {
   return added;
 }
 
-CounterFamily& Registry::counter(std::string name, std::string help,
-                                 std::vector<std::string> label_names) {
+CounterFamily& Registry::counter(std::string name, std::string help, std::vector<std::string> label_names) {
   std::unique_ptr<MetricFamily> f(
       new CounterFamily(mu_, shards_, std::move(name), std::move(help), std::move(label_names)));
   return static_cast<CounterFamily&>(add_family(std::move(f)));
 }
 
-GaugeFamily& Registry::gauge(std::string name, std::string help,
-                             std::vector<std::string> label_names) {
+GaugeFamily& Registry::gauge(std::string name, std::string help, std::vector<std::string> label_names) {
   std::unique_ptr<MetricFamily> f(
       new GaugeFamily(mu_, shards_, std::move(name), std::move(help), std::move(label_names)));
   return static_cast<GaugeFamily&>(add_family(std::move(f)));
 }
 
-HistogramFamily& Registry::histogram(std::string name, std::string help,
-                                     std::vector<std::string> label_names,
+HistogramFamily& Registry::histogram(std::string name, std::string help, std::vector<std::string> label_names,
                                      std::vector<double> bounds, double unit) {
-  std::unique_ptr<MetricFamily> f(new HistogramFamily(mu_, shards_, std::move(name),
-                                                      std::move(help), std::move(label_names),
-                                                      std::move(bounds), unit));
+  std::unique_ptr<MetricFamily> f(new HistogramFamily(mu_, shards_, std::move(name), std::move(help),
+                                                      std::move(label_names), std::move(bounds), unit));
   return static_cast<HistogramFamily&>(add_family(std::move(f)));
 }
 

@@ -83,16 +83,14 @@ class Registry {
   // when type, help and label names (and bounds and unit) are the same; any
   // difference throws. Names follow Prometheus: [a-zA-Z_:][a-zA-Z0-9_:]* for
   // metrics, [a-zA-Z_][a-zA-Z0-9_]* (not starting "__") for labels.
-  CounterFamily& counter(std::string name, std::string help,
-                         std::vector<std::string> label_names = {});
+  CounterFamily& counter(std::string name, std::string help, std::vector<std::string> label_names = {});
   GaugeFamily& gauge(std::string name, std::string help, std::vector<std::string> label_names = {});
   // `bounds`: finite, >= 0, strictly increasing upper bounds in the exposed
   // unit (seconds for latency); values are observed as integers, each worth
   // `unit` exposed units (kMicrosecondsInSeconds: observe microseconds;
   // 1.0: observe counts or bytes). "le" is reserved as a label name.
-  HistogramFamily& histogram(std::string name, std::string help,
-                             std::vector<std::string> label_names, std::vector<double> bounds,
-                             double unit = kMicrosecondsInSeconds);
+  HistogramFamily& histogram(std::string name, std::string help, std::vector<std::string> label_names,
+                             std::vector<double> bounds, double unit = kMicrosecondsInSeconds);
   // A family whose values are read by calling a function at each scrape
   // (spool bytes, process RSS, pool statistics); `type` is counter or gauge.
   CallbackFamily& callback_family(MetricType type, std::string name, std::string help,
@@ -417,8 +415,7 @@ inline void Histogram::observe(unsigned shard, std::uint64_t value) noexcept {
     word(shards_, sum_slot).fetch_add(value, relaxed);
     std::atomic<std::uint64_t>& m = word(shards_, max_slot);
     std::uint64_t seen = m.load(relaxed);
-    while (value > seen && !m.compare_exchange_weak(seen, value, relaxed)) {
-    }
+    while (value > seen && !m.compare_exchange_weak(seen, value, relaxed)) {}
   }
 }
 

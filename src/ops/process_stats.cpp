@@ -109,11 +109,10 @@ void register_process_metrics(Registry& registry) {
     const Result<ProcessMemory> m = read_process_memory();
     return m.ok() ? static_cast<double>(m.value().resident_bytes) : nan;
   });
-  registry.callback_gauge(
-      "process_resident_memory_peak_bytes", "Highest resident memory size in bytes.", [] {
-        const Result<ProcessMemory> m = read_process_memory();
-        return m.ok() ? static_cast<double>(m.value().peak_resident_bytes) : nan;
-      });
+  registry.callback_gauge("process_resident_memory_peak_bytes", "Highest resident memory size in bytes.", [] {
+    const Result<ProcessMemory> m = read_process_memory();
+    return m.ok() ? static_cast<double>(m.value().peak_resident_bytes) : nan;
+  });
   registry.callback_gauge("process_open_fds", "Number of open file descriptors.", [] {
     const Result<std::int64_t> n = count_open_fds();
     return n.ok() ? static_cast<double>(n.value()) : nan;
@@ -123,8 +122,7 @@ void register_process_metrics(Registry& registry) {
     if (!n.ok()) return nan;
     return n.value() < 0 ? std::numeric_limits<double>::infinity() : static_cast<double>(n.value());
   });
-  registry.callback_counter("process_cpu_seconds_total",
-                            "Total user and system CPU time spent in seconds.",
+  registry.callback_counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
                             [] { return process_cpu_seconds(); });
 }
 

@@ -24,7 +24,6 @@ namespace {
 // process, whichever Profiler asked for it.
 std::atomic<bool> g_cpu_profile_running{false};
 
-
 // A new, empty file for the profiler to write into; its path, or "" (errno set).
 std::string make_temp_file() {
   const char* dir = std::getenv("TMPDIR");
@@ -83,8 +82,8 @@ Profiler::~Profiler() {
 
 Status Profiler::cpu_profile(int seconds, ProfileDone done) {
   if (seconds < kMinProfileSeconds || seconds > kMaxProfileSeconds) {
-    return Status::invalid("seconds must be between " + std::to_string(kMinProfileSeconds) +
-                           " and " + std::to_string(kMaxProfileSeconds));
+    return Status::invalid("seconds must be between " + std::to_string(kMinProfileSeconds) + " and " +
+                           std::to_string(kMaxProfileSeconds));
   }
   if (!done) return Status::invalid("a CPU profile needs somewhere to go");
   bool expected = false;
@@ -122,8 +121,7 @@ void Profiler::run() {
 Result<std::string> Profiler::profile_cpu(int seconds) {
   const std::string path = make_temp_file();
   if (path.empty()) {
-    return Status::permanent("cannot create a temporary file for the profile: " +
-                             errno_text(errno));
+    return Status::permanent("cannot create a temporary file for the profile: " + errno_text(errno));
   }
   if (ProfilerStart(path.c_str()) == 0) {
     ::unlink(path.c_str());
@@ -132,8 +130,7 @@ Result<std::string> Profiler::profile_cpu(int seconds) {
   bool stopped_early = false;
   {
     std::unique_lock lock(mu_);
-    stopped_early =
-        wake_.wait_for(lock, std::chrono::seconds(seconds), [this] { return stopping_; });
+    stopped_early = wake_.wait_for(lock, std::chrono::seconds(seconds), [this] { return stopping_; });
   }
   ProfilerStop();  // writes the rest of the profile and closes the file
   if (stopped_early) {
@@ -156,8 +153,7 @@ __attribute__((no_sanitize("vptr"))) Result<std::string> Profiler::heap_profile(
   using InstanceFn = MallocExtension* (*)();
   void* symbol = ::dlsym(RTLD_DEFAULT, "_ZN15MallocExtension8instanceEv");
   if (symbol == nullptr) {
-    return Status::permanent(
-        "heap profiles come from tcmalloc, and tcmalloc is not linked into this binary");
+    return Status::permanent("heap profiles come from tcmalloc, and tcmalloc is not linked into this binary");
   }
   MallocExtension* tcmalloc = reinterpret_cast<InstanceFn>(symbol)();
   std::string sample;

@@ -20,9 +20,10 @@ Result<unsigned> choose_instance(const std::vector<LeaseRow>& rows, std::string_
       return Status::invalid(fmt::format("instance {} is out of range 0-255", wanted));
     const LeaseRow* r = by[static_cast<unsigned>(wanted)];
     if (live_other(r))
-      return Status::full(fmt::format("instance {} is held by another live instance (renewed {} ms ago, lease "
-                                      "{} ms)",
-                                      wanted, now_ms - r->renewed_at_ms, ttl_ms));
+      return Status::full(
+          fmt::format("instance {} is held by another live instance (renewed {} ms ago, lease "
+                      "{} ms)",
+                      wanted, now_ms - r->renewed_at_ms, ttl_ms));
     return static_cast<unsigned>(wanted);
   }
   // The holder's own number first (a restart from the same spool directory).

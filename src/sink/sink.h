@@ -133,5 +133,4 @@ struct SinkOptions {
 // for a malformed URL; does not connect (open() does).
 Result<std::unique_ptr<Sink>> make_sink(std::string_view url, const SinkOptions& options);
 
-
 }  // namespace kiroku

@@ -31,15 +31,13 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i) {
     if ((b(i + k) & 0xC0) != 0x80) return 0;
     cp = (cp << 6) | (b(i + k) & 0x3F);
   }
-  if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-      (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+  if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
     return 0;
   return n;
 }
 
 Status check_text(std::string_view text, std::string_view what) {
-  if (text.size() > kMaxKeySize)
-    return Status::invalid(std::string(what) + " is longer than 1024 bytes");
+  if (text.size() > kMaxKeySize) return Status::invalid(std::string(what) + " is longer than 1024 bytes");
   for (std::size_t i = 0; i < text.size();) {
     if (text[i] == '\0') return Status::invalid(std::string(what) + " contains a NUL byte");
     std::size_t n = utf8_sequence(text, i);
@@ -58,10 +56,8 @@ Status validate_key(std::string_view key) {
   std::size_t begin = 0;
   while (true) {
     std::size_t end = key.find('/', begin);
-    std::string_view segment =
-        key.substr(begin, end == std::string_view::npos ? std::string_view::npos : end - begin);
-    if (segment.empty())
-      return Status::invalid("key has an empty segment ('//' or a trailing '/')");
+    std::string_view segment = key.substr(begin, end == std::string_view::npos ? std::string_view::npos : end - begin);
+    if (segment.empty()) return Status::invalid("key has an empty segment ('//' or a trailing '/')");
     if (segment == "..") return Status::invalid("key has a '..' segment");
     if (segment == ".") return Status::invalid("key has a '.' segment");
     if (end == std::string_view::npos) break;
@@ -70,9 +66,7 @@ Status validate_key(std::string_view key) {
   return {};
 }
 
-Status validate_key_prefix(std::string_view prefix, std::string_view what) {
-  return check_text(prefix, what);
-}
+Status validate_key_prefix(std::string_view prefix, std::string_view what) { return check_text(prefix, what); }
 
 HashPrefixLayout::HashPrefixLayout(int hex_chars)
     : hex_chars_(std::clamp(hex_chars, 0, 4)), partitions_(std::size_t{1} << (4 * hex_chars_)) {}
@@ -102,8 +96,7 @@ std::string HashPrefixLayout::stored_key(std::string_view key) const {
   return out;
 }
 
-std::optional<std::string_view> HashPrefixLayout::user_key(std::size_t partition,
-                                                           std::string_view stored) const {
+std::optional<std::string_view> HashPrefixLayout::user_key(std::size_t partition, std::string_view stored) const {
   std::string prefix = partition_prefix(partition);
   if (!stored.starts_with(prefix)) return std::nullopt;
   return stored.substr(prefix.size());

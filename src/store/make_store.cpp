@@ -13,14 +13,12 @@ namespace kiroku {
 namespace {
 
 // An S3 URL parameter that must be a whole number in [lo, hi].
-Status parse_s3_int(std::string_view name, const std::string& value, long long lo, long long hi,
-                    long long& out) {
+Status parse_s3_int(std::string_view name, const std::string& value, long long lo, long long hi, long long& out) {
   long long v = 0;
   auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
   if (value.empty() || ec != std::errc() || end != value.data() + value.size() || v < lo || v > hi)
-    return Status::invalid("--store: S3 URL parameter " + std::string(name) +
-                           " must be an integer from " + std::to_string(lo) + " to " +
-                           std::to_string(hi) + ", got '" + value + "'");
+    return Status::invalid("--store: S3 URL parameter " + std::string(name) + " must be an integer from " +
+                           std::to_string(lo) + " to " + std::to_string(hi) + ", got '" + value + "'");
   out = v;
   return {};
 }
@@ -35,8 +33,7 @@ Status no_buffer_status(const StoreOptions& o) {
 Status validate_store_options(const StoreOptions& o) {
   if (o.part_size < 64 * 1024 || o.part_size > (std::size_t{1} << 30))
     return Status::invalid("store part size must be 64 KiB..1 GiB");
-  if (o.part_count < 2 || o.part_count > 4096)
-    return Status::invalid("store part count must be 2..4096");
+  if (o.part_count < 2 || o.part_count > 4096) return Status::invalid("store part count must be 2..4096");
   if (o.parts_per_transfer < 2 || o.parts_per_transfer > o.part_count)
     return Status::invalid("store parts per transfer must be 2..part count");
   if (o.hash_prefix_chars < 0 || o.hash_prefix_chars > 4)
@@ -46,8 +43,7 @@ Status validate_store_options(const StoreOptions& o) {
   return {};
 }
 
-std::optional<ResolvedRange> resolve_range(const std::optional<ByteRange>& range,
-                                           std::uint64_t size) {
+std::optional<ResolvedRange> resolve_range(const std::optional<ByteRange>& range, std::uint64_t size) {
   if (!range) return ResolvedRange{0, size};
   if (size == 0) return std::nullopt;
   if (range->suffix > 0) {
@@ -61,8 +57,7 @@ std::optional<ResolvedRange> resolve_range(const std::optional<ByteRange>& range
 }
 
 Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const StoreOptions& options) {
-  if (Status s = validate_store_options(options); !s)
-    return Status::invalid("--store: " + s.message());
+  if (Status s = validate_store_options(options); !s) return Status::invalid("--store: " + s.message());
   if (url.starts_with("file://")) {
     std::string_view rest = url.substr(7);
     // file:///abs/dir, or file://./rel/dir relative to the working directory
@@ -103,8 +98,7 @@ Result<std::unique_ptr<ObjectStore>> make_store(std::string_view url, const Stor
       } else if (name == "connect_timeout_ms" || name == "stall_timeout_ms") {
         long long ms = 0;
         if (Status s = parse_s3_int(name, *value, 1, 3'600'000, ms); !s) return s;
-        (name == "connect_timeout_ms" ? config.connect_timeout : config.stall_timeout) =
-            std::chrono::milliseconds(ms);
+        (name == "connect_timeout_ms" ? config.connect_timeout : config.stall_timeout) = std::chrono::milliseconds(ms);
       } else if (name == "max_attempts") {
         long long n = 0;
         if (Status s = parse_s3_int(name, *value, 1, 100, n); !s) return s;

@@ -99,8 +99,7 @@ struct GetStart {
 class Chunk {
  public:
   Chunk() = default;
-  Chunk(PartPool::Part part, std::span<const std::byte> data, std::uint64_t offset,
-        std::function<void()> on_release)
+  Chunk(PartPool::Part part, std::span<const std::byte> data, std::uint64_t offset, std::function<void()> on_release)
       : part_(std::move(part)), data_(data), offset_(offset), on_release_(std::move(on_release)) {}
   Chunk(Chunk&& other) noexcept
       : part_(std::move(other.part_)),
@@ -233,16 +232,14 @@ class ObjectStore {
   // the file API keeps printable ASCII, at most 256 bytes) is stored with
   // the object when not empty. invalid at once for a bad key; when_writable is described at
   // Upload::write.
-  virtual Result<std::unique_ptr<Upload>> begin_put(std::string_view key,
-                                                    std::optional<std::uint64_t> expected_size,
+  virtual Result<std::unique_ptr<Upload>> begin_put(std::string_view key, std::optional<std::uint64_t> expected_size,
                                                     std::function<void()> when_writable,
                                                     std::string_view content_type = {}) = 0;
 
   // Starts a download of key, or of a range of it, into sink. invalid at once
   // for a bad key or a range with last < first; not_found and other errors
   // come to sink.on_done.
-  virtual Result<std::unique_ptr<Download>> get(std::string_view key,
-                                                std::optional<ByteRange> range, GetSink sink) = 0;
+  virtual Result<std::unique_ptr<Download>> get(std::string_view key, std::optional<ByteRange> range, GetSink sink) = 0;
 
   virtual void head(std::string_view key, std::function<void(Result<ObjectMeta>)> done) = 0;
 
@@ -289,7 +286,6 @@ struct ResolvedRange {
   std::uint64_t offset = 0;
   std::uint64_t length = 0;
 };
-std::optional<ResolvedRange> resolve_range(const std::optional<ByteRange>& range,
-                                           std::uint64_t size);
+std::optional<ResolvedRange> resolve_range(const std::optional<ByteRange>& range, std::uint64_t size);
 
 }  // namespace kiroku

@@ -69,7 +69,7 @@ PartPool::Part PartPool::acquire_or_wait(Ready ready, WaitId* id) {
 }
 
 PartPool::Part PartPool::acquire_within(std::chrono::milliseconds limit, TransferThreads& threads, Ready ready,
-                                       WaitId* id) {
+                                        WaitId* id) {
   if (limit.count() <= 0) return acquire_or_wait(std::move(ready), id);
   // One callback for two paths: the pool's (a part) or the timeout's (none),
   // whichever removes the waiter first.
@@ -86,8 +86,7 @@ PartPool::Part PartPool::acquire_within(std::chrono::milliseconds limit, Transfe
 
 bool PartPool::cancel_wait(WaitId id) {
   std::lock_guard lock(mutex_);
-  auto it =
-      std::find_if(waiters_.begin(), waiters_.end(), [id](const Waiter& w) { return w.id == id; });
+  auto it = std::find_if(waiters_.begin(), waiters_.end(), [id](const Waiter& w) { return w.id == id; });
   if (it == waiters_.end()) return false;
   waiters_.erase(it);
   return true;

@@ -37,9 +37,7 @@ class PartPool {
   class Part {
    public:
     Part() = default;
-    Part(Part&& other) noexcept : pool_(other.pool_), index_(other.index_) {
-      other.pool_ = nullptr;
-    }
+    Part(Part&& other) noexcept : pool_(other.pool_), index_(other.index_) { other.pool_ = nullptr; }
     Part& operator=(Part&& other) noexcept;
     Part(const Part&) = delete;
     Part& operator=(const Part&) = delete;
@@ -82,8 +80,7 @@ class PartPool {
   // `threads` (which must not outlive the pool; its destructor drops the
   // timeout). A transfer that holds no buffer yet uses it, so that a pool
   // held by slow transfers answers new ones with an error, not a hang.
-  Part acquire_within(std::chrono::milliseconds limit, TransferThreads& threads, Ready ready,
-                      WaitId* id = nullptr);
+  Part acquire_within(std::chrono::milliseconds limit, TransferThreads& threads, Ready ready, WaitId* id = nullptr);
 
   std::size_t part_size() const { return part_size_; }
   std::size_t part_count() const { return part_count_; }

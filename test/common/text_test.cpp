@@ -29,18 +29,18 @@ TEST(Text, TrimsSpacesAndTabsOnly) {
 
 TEST(Text, Utf8) {
   EXPECT_TRUE(valid_utf8("計測 ok"));
-  EXPECT_TRUE(valid_utf8("\xF4\x8F\xBF\xBF"));        // U+10FFFF
-  EXPECT_FALSE(valid_utf8("\xC0\xAF"));               // overlong
-  EXPECT_FALSE(valid_utf8("\xED\xA0\x80"));           // surrogate
-  EXPECT_FALSE(valid_utf8("\xF4\x90\x80\x80"));       // past U+10FFFF
-  EXPECT_FALSE(valid_utf8("\xE8\xA8"));               // cut short
+  EXPECT_TRUE(valid_utf8("\xF4\x8F\xBF\xBF"));   // U+10FFFF
+  EXPECT_FALSE(valid_utf8("\xC0\xAF"));          // overlong
+  EXPECT_FALSE(valid_utf8("\xED\xA0\x80"));      // surrogate
+  EXPECT_FALSE(valid_utf8("\xF4\x90\x80\x80"));  // past U+10FFFF
+  EXPECT_FALSE(valid_utf8("\xE8\xA8"));          // cut short
 }
 
 TEST(Text, ErrnoText) { EXPECT_EQ(errno_text(ENOENT), "No such file or directory"); }
 
 TEST(Text, JsonErrorBodiesAlwaysParseBackToTheMessage) {
-  const std::string messages[] = {"plain", "a \"quoted\" name", "back\\slash", std::string("nul\0byte", 8),
-                                  "new\nline\ttab\x1b", "\xFF not UTF-8"};
+  const std::string messages[] = {
+      "plain", "a \"quoted\" name", "back\\slash", std::string("nul\0byte", 8), "new\nline\ttab\x1b", "\xFF not UTF-8"};
   for (const std::string& m : messages) {
     const std::string body = json_error_body(m);
     ASSERT_EQ(body.back(), '\n');

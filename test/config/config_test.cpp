@@ -37,8 +37,8 @@ Loaded load(std::vector<std::string> args, std::map<std::string, std::string> en
 
 std::string write_file(const std::string& text) {
   static int n = 0;
-  auto path = std::filesystem::temp_directory_path() / ("kiroku-config-test-" + std::to_string(::getpid()) + "-" +
-                                                        std::to_string(n++) + ".toml");
+  auto path = std::filesystem::temp_directory_path() /
+              ("kiroku-config-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++) + ".toml");
   std::ofstream(path) << text;
   return path.string();
 }
@@ -60,12 +60,11 @@ TEST(Config, Defaults) {
 
 TEST(Config, Precedence) {
   const auto file = write_file("threads = 3\nflush-interval = \"20ms\"\nbatch_max = 500\ntable = \"from_file\"\n");
-  auto l = load({"--config", file, "--threads", "2"},
-                {{"KIROKU_THREADS", "5"}, {"KIROKU_FLUSH_INTERVAL", "30ms"}});
+  auto l = load({"--config", file, "--threads", "2"}, {{"KIROKU_THREADS", "5"}, {"KIROKU_FLUSH_INTERVAL", "30ms"}});
   ASSERT_TRUE(l.ok) << l.error.line();
-  EXPECT_EQ(l.config.threads, 2u);                                         // flag
-  EXPECT_EQ(l.config.flush_interval, std::chrono::milliseconds(30));      // env over file
-  EXPECT_EQ(l.config.batch_max, 500u);                                     // file (underscore spelling)
+  EXPECT_EQ(l.config.threads, 2u);                                    // flag
+  EXPECT_EQ(l.config.flush_interval, std::chrono::milliseconds(30));  // env over file
+  EXPECT_EQ(l.config.batch_max, 500u);                                // file (underscore spelling)
   EXPECT_EQ(l.config.table, "from_file");
   auto env_file = load({}, {{"KIROKU_CONFIG", file}});
   ASSERT_TRUE(env_file.ok);
@@ -134,13 +133,13 @@ TEST(Config, RedactsPasswordsTheWayTheParserReadsThem) {
   const std::pair<const char*, const char*> cases[] = {
       {"mysql://ku:RET@PASS@127.0.0.1:3306/db", "mysql://ku:***@127.0.0.1:3306/db"},
       {"mysql://ku:a@b@c@h/db?socket=/x", "mysql://ku:***@h/db?socket=/x"},
-      {"mysq://ku:SECRETPASS@h:1/db", "mysq://ku:***@h:1/db"},             // scheme typo
-      {"mysql:/ku:SECRETPASS@h/db", "mysql:***@h/db"},                      // no "://"
-      {"ku:SECRETPASS@h/db", "ku:***@h/db"},                                // no scheme
-      {"mysql://ku:SEC/RET@h/db", "mysql://ku:***@h/db"},                   // '/' in the password
-      {"mysql://ku:SEC?RET@h/db", "mysql://ku:***@h/db"},                   // '?' in the password
-      {"mysql://ku:SEC%40RET@h/db", "mysql://ku:***@h/db"},                 // encoded '@'
-      {"mysql://ku@h:3306/db", "mysql://ku@h:3306/db"},                     // no password
+      {"mysq://ku:SECRETPASS@h:1/db", "mysq://ku:***@h:1/db"},  // scheme typo
+      {"mysql:/ku:SECRETPASS@h/db", "mysql:***@h/db"},          // no "://"
+      {"ku:SECRETPASS@h/db", "ku:***@h/db"},                    // no scheme
+      {"mysql://ku:SEC/RET@h/db", "mysql://ku:***@h/db"},       // '/' in the password
+      {"mysql://ku:SEC?RET@h/db", "mysql://ku:***@h/db"},       // '?' in the password
+      {"mysql://ku:SEC%40RET@h/db", "mysql://ku:***@h/db"},     // encoded '@'
+      {"mysql://ku@h:3306/db", "mysql://ku@h:3306/db"},         // no password
       {"mysql://ku@h/db?socket=/run/a@b", "mysql://ku@h/db?socket=/run/a@b"},
       {"sqlite:///var/a@b:c.db", "sqlite:///var/a@b:c.db"},
       {"file://./kiroku@data/objects", "file://./kiroku@data/objects"},

@@ -38,7 +38,7 @@ namespace kiroku::fuzz {
 namespace connection_detail {
 
 inline constexpr std::size_t kMaxHeaderBytes = 1024;
-inline constexpr std::uint64_t kBodyLimit = 1024;          // bodies read whole
+inline constexpr std::uint64_t kBodyLimit = 1024;           // bodies read whole
 inline constexpr std::uint64_t kStreamBodyLimit = 1 << 20;  // streamed bodies
 inline constexpr std::size_t kReadCaps[] = {0, 7, 200};
 
@@ -115,7 +115,10 @@ class ConnectionHandler final : public http::Handler {
       ended_ = true;
       h_.answer(req_, reply, describe('S', req_, body_), 201);
     }
-    void on_abort() override { FUZZ_REQUIRE(!ended_); ended_ = true; }
+    void on_abort() override {
+      FUZZ_REQUIRE(!ended_);
+      ended_ = true;
+    }
 
    private:
     ConnectionHandler& h_;
@@ -291,7 +294,8 @@ inline bool read_chunked(std::string_view& in, std::string& body) {
     if (line.empty()) return trailer_bytes <= kMaxHeaderBytes;
     std::string_view name, value;
     if (!split_field(line, name, value)) return false;
-    for (std::string_view framing : {"content-length", "transfer-encoding", "connection", "proxy-connection", "upgrade"})
+    for (std::string_view framing :
+         {"content-length", "transfer-encoding", "connection", "proxy-connection", "upgrade"})
       if (iequal(name, framing)) return false;
     trailer_bytes += name.size() + value.size() + 4;
   }

@@ -52,10 +52,10 @@ inline std::string rfc3339(std::int64_t us) {
     std::snprintf(zone, sizeof zone, "%c%02d:%02d", offset_min < 0 ? '-' : '+', a / 60, a % 60);
   }
   char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%06d%s", y,
-                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
-                static_cast<int>(tod / 3'600'000'000), static_cast<int>(tod / 60'000'000 % 60),
-                static_cast<int>(tod / 1'000'000 % 60), static_cast<int>(tod % 1'000'000), zone);
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%06d%s", y, static_cast<unsigned>(ymd.month()),
+                static_cast<unsigned>(ymd.day()), static_cast<int>(tod / 3'600'000'000),
+                static_cast<int>(tod / 60'000'000 % 60), static_cast<int>(tod / 1'000'000 % 60),
+                static_cast<int>(tod % 1'000'000), zone);
   return buf;
 }
 

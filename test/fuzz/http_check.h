@@ -69,18 +69,16 @@ class EchoHandler final : public http::Handler {
     FUZZ_REQUIRE(req.path.find('?') == std::string_view::npos);
     FUZZ_REQUIRE(req.query.empty() || req.target.ends_with(req.query));
     const int status = req.target.find("204") != std::string_view::npos ? 204 : 200;
-    std::string body = status == 204
-                           ? std::string()
-                           : std::string(req.method_name) + " " + std::to_string(req.body.size()) + "\n";
+    std::string body =
+        status == 204 ? std::string() : std::string(req.method_name) + " " + std::to_string(req.body.size()) + "\n";
     {
       std::lock_guard lock(mu);
       answers.push_back({req.method, status, body});
     }
     if (req.target.find("defer") != std::string_view::npos) {
-      boost::asio::post(server->shard_context(req.shard),
-                        [d = reply.defer(), status, body = std::move(body)]() mutable {
-                          d.send(status, "text/plain", body);
-                        });
+      boost::asio::post(
+          server->shard_context(req.shard),
+          [d = reply.defer(), status, body = std::move(body)]() mutable { d.send(status, "text/plain", body); });
       return;
     }
     reply.send(status, "text/plain", body);
@@ -152,8 +150,8 @@ inline std::string exchange(std::uint16_t port, std::string_view input) {
       pollfd p{fd, POLLOUT, 0};
       int ready = 0;
       do {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
         ready = left.count() > 0 ? ::poll(&p, 1, static_cast<int>(left.count())) : 0;
       } while (ready < 0 && errno == EINTR);
       socklen_t len = sizeof err;

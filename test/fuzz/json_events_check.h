@@ -37,8 +37,7 @@ struct Parsed {
 };
 
 // Parses `body`; on_event answers false at event `stop_at` (never if npos).
-inline Parsed parse(JsonEventParser& parser, std::string_view body,
-                    std::size_t stop_at = std::string_view::npos) {
+inline Parsed parse(JsonEventParser& parser, std::string_view body, std::size_t stop_at = std::string_view::npos) {
   Parsed r;
   r.error = parser.parse(body, [&](const EventInput& e) {
     FUZZ_REQUIRE(!check_event(e));
@@ -66,14 +65,11 @@ inline std::optional<std::size_t> event_index(std::string_view error) {
   error.remove_prefix(6);
   std::size_t n = 0;
   auto [ptr, ec] = std::from_chars(error.data(), error.data() + error.size(), n);
-  if (ec != std::errc() || ptr == error.data() || !std::string_view(ptr, 2).starts_with(": "))
-    return std::nullopt;
+  if (ec != std::errc() || ptr == error.data() || !std::string_view(ptr, 2).starts_with(": ")) return std::nullopt;
   return n;
 }
 
-inline bool blank(std::string_view line) {
-  return line.find_first_not_of(" \t\r\n") == std::string_view::npos;
-}
+inline bool blank(std::string_view line) { return line.find_first_not_of(" \t\r\n") == std::string_view::npos; }
 
 }  // namespace json_detail
 

@@ -73,8 +73,7 @@ inline std::string run(std::string_view body, std::size_t max_slice, bool pause)
   std::size_t step = 0;
   Status st;
   while (!body.empty() && st.ok()) {
-    const std::size_t n =
-        max_slice == 0 ? body.size() : std::min(body.size(), 1 + (step++ * 7919) % max_slice);
+    const std::size_t n = max_slice == 0 ? body.size() : std::min(body.size(), 1 + (step++ * 7919) % max_slice);
     const std::string_view slice = body.substr(0, n);
     Result<std::size_t> r = p.feed(slice);
     if (!r.ok()) {

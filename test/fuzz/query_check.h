@@ -51,10 +51,8 @@ inline std::optional<std::string> ref_decode(std::string_view in) {
 inline std::optional<std::string> ref_form_decode(std::string_view in) {
   std::string spaced;
   for (char c : in) {
-    if (c == '+')
-      spaced += "%20";
-    else
-      spaced.push_back(c);
+    if (c == '+') spaced += "%20";
+    else spaced.push_back(c);
   }
   return ref_decode(spaced);
 }
@@ -97,8 +95,7 @@ inline bool ref_printable(std::string_view s) {
     const int n = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
     std::uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
     for (int k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-    if (cp <= 0x1F || (cp >= 0x7F && cp <= 0x9F) || (cp >= 0x202A && cp <= 0x202E) ||
-        (cp >= 0x2066 && cp <= 0x2069))
+    if (cp <= 0x1F || (cp >= 0x7F && cp <= 0x9F) || (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069))
       return false;
     i += static_cast<std::size_t>(n);
   }
@@ -199,8 +196,7 @@ inline std::vector<std::pair<std::string_view, std::string_view>> pairs(std::str
     q = amp == std::string_view::npos ? std::string_view{} : q.substr(amp + 1);
     if (pair.empty()) continue;
     const std::size_t eq = pair.find('=');
-    out.emplace_back(pair.substr(0, eq),
-                     eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
+    out.emplace_back(pair.substr(0, eq), eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
   }
   return out;
 }
@@ -211,15 +207,13 @@ inline void check_query(std::string_view query) {
   const FieldError err = parse_event_query(query, buf, e);
   if (err) {
     const std::string_view m = err.message;
-    FUZZ_REQUIRE(m.starts_with("name: ") || m.starts_with("value: ") || m.starts_with("at: ") ||
-                 m.starts_with("id: "));
+    FUZZ_REQUIRE(m.starts_with("name: ") || m.starts_with("value: ") || m.starts_with("at: ") || m.starts_with("id: "));
     return;
   }
   // An accepted event obeys check_event, and its strings are in the buffers.
   FUZZ_REQUIRE(!check_event(e));
   FUZZ_REQUIRE(!e.name.empty() && e.name.data() == buf.name && e.name.size() <= kMaxNameBytes);
-  FUZZ_REQUIRE(e.client_id.empty() ||
-               (e.client_id.data() == buf.client_id && e.client_id.size() <= kMaxClientIdBytes));
+  FUZZ_REQUIRE(e.client_id.empty() || (e.client_id.data() == buf.client_id && e.client_id.size() <= kMaxClientIdBytes));
   FUZZ_REQUIRE(valid_utf8(e.name) && valid_utf8(e.client_id));
   FUZZ_REQUIRE(ref_printable(e.name) && ref_printable(e.client_id));
 
@@ -264,8 +258,7 @@ inline void check_query(std::string_view query) {
     QueryBuffers buf2;
     EventInput e2;
     FUZZ_REQUIRE(!parse_event_query(q, buf2, e2));
-    FUZZ_REQUIRE(e2.name == e.name && e2.value == e.value && e2.at_us == e.at_us &&
-                 e2.client_id == e.client_id);
+    FUZZ_REQUIRE(e2.name == e.name && e2.value == e.value && e2.at_us == e.at_us && e2.client_id == e.client_id);
   }
 }
 

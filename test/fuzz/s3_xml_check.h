@@ -26,23 +26,14 @@ inline std::string escaped(std::string_view s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
       case '\r':  // a raw CR would read back as LF
         out += "&#13;";
         break;
-      default:
-        out.push_back(c);
+      default: out.push_back(c);
     }
   }
   return out;
@@ -62,9 +53,8 @@ inline std::string iso8601(std::chrono::system_clock::time_point t) {
   if (y < 0 || y > 9999) return {};
   const long long tod = (ms - day).count();
   char buf[40];
-  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02lld:%02lld:%02lld.%03lldZ", y,
-                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()), tod / 3'600'000,
-                tod / 60'000 % 60, tod / 1000 % 60, tod % 1000);
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02lld:%02lld:%02lld.%03lldZ", y, static_cast<unsigned>(ymd.month()),
+                static_cast<unsigned>(ymd.day()), tod / 3'600'000, tod / 60'000 % 60, tod / 1000 % 60, tod % 1000);
   return buf;
 }
 
@@ -80,8 +70,7 @@ inline std::string list_xml(const s3::ListObjectsPage& page, bool& representable
       "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
       "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
   x += element("IsTruncated", page.is_truncated ? "true" : "false");
-  if (!page.next_continuation_token.empty())
-    x += element("NextContinuationToken", page.next_continuation_token);
+  if (!page.next_continuation_token.empty()) x += element("NextContinuationToken", page.next_continuation_token);
   for (const s3::ObjectSummary& o : page.objects) {
     const std::string modified = iso8601(o.last_modified);
     if (modified.empty()) representable = false;
@@ -112,13 +101,11 @@ inline void check_list(std::string_view xml) {
   const Result<s3::ListObjectsPage> r2 = s3::parse_list_objects_v2(again);
   FUZZ_REQUIRE(r2.ok());
   const s3::ListObjectsPage& p2 = r2.value();
-  FUZZ_REQUIRE(p2.is_truncated == page.is_truncated &&
-               p2.next_continuation_token == page.next_continuation_token &&
+  FUZZ_REQUIRE(p2.is_truncated == page.is_truncated && p2.next_continuation_token == page.next_continuation_token &&
                p2.common_prefixes == page.common_prefixes && p2.objects.size() == page.objects.size());
   for (std::size_t i = 0; i < page.objects.size(); ++i) {
     const s3::ObjectSummary &a = page.objects[i], &b = p2.objects[i];
-    FUZZ_REQUIRE(a.key == b.key && a.size == b.size && a.etag == b.etag &&
-                 a.last_modified == b.last_modified);
+    FUZZ_REQUIRE(a.key == b.key && a.size == b.size && a.etag == b.etag && a.last_modified == b.last_modified);
   }
 }
 
@@ -135,9 +122,9 @@ inline void check_single_value(std::string_view xml) {
   const Result<std::string> init = s3::parse_initiate_multipart_upload(xml);
   if (init.ok()) {
     FUZZ_REQUIRE(!init.value().empty() && trimmed(init.value()));
-    const auto again = s3::parse_initiate_multipart_upload(
-        "<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key>" + element("UploadId", init.value()) +
-        "</InitiateMultipartUploadResult>");
+    const auto again =
+        s3::parse_initiate_multipart_upload("<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key>" +
+                                            element("UploadId", init.value()) + "</InitiateMultipartUploadResult>");
     FUZZ_REQUIRE(again.ok() && again.value() == init.value());
   } else {
     FUZZ_REQUIRE(is_error_kind(init.status()));
@@ -149,9 +136,9 @@ inline void check_single_value(std::string_view xml) {
     FUZZ_REQUIRE(!s3::parse_error(xml).ok());
   } else if (done.ok()) {
     FUZZ_REQUIRE(trimmed(done.value()));
-    const auto again = s3::parse_complete_multipart_upload(
-        "<CompleteMultipartUploadResult><Location>l</Location>" + element("ETag", done.value()) +
-        "</CompleteMultipartUploadResult>");
+    const auto again =
+        s3::parse_complete_multipart_upload("<CompleteMultipartUploadResult><Location>l</Location>" +
+                                            element("ETag", done.value()) + "</CompleteMultipartUploadResult>");
     FUZZ_REQUIRE(again.ok() && again.value() == done.value());
   } else {
     FUZZ_REQUIRE(is_error_kind(done.status()));

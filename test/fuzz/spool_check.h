@@ -34,8 +34,8 @@
 #include <string_view>
 #include <vector>
 
-#include "fuzz/fuzz_check.h"
 #include "common/event.h"
+#include "fuzz/fuzz_check.h"
 #include "ingest/spool.h"
 
 namespace kiroku::fuzz {
@@ -49,8 +49,7 @@ struct Event {
 
 inline std::string temp_dir(const char* what) {
   const char* tmp = std::getenv("TMPDIR");
-  std::string pattern =
-      std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/kiroku-" + what + "-XXXXXX";
+  std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/kiroku-" + what + "-XXXXXX";
   FUZZ_REQUIRE(::mkdtemp(pattern.data()) != nullptr);
   return pattern;
 }
@@ -128,8 +127,7 @@ inline SegmentReadResult read(const std::string& path, std::size_t max_records, 
   const std::uint64_t size = file_size(path);
   FUZZ_REQUIRE(r.records == records && r.bytes == bytes && r.tail_offset <= size);
   if (r.records > 0) FUZZ_REQUIRE(r.tail_offset == kSegmentHeaderBytes + r.bytes);
-  if (r.tail == SegmentReadResult::Tail::clean)
-    FUZZ_REQUIRE(r.tail_offset == size && size >= kSegmentHeaderBytes);
+  if (r.tail == SegmentReadResult::Tail::clean) FUZZ_REQUIRE(r.tail_offset == size && size >= kSegmentHeaderBytes);
   return r;
 }
 
@@ -138,9 +136,7 @@ inline SegmentReadResult read(const std::string& path, std::size_t max_records, 
 inline std::vector<Event> events_from(std::string_view in) {
   std::vector<Event> out;
   std::size_t pos = 0;
-  auto byte = [&]() -> unsigned char {
-    return pos < in.size() ? static_cast<unsigned char>(in[pos++]) : 'n';
-  };
+  auto byte = [&]() -> unsigned char { return pos < in.size() ? static_cast<unsigned char>(in[pos++]) : 'n'; };
   while (pos < in.size() && out.size() < 64) {
     const std::size_t name_len = 1 + byte() % kMaxNameBytes, client_len = byte();
     Event e{};
@@ -157,12 +153,12 @@ inline std::vector<Event> events_from(std::string_view in) {
 }
 
 inline bool same(const EventView& a, const Event& b, std::uint64_t id_shift = 0) {
-  return a.id == b.id + id_shift && a.received_us == b.received_us && a.at_us == b.at_us &&
-         a.value == b.value && a.name == b.name && a.client_id == b.client_id;
+  return a.id == b.id + id_shift && a.received_us == b.received_us && a.at_us == b.at_us && a.value == b.value &&
+         a.name == b.name && a.client_id == b.client_id;
 }
 
-inline void check_written(std::string_view in, unsigned mode, bool large, std::uint32_t point,
-                          unsigned char mask, std::size_t max_records) {
+inline void check_written(std::string_view in, unsigned mode, bool large, std::uint32_t point, unsigned char mask,
+                          std::size_t max_records) {
   Dirs& d = dirs();
   std::vector<Event> events = events_from(in);
   // The records, and where each ends in the file.
@@ -175,8 +171,7 @@ inline void check_written(std::string_view in, unsigned mode, bool large, std::u
     e.id += i / base;
     return e;
   };
-  for (std::size_t i = 0;
-       i < base || (large && base > 0 && bytes.size() <= kSegmentReadChunk + kMaxRecordBytes); ++i) {
+  for (std::size_t i = 0; i < base || (large && base > 0 && bytes.size() <= kSegmentReadChunk + kMaxRecordBytes); ++i) {
     const Event e = expected(i);
     append_record(bytes, {e.id, e.received_us, e.at_us, e.value, e.name, e.client_id});
     ends.push_back(kSegmentHeaderBytes + bytes.size());
@@ -260,14 +255,11 @@ inline void check_spool(std::string_view in) {
     const std::uint64_t seq = 1;
     std::memcpy(header + 4, &version, 4);
     std::memcpy(header + 8, &seq, 8);
-    write_file(d.raw_path, (b0 & 4) != 0 ? std::string_view(header, sizeof header) : std::string_view(),
-               in.substr(1));
+    write_file(d.raw_path, (b0 & 4) != 0 ? std::string_view(header, sizeof header) : std::string_view(), in.substr(1));
     read(d.raw_path, 1 + in.size() % 5, [](const EventView&) {});
     return;
   }
-  auto at = [&](std::size_t i) -> unsigned char {
-    return i < in.size() ? static_cast<unsigned char>(in[i]) : 0;
-  };
+  auto at = [&](std::size_t i) -> unsigned char { return i < in.size() ? static_cast<unsigned char>(in[i]) : 0; };
   const std::uint32_t point = at(1) | at(2) << 8 | at(3) << 16 | static_cast<std::uint32_t>(at(4)) << 24;
   const unsigned char mask = at(5) == 0 ? 1 : at(5);
   check_written(in.size() > 6 ? in.substr(6) : std::string_view(), mode, (b0 & 0xFC) == 0xF0, point, mask,

@@ -10,8 +10,8 @@
 
 #include <gtest/gtest.h>
 
-#include <boost/asio/post.hpp>
 #include <atomic>
+#include <boost/asio/post.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <future>
@@ -146,8 +146,8 @@ TEST_P(AllocTest, SteadyStateRequestsAllocateNothingOnTheIoThread) {
   ASSERT_GE(fd, 0);
   const std::string get = "GET /?name=alloc&value=12345 HTTP/1.1\r\nHost: x\r\n\r\n";
   const std::string body = "{\"name\":\"a\",\"value\":1}\n{\"name\":\"b\",\"value\":2}\n";
-  const std::string post = "POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
-                           "\r\n\r\n" + body;
+  const std::string post =
+      "POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   exchange(fd, get, 3000);  // warm-up: buffers grow to their working size
   exchange(fd, post, 3000);
   // Two probes with no traffic between them measure what a probe costs.

@@ -23,8 +23,8 @@ class Recorder : public MultipartHandler {
   Status on_part_begin(const PartHeaders& h) override {
     if (in_part_ || body_ended) order_ok = false;
     in_part_ = true;
-    parts.push_back({std::string(h.name), std::string(h.filename), std::string(h.content_type),
-                     "", h.has_filename, false});
+    parts.push_back(
+        {std::string(h.name), std::string(h.filename), std::string(h.content_type), "", h.has_filename, false});
     return reject_with.ok() ? Status{} : reject_with;
   }
   PartFlow on_part_data(std::string_view data) override {
@@ -75,8 +75,8 @@ std::vector<std::string_view> chunks_of(std::string_view body, std::size_t size)
   return out;
 }
 
-Status parse(std::string_view body, Recorder& rec, std::size_t chunk = 1 << 20,
-             std::string_view boundary = "XyZ", MultipartLimits limits = {}) {
+Status parse(std::string_view body, Recorder& rec, std::size_t chunk = 1 << 20, std::string_view boundary = "XyZ",
+             MultipartLimits limits = {}) {
   MultipartParser p(boundary, rec, limits);
   return feed_all(p, chunks_of(body, chunk));
 }
@@ -87,12 +87,12 @@ constexpr std::string_view kBoundary = "----kirokuBoundary7MA4YWxkTrZu0gW";
 std::string tricky_file_bytes() {
   std::string b = "\x89PNG\r\n\x1a\n";
   b += std::string("\0\r\0\n\r\r\n\n--\r\n-", 14);
-  b += "\r\n--";                                        // delimiter start, then data
-  b += "\r\n--" + std::string(kBoundary.substr(0, 10)) + "X";  // diverges mid-boundary
+  b += "\r\n--";                                                                 // delimiter start, then data
+  b += "\r\n--" + std::string(kBoundary.substr(0, 10)) + "X";                    // diverges mid-boundary
   b += "\r\n--" + std::string(kBoundary.substr(0, kBoundary.size() - 1)) + "!";  // last byte off
-  b += "\n--" + std::string(kBoundary) + "\r\n";       // LF only: not a delimiter
-  b += "x--" + std::string(kBoundary) + "--";          // no CRLF before: not a delimiter
-  b += "\r--" + std::string(kBoundary) + "\r\n";      // CR only: not a delimiter
+  b += "\n--" + std::string(kBoundary) + "\r\n";                                 // LF only: not a delimiter
+  b += "x--" + std::string(kBoundary) + "--";                                    // no CRLF before: not a delimiter
+  b += "\r--" + std::string(kBoundary) + "\r\n";                                 // CR only: not a delimiter
   b += "\r\r\n-\r\n--\r\n--" + std::string(kBoundary.substr(0, 3));
   for (int i = 0; i < 64; ++i) b.push_back(static_cast<char>(i * 37 + 11));
   b += "\r\n";  // ends in CRLF: only the delimiter's own CRLF belongs to it
@@ -189,8 +189,7 @@ TEST(MultipartFraming, PreambleAndEpilogueAreIgnored) {
 }
 
 TEST(MultipartFraming, FirstDelimiterWithItsCrlf) {
-  const std::string body =
-      "\r\n--XyZ\r\nContent-Disposition: form-data; name=a\r\n\r\nA\r\n--XyZ--";
+  const std::string body = "\r\n--XyZ\r\nContent-Disposition: form-data; name=a\r\n\r\nA\r\n--XyZ--";
   Recorder rec;
   ASSERT_TRUE(parse(body, rec).ok());
   ASSERT_EQ(rec.parts.size(), 1u);
@@ -239,8 +238,7 @@ TEST(MultipartFraming, MissingClosingDelimiter) {
 TEST(MultipartFraming, DelimiterInsideDataIsAnError) {
   Recorder rec;
   Status st = parse("--XyZ\r\nContent-Disposition: form-data; name=a\r\n\r\nda\r\n--XyZa\r\n", rec);
-  EXPECT_EQ(st.message(),
-            "malformed multipart boundary line: expected CRLF or \"--\" after the boundary");
+  EXPECT_EQ(st.message(), "malformed multipart boundary line: expected CRLF or \"--\" after the boundary");
 }
 
 TEST(MultipartFraming, ErrorsAreSticky) {
@@ -257,8 +255,7 @@ TEST(MultipartFraming, ErrorsAreSticky) {
 }
 
 TEST(MultipartFraming, InvalidBoundaryFailsTheParser) {
-  for (std::string_view b : {std::string_view(""), std::string_view("a\r\nb"),
-                             std::string_view("ends in space ")}) {
+  for (std::string_view b : {std::string_view(""), std::string_view("a\r\nb"), std::string_view("ends in space ")}) {
     Recorder rec;
     MultipartParser p(b, rec);
     EXPECT_FALSE(p.status().ok());
@@ -288,8 +285,7 @@ Status parse_headers(std::string_view headers, Recorder& rec, MultipartLimits li
 }
 
 TEST(MultipartHeaders, HugeHeaderBlock) {
-  std::string big = "Content-Disposition: form-data; name=\"f\"\r\nX-Pad: " +
-                    std::string(9000, 'p') + "\r\n";
+  std::string big = "Content-Disposition: form-data; name=\"f\"\r\nX-Pad: " + std::string(9000, 'p') + "\r\n";
   for (std::size_t chunk : {std::size_t{1}, std::size_t{100}, std::size_t{1} << 20}) {
     Recorder rec;
     std::string body = "--XyZ\r\n" + big + "\r\ndata\r\n--XyZ--";
@@ -349,11 +345,10 @@ TEST(MultipartHeaders, QuotedFilenameWithEscapes) {
 
 TEST(MultipartHeaders, UnquotedValuesAndRawUtf8) {
   Recorder rec;
-  ASSERT_TRUE(
-      parse_headers("Content-Disposition: form-data; name=key; filename=\"\xe7\x8c\xab.png\";\r\n"
-                    "X-Other: ignored\r\n",
-                    rec)
-          .ok());
+  ASSERT_TRUE(parse_headers("Content-Disposition: form-data; name=key; filename=\"\xe7\x8c\xab.png\";\r\n"
+                            "X-Other: ignored\r\n",
+                            rec)
+                  .ok());
   ASSERT_EQ(rec.parts.size(), 1u);
   EXPECT_EQ(rec.parts[0].name, "key");
   EXPECT_EQ(rec.parts[0].filename, "\xe7\x8c\xab.png");
@@ -382,8 +377,7 @@ TEST(MultipartHeaders, ExtendedFilename) {
        }) {
     SCOPED_TRACE(c.params);
     Recorder rec;
-    ASSERT_TRUE(parse_headers("Content-Disposition: form-data; name=f; " + c.params + "\r\n", rec)
-                    .ok());
+    ASSERT_TRUE(parse_headers("Content-Disposition: form-data; name=f; " + c.params + "\r\n", rec).ok());
     EXPECT_EQ(rec.parts[0].filename, c.filename);
     EXPECT_TRUE(rec.parts[0].has_filename);
   }
@@ -397,17 +391,13 @@ TEST(MultipartHeaders, MalformedHeaders) {
            {"Content-Disposition form-data; name=a\r\n", "malformed part header line"},
            {": form-data\r\n", "malformed part header line"},
            {"Content-Disposition: form-data;\r\n name=a\r\n", "malformed part header line"},
-           {"Bad Name: x\r\nContent-Disposition: form-data; name=a\r\n",
-            "malformed part header line"},
+           {"Bad Name: x\r\nContent-Disposition: form-data; name=a\r\n", "malformed part header line"},
            {"Content-Disposition: form-data; name=a\n", "part header line does not end in CRLF"},
            {"Content-Disposition: form-data; name=\"a\rb\"\r\n",
             "control character in part header Content-Disposition"},
-           {"Content-Disposition: attachment; name=a\r\n",
-            "part Content-Disposition is not form-data"},
-           {"Content-Disposition: form-data; name=\"a\r\n",
-            "unterminated quoted string in Content-Disposition header"},
-           {"Content-Disposition: form-data; name\r\n",
-            "malformed parameter in Content-Disposition header"},
+           {"Content-Disposition: attachment; name=a\r\n", "part Content-Disposition is not form-data"},
+           {"Content-Disposition: form-data; name=\"a\r\n", "unterminated quoted string in Content-Disposition header"},
+           {"Content-Disposition: form-data; name\r\n", "malformed parameter in Content-Disposition header"},
            {"Content-Disposition: form-data; name=\"a\" b\r\n",
             "malformed parameter list in Content-Disposition header"},
            {"Content-Disposition: form-data; name=a; name=b\r\n",
@@ -451,8 +441,7 @@ TEST(MultipartBoundary, Accepted) {
             "----WebKitFormBoundary7MA4YWxkTrZu0gW"},
            {"multipart/form-data;boundary=abc", "abc"},
            {"Multipart/Form-Data; BOUNDARY=abc", "abc"},
-           {"multipart/form-data; charset=utf-8; boundary=\"a b'()+_,-./:=?c\"",
-            "a b'()+_,-./:=?c"},
+           {"multipart/form-data; charset=utf-8; boundary=\"a b'()+_,-./:=?c\"", "a b'()+_,-./:=?c"},
            {"multipart/form-data; boundary=\"abc\"; charset=utf-8", "abc"},
            {"  multipart/form-data ;  boundary = abc  ; ", "abc"},
            {"multipart/form-data; boundary=simple=boundary/123", "simple=boundary/123"},
@@ -478,18 +467,13 @@ TEST(MultipartBoundary, Rejected) {
            {"multipart/form-data; charset=utf-8", "Content-Type has no boundary parameter"},
            {"multipart/form-data; boundary=", "multipart boundary must be 1 to 70 characters"},
            {"multipart/form-data; boundary=\"\"", "multipart boundary must be 1 to 70 characters"},
-           {"multipart/form-data; boundary=" + std::string(71, 'b'),
-            "multipart boundary must be 1 to 70 characters"},
-           {"multipart/form-data; boundary=a@b",
-            "multipart boundary has a character RFC 2046 does not allow"},
-           {"multipart/form-data; boundary=\"a\\\"b\"",
-            "multipart boundary has a character RFC 2046 does not allow"},
+           {"multipart/form-data; boundary=" + std::string(71, 'b'), "multipart boundary must be 1 to 70 characters"},
+           {"multipart/form-data; boundary=a@b", "multipart boundary has a character RFC 2046 does not allow"},
+           {"multipart/form-data; boundary=\"a\\\"b\"", "multipart boundary has a character RFC 2046 does not allow"},
            {"multipart/form-data; boundary=\"ab \"", "multipart boundary must not end in a space"},
-           {"multipart/form-data; boundary=\"abc",
-            "unterminated quoted string in Content-Type header"},
+           {"multipart/form-data; boundary=\"abc", "unterminated quoted string in Content-Type header"},
            {"multipart/form-data; boundary", "malformed parameter in Content-Type header"},
-           {"multipart/form-data; boundary=a; boundary=b",
-            "duplicate boundary parameter in Content-Type header"},
+           {"multipart/form-data; boundary=a; boundary=b", "duplicate boundary parameter in Content-Type header"},
        }) {
     SCOPED_TRACE(c.content_type);
     Result<std::string_view> b = multipart_boundary(c.content_type);

@@ -32,7 +32,9 @@ std::string read_file(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-std::size_t lines_of(const std::string& text) { return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n')); }
+std::size_t lines_of(const std::string& text) {
+  return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+}
 
 class TempDir {
  public:
@@ -230,7 +232,7 @@ TEST_P(TableFault, ATableThatRefusesEveryRowKeepsTheBatch) {
 }
 
 TEST(Bisection, AFullDeadLetterFileKeepsTheBatchAndRetries) {
-  Harness h(300);  // room for about one line
+  Harness h(300);          // room for about one line
   h.sink.replayed = true;  // the stored rows are written again at every retry
   EXPECT_FALSE(write_batch(*h.writer, events(50, {3, 30}), h.done, h.ok, 500));
   for (int i = 0; i < 200 && h.writer->sink_healthy(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));

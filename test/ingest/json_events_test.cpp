@@ -31,7 +31,8 @@ Parsed parse(JsonEventParser& p, std::string_view body) {
 
 TEST(JsonEvents, Ndjson) {
   JsonEventParser p;
-  auto r = parse(p, "{\"name\":\"a\",\"value\":1}\n\n{\"value\":-2,\"name\":\"b\",\"at\":1714564800123,\"id\":\"k1\"}\r\n");
+  auto r =
+      parse(p, "{\"name\":\"a\",\"value\":1}\n\n{\"value\":-2,\"name\":\"b\",\"at\":1714564800123,\"id\":\"k1\"}\r\n");
   EXPECT_EQ(r.error, "");
   ASSERT_EQ(r.names.size(), 2u);
   EXPECT_EQ(r.names[1], "b");
@@ -57,7 +58,8 @@ TEST(JsonEvents, Array) {
 TEST(JsonEvents, Huge) {
   JsonEventParser p;
   std::string body;
-  for (int i = 0; i < 100000; ++i) body += "{\"name\":\"n" + std::to_string(i % 100) + "\",\"value\":" + std::to_string(i) + "}\n";
+  for (int i = 0; i < 100000; ++i)
+    body += "{\"name\":\"n" + std::to_string(i % 100) + "\",\"value\":" + std::to_string(i) + "}\n";
   auto r = parse(p, body);
   EXPECT_EQ(r.error, "");
   EXPECT_EQ(r.values.size(), 100000u);
@@ -102,8 +104,7 @@ TEST(JsonEvents, ControlsAndBidiOverridesAreRefusedAsInQueries) {
   for (const char* b : {"\\u202e", "\\u202a", "\\u2066", "\\u2069", "\xE2\x80\xAE"}) {
     SCOPED_TRACE(b);
     EXPECT_EQ(parse(p, std::string("{\"name\":\"") + b + "x\",\"value\":1}").error, "event 0: name:" + bidi);
-    EXPECT_EQ(parse(p, std::string("{\"name\":\"a\",\"value\":1,\"id\":\"") + b + "\"}").error,
-              "event 0: id:" + bidi);
+    EXPECT_EQ(parse(p, std::string("{\"name\":\"a\",\"value\":1,\"id\":\"") + b + "\"}").error, "event 0: id:" + bidi);
   }
   EXPECT_EQ(parse(p, "{\"name\":\"a\",\"value\":1,\"id\":\"\"}").error, "event 0: id: must not be empty");
   Parsed ok = parse(p, "{\"name\":\"\u05e9\u200f x\",\"value\":1,\"id\":\"k \u00a0\"}");

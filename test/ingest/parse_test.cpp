@@ -139,8 +139,8 @@ TEST(Parse, ControlsAndBidiOverridesAreRefusedInNamesAndIds) {
     EXPECT_EQ(Q(std::string("name=a") + c + "b&value=1").error(), kNameControl);
     EXPECT_EQ(Q(std::string("name=a&value=1&id=k") + c).error(), kIdControl);
   }
-  for (const char* b : {"%E2%80%AA", "%E2%80%AB", "%E2%80%AC", "%E2%80%AD", "%E2%80%AE", "%E2%81%A6",
-                        "%E2%81%A7", "%E2%81%A8", "%E2%81%A9"}) {
+  for (const char* b : {"%E2%80%AA", "%E2%80%AB", "%E2%80%AC", "%E2%80%AD", "%E2%80%AE", "%E2%81%A6", "%E2%81%A7",
+                        "%E2%81%A8", "%E2%81%A9"}) {
     SCOPED_TRACE(b);
     EXPECT_EQ(Q(std::string("name=") + b + "x&value=1").error(), kNameBidi);
     EXPECT_EQ(Q(std::string("name=x&value=1&id=") + b).error(), kIdBidi);
@@ -148,8 +148,8 @@ TEST(Parse, ControlsAndBidiOverridesAreRefusedInNamesAndIds) {
   // Neighbours that stay allowed: space, tab-free printable ASCII, U+00A0,
   // the bidi marks U+200E/U+200F/U+061C, U+2029's neighbour U+2065, U+202F,
   // and right-to-left text itself.
-  for (const char* ok : {"a+b", "%7E", "%C2%A0", "%E2%80%8E", "%E2%80%8F", "%D8%9C", "%E2%81%A5",
-                         "%E2%80%AF", "%D7%A9%D7%9C%D7%95%D7%9D"}) {
+  for (const char* ok : {"a+b", "%7E", "%C2%A0", "%E2%80%8E", "%E2%80%8F", "%D8%9C", "%E2%81%A5", "%E2%80%AF",
+                         "%D7%A9%D7%9C%D7%95%D7%9D"}) {
     SCOPED_TRACE(ok);
     EXPECT_EQ(Q(std::string("name=") + ok + "&value=1&id=" + ok).error(), "");
   }

@@ -35,8 +35,7 @@ EventBuffer make_events(std::size_t n, std::uint64_t first_id = 1) {
     name.assign(1 + (i * 37) % kMaxNameBytes, static_cast<char>('a' + i % 26));
     client.assign(i % 3 == 0 ? 0 : (i * 11) % (kMaxClientIdBytes + 1), 'c');
     const auto k = static_cast<std::int64_t>(i);
-    buffer.append({first_id + i, 1'700'000'000'000'000 + k, 1'600'000'000'000'000 - k, k * 7 - 3,
-                   name, client});
+    buffer.append({first_id + i, 1'700'000'000'000'000 + k, 1'600'000'000'000'000 - k, k * 7 - 3, name, client});
   }
   return buffer;
 }
@@ -130,8 +129,7 @@ class SpoolDirTest : public ::testing::Test {
   }
 
   // A segment of `count` records written through the spool; returns its info.
-  SegmentInfo write_segment(Spool& spool, unsigned shard, std::size_t count,
-                            std::uint64_t first_id = 1) {
+  SegmentInfo write_segment(Spool& spool, unsigned shard, std::size_t count, std::uint64_t first_id = 1) {
     auto writer = spool.create(shard);
     EXPECT_TRUE(writer.ok()) << writer.status().message();
     if (!writer.ok()) return {};
@@ -218,18 +216,14 @@ TEST_F(SpoolRoundTrip, ScratchIsReusedAndCallbackErrorStops) {
   std::size_t calls = 0;
   auto r = read_segment(
       info.path, scratch,
-      [&](std::string_view, std::size_t) {
-        return ++calls == 2 ? Status::transient("database down") : Status{};
-      },
-      10);
+      [&](std::string_view, std::size_t) { return ++calls == 2 ? Status::transient("database down") : Status{}; }, 10);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().kind(), ErrorKind::transient);
   EXPECT_EQ(r.status().message(), "database down");
   EXPECT_EQ(calls, 2u);
 
   const std::byte* data = scratch.data();
-  auto again =
-      read_segment(info.path, scratch, [](std::string_view, std::size_t) { return Status{}; });
+  auto again = read_segment(info.path, scratch, [](std::string_view, std::size_t) { return Status{}; });
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->records, 1000u);
   EXPECT_EQ(scratch.data(), data);
@@ -238,8 +232,7 @@ TEST_F(SpoolRoundTrip, ScratchIsReusedAndCallbackErrorStops) {
 
 TEST_F(SpoolRoundTrip, MissingFileIsNotFound) {
   std::vector<std::byte> scratch;
-  auto r = read_segment(root_ + "/nope.kseg", scratch,
-                        [](std::string_view, std::size_t) { return Status{}; });
+  auto r = read_segment(root_ + "/nope.kseg", scratch, [](std::string_view, std::size_t) { return Status{}; });
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().kind(), ErrorKind::not_found);
 }
@@ -301,8 +294,7 @@ TEST_F(SpoolListing, LeftoverInSeqOrderAcrossShards) {
   auto spool = open_spool();
   ASSERT_TRUE(spool);
   const std::vector<SegmentInfo>& left = spool->leftover();
-  std::sort(written.begin(), written.end(),
-            [](const SegmentInfo& a, const SegmentInfo& b) { return a.seq < b.seq; });
+  std::sort(written.begin(), written.end(), [](const SegmentInfo& a, const SegmentInfo& b) { return a.seq < b.seq; });
   ASSERT_EQ(left.size(), written.size());
   for (std::size_t i = 0; i < left.size(); ++i) {
     EXPECT_EQ(left[i].path, written[i].path);
@@ -371,8 +363,7 @@ TEST_F(SpoolTornTail, EveryCutOfTheLastRecord) {
     const ReadBack back = read_back(path);
     ASSERT_TRUE(back.status.ok());
     const bool whole = cut == 0 || cut == last_size;
-    EXPECT_EQ(back.result.tail,
-              whole ? SegmentReadResult::Tail::clean : SegmentReadResult::Tail::torn);
+    EXPECT_EQ(back.result.tail, whole ? SegmentReadResult::Tail::clean : SegmentReadResult::Tail::torn);
     EXPECT_EQ(back.result.records, cut == last_size ? n : n - 1);
     EXPECT_EQ(back.ids.size(), back.result.records);
     EXPECT_EQ(back.result.tail_offset, cut == last_size ? full.size() : last_start);
@@ -427,9 +418,8 @@ TEST_F(SpoolCorrupt, BadHeader) {
   fs::create_directories(dir_);
   const std::string records(make_events(5).view());
   const std::string path = dir_ + "/0000000000000005-01.kseg";
-  for (const std::string& header :
-       {segment_header(5, kSegmentVersion, "KSEH"), segment_header(5, 2), segment_header(6),
-        std::string(kSegmentHeaderBytes, '\0')}) {
+  for (const std::string& header : {segment_header(5, kSegmentVersion, "KSEH"), segment_header(5, 2), segment_header(6),
+                                    std::string(kSegmentHeaderBytes, '\0')}) {
     write_file(path, header + records);
     const ReadBack back = read_back(path);
     ASSERT_TRUE(back.status.ok());
@@ -629,8 +619,7 @@ int file_size_limit_child(const std::string& dir) {
   if (s.kind() != ErrorKind::full) return 7;
   if (s.message().find("File too large") == std::string::npos) return 8;
   struct stat st;
-  if (::stat(w->info().path.c_str(), &st) != 0 || static_cast<std::uint64_t>(st.st_size) != good)
-    return 9;
+  if (::stat(w->info().path.c_str(), &st) != 0 || static_cast<std::uint64_t>(st.st_size) != good) return 9;
   if (w->info().bytes != good || (*spool)->bytes() != spool_bytes) return 10;
 
   // The segment is still good to append to: no hole, no partial record.
@@ -648,8 +637,7 @@ int file_size_limit_child(const std::string& dir) {
   auto none = (*spool)->create(5);
   if (none.ok() || none.status().kind() != ErrorKind::full) return 15;
   std::size_t files = 0;
-  for (const auto& entry : fs::directory_iterator(dir))
-    files += entry.path().extension() == ".kseg";
+  for (const auto& entry : fs::directory_iterator(dir)) files += entry.path().extension() == ".kseg";
   if (files != 1 || (*spool)->bytes() != before) return 16;
   return 0;
 }

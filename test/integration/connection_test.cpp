@@ -23,19 +23,19 @@ namespace {
 using namespace std::chrono_literals;
 
 std::vector<std::string> base_args(const TempDir& dir) {
-  return {"--sink",  "sqlite://" + dir.path() + "/e.db", "--spool-dir", dir.path() + "/spool",
-          "--store", "file://" + dir.path() + "/objects", "--threads",  "1"};
+  return {"--sink",  "sqlite://" + dir.path() + "/e.db",  "--spool-dir", dir.path() + "/spool",
+          "--store", "file://" + dir.path() + "/objects", "--threads",   "1"};
 }
 
 // A request with a chunked BODY (one chunk, none if empty) and TRAILER (zero or more
 // "Name: value\r\n" lines) after the last chunk.
-std::string chunked_with_trailer(const std::string& request_line, const std::string& headers,
-                                 const std::string& body, const std::string& trailer) {
+std::string chunked_with_trailer(const std::string& request_line, const std::string& headers, const std::string& body,
+                                 const std::string& trailer) {
   char size[32];
   std::snprintf(size, sizeof size, "%zx", body.size());
   const std::string chunk = body.empty() ? std::string() : size + ("\r\n" + body) + "\r\n";
-  return request_line + " HTTP/1.1\r\nHost: t\r\n" + headers + "Transfer-Encoding: chunked\r\n\r\n" + chunk +
-         "0\r\n" + trailer + "\r\n";
+  return request_line + " HTTP/1.1\r\nHost: t\r\n" + headers + "Transfer-Encoding: chunked\r\n\r\n" + chunk + "0\r\n" +
+         trailer + "\r\n";
 }
 
 long long count_named(const TempDir& dir, const std::string& name) {
@@ -108,7 +108,8 @@ TEST(Connection, ATrailerCannotChangeTheAuthorization) {
   Kiroku k(dir.path(), args);
   {
     Client c(k.port());
-    c.send_raw("PUT /files/t.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer s3cret\r\nContent-Length: 5\r\n\r\nhello");
+    c.send_raw(
+        "PUT /files/t.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer s3cret\r\nContent-Length: 5\r\n\r\nhello");
     ASSERT_EQ(c.read_response().status, 201);
   }
   for (const std::size_t n : {0, 10, 1000, 7000}) {
@@ -149,9 +150,7 @@ std::string content(std::size_t size, char seed) {
   return s;
 }
 
-void write_file(const std::string& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary) << data;
-}
+void write_file(const std::string& path, const std::string& data) { std::ofstream(path, std::ios::binary) << data; }
 
 class ClosingUploads : public ::testing::TestWithParam<std::string> {
  protected:
@@ -263,8 +262,7 @@ TEST(Connection, ProxiedRequestsGet403WithoutAToken) {
   Kiroku k(dir.path(), base_args(dir));
   EXPECT_NE(k.log().find("no --auth-token"), std::string::npos) << k.log();
   const std::vector<std::string> proxied = {"X-Forwarded-For: 203.0.113.7\r\n", "x-forwarded-for: 127.0.0.1\r\n",
-                                            "Forwarded: for=203.0.113.7;proto=https\r\n",
-                                            "X-Real-IP: 203.0.113.7\r\n"};
+                                            "Forwarded: for=203.0.113.7;proto=https\r\n", "X-Real-IP: 203.0.113.7\r\n"};
   for (const std::string& h : proxied) {
     SCOPED_TRACE(h);
     for (const std::string target : {"/files/p.txt", "/files?prefix=", "/debug/pprof/heap"}) {
@@ -297,8 +295,9 @@ TEST(Connection, ProxiedRequestsGet403WithoutAToken) {
   Kiroku t(dir2.path(), args);
   EXPECT_EQ(t.log().find("no --auth-token"), std::string::npos);
   Client d(t.port());
-  d.send_raw("PUT /files/q.txt HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.7\r\n"
-             "Authorization: Bearer s3cret\r\nContent-Length: 2\r\n\r\nok");
+  d.send_raw(
+      "PUT /files/q.txt HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.7\r\n"
+      "Authorization: Bearer s3cret\r\nContent-Length: 2\r\n\r\nok");
   EXPECT_EQ(d.read_response().status, 201);
   d.send_raw("GET /files/q.txt HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n");
   EXPECT_EQ(d.read_response().status, 401);
@@ -412,9 +411,7 @@ TEST(Connection, AuthorizationAndHostFollowTheRfcs) {
   EXPECT_EQ(get("GET /?name=host&value=3 HTTP/1.0\r\n\r\n").status, 204);
   EXPECT_EQ(get("GET /?name=host&value=4 HTTP/1.1\r\nhost: x\r\n\r\n").status, 204);
   EXPECT_EQ(k.stop(), 0) << k.log();
-  EXPECT_EQ(sqlite_rows(dir.path() + "/e.db", "SELECT group_concat(value) FROM events WHERE name = 'host'")
-                .at(0)
-                .at(0),
+  EXPECT_EQ(sqlite_rows(dir.path() + "/e.db", "SELECT group_concat(value) FROM events WHERE name = 'host'").at(0).at(0),
             "3,4");
 }
 

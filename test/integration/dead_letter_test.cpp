@@ -103,7 +103,9 @@ std::string body_with_bad(int n, const std::set<int>& bad, const std::string& pr
 // SQLite
 
 std::vector<std::string> sqlite_args(const TempDir& dir, const char* flush_interval = "20ms") {
-  return {"--sink", "sqlite://" + dir.path() + "/events.db", "--spool-dir", dir.path() + "/spool", "--threads", "1",
+  return {"--sink",           "sqlite://" + dir.path() + "/events.db",
+          "--spool-dir",      dir.path() + "/spool",
+          "--threads",        "1",
           "--flush-interval", flush_interval};
 }
 
@@ -157,8 +159,9 @@ TEST(DeadLetterSqlite, ATableThatRefusesEveryRowKeepsTodaysBehaviour) {
   TempDir dir;
   const std::string db = dir.path() + "/events.db";
   // Every row breaks the CHECK: the table is at fault, not the data.
-  sqlite_exec(db, "CREATE TABLE events (id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL, at INTEGER NOT NULL,"
-                  " name TEXT NOT NULL CHECK (length(name) > 100), value INTEGER NOT NULL, client_id TEXT UNIQUE)");
+  sqlite_exec(db,
+              "CREATE TABLE events (id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL, at INTEGER NOT NULL,"
+              " name TEXT NOT NULL CHECK (length(name) > 100), value INTEGER NOT NULL, client_id TEXT UNIQUE)");
   auto args = sqlite_args(dir);
   args.insert(args.end(), {"--shutdown-timeout", "1s"});
   Kiroku k(dir.path(), args);
@@ -192,17 +195,18 @@ TEST(DeadLetterSqlite, ATableThatRefusesEveryRowKeepsTodaysBehaviour) {
 TEST(DeadLetterSqlite, SpoolCommandsRefuseALiveServerAndReplayAfterTheTableIsFixed) {
   TempDir dir;
   const std::string db = dir.path() + "/events.db";
-  sqlite_exec(db, "CREATE TABLE events (id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL, at INTEGER NOT NULL,"
-                  " name TEXT NOT NULL, value INTEGER NOT NULL, client_id TEXT UNIQUE);"
-                  "CREATE TRIGGER short_names BEFORE INSERT ON events WHEN length(NEW.name) > 5"
-                  " BEGIN SELECT RAISE(ABORT, 'name too long'); END");
+  sqlite_exec(db,
+              "CREATE TABLE events (id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL, at INTEGER NOT NULL,"
+              " name TEXT NOT NULL, value INTEGER NOT NULL, client_id TEXT UNIQUE);"
+              "CREATE TRIGGER short_names BEFORE INSERT ON events WHEN length(NEW.name) > 5"
+              " BEGIN SELECT RAISE(ABORT, 'name too long'); END");
   Kiroku k(dir.path(), sqlite_args(dir));
   send_issue_case(k.port());
   ASSERT_TRUE(wait_for([&] { return sqlite_count(db) == 8; }, 10000)) << k.log();
   std::string out;
   for (const char* cmd : {"check", "dump", "replay"}) {
-    EXPECT_EQ(kiroku_command(std::string("spool ") + cmd + " --spool-dir " + dir.path() + "/spool --sink sqlite://" + db,
-                             out),
+    EXPECT_EQ(kiroku_command(
+                  std::string("spool ") + cmd + " --spool-dir " + dir.path() + "/spool --sink sqlite://" + db, out),
               2)
         << cmd;
     EXPECT_NE(out.find("in use by another process"), std::string::npos) << cmd << ": " << out;
@@ -267,9 +271,10 @@ TEST(DeadLetterSqlite, KillNineWhileABatchIsSplitLosesNothingAndDuplicatesNothin
   std::size_t dead_lost = 0, dead_dup = 0;
   for (const auto& id : acked_bad) dead_lost += dead.count(id) == 0;
   for (const auto& id : dead) dead_dup += dead.count(id) > 1;
-  std::printf("FIGURE dead_letter kill9_mid_split runs=%d killed_before_the_dead_letter_append=%d rows=%zu "
-              "lost=%zu duplicates=%zu dead_lettered=%zu dead_lost=%zu dead_duplicates=%zu\n",
-              kRuns, cut_mid_split, stored.size(), lost, dup, dead.size(), dead_lost, dead_dup);
+  std::printf(
+      "FIGURE dead_letter kill9_mid_split runs=%d killed_before_the_dead_letter_append=%d rows=%zu "
+      "lost=%zu duplicates=%zu dead_lettered=%zu dead_lost=%zu dead_duplicates=%zu\n",
+      kRuns, cut_mid_split, stored.size(), lost, dup, dead.size(), dead_lost, dead_dup);
   std::fflush(stdout);
   EXPECT_GT(cut_mid_split, 0);
   EXPECT_EQ(lost, 0u);
@@ -316,8 +321,8 @@ class DeadLetterMysql : public ::testing::Test {
         " name VARCHAR(5) NOT NULL, value BIGINT NOT NULL, client_id VARCHAR(255) NULL)");
   }
   std::vector<std::string> args(const TempDir& dir, const char* flush_interval = "20ms") {
-    return {"--sink", url_, "--table", table_, "--spool-dir", dir.path() + "/spool", "--threads", "1",
-            "--flush-interval", flush_interval};
+    return {"--sink",    url_, "--table",          table_,        "--spool-dir", dir.path() + "/spool",
+            "--threads", "1",  "--flush-interval", flush_interval};
   }
   std::string url_, ctl_, table_;
 };
@@ -342,9 +347,8 @@ TEST_F(DeadLetterMysql, OneBadRowIsDeadLetteredTheRestStoredReadinessStaysUp) {
   // The table is widened: replay stores the event.
   sql("ALTER TABLE kiroku_test." + table_ + " MODIFY name VARCHAR(255) NOT NULL");
   std::string out;
-  EXPECT_EQ(kiroku_command("spool replay --spool-dir " + dir.path() + "/spool --sink " + url_ + " --table " + table_,
-                           out),
-            0)
+  EXPECT_EQ(
+      kiroku_command("spool replay --spool-dir " + dir.path() + "/spool --sink " + url_ + " --table " + table_, out), 0)
       << out;
   EXPECT_NE(out.find("1 events stored, 0 still refused, 0 left"), std::string::npos) << out;
   EXPECT_EQ(count(), 9);
@@ -358,16 +362,20 @@ TEST_F(DeadLetterMysql, TenThousandRowsWithThreeBadCostTenTransactions) {
   Kiroku k(dir.path(), a);
   const double writes0 = metric_value(k.port(), "kiroku_sink_writes_total");
   const long long com0 = std::atoll(sql("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS"
-                                        " WHERE VARIABLE_NAME = 'COM_INSERT'").c_str());
+                                        " WHERE VARIABLE_NAME = 'COM_INSERT'")
+                                        .c_str());
   Client c(k.port());
   ASSERT_EQ(c.post("/events", body_with_bad(10'000, {10, 5000, 9990}, "e")).status, 202);
   ASSERT_TRUE(wait_for([&] { return count() == 9997; }, 15000)) << count() << k.log();
   const double writes = metric_value(k.port(), "kiroku_sink_writes_total") - writes0;
   const long long com = std::atoll(sql("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS"
-                                       " WHERE VARIABLE_NAME = 'COM_INSERT'").c_str()) - com0;
-  std::printf("FIGURE dead_letter mariadb rows=10000 bad=3 sink_transactions=%.0f com_insert_delta=%lld "
-              "(global counter: other tests running at the same time add to it)\n",
-              writes, com);
+                                       " WHERE VARIABLE_NAME = 'COM_INSERT'")
+                                       .c_str()) -
+                        com0;
+  std::printf(
+      "FIGURE dead_letter mariadb rows=10000 bad=3 sink_transactions=%.0f com_insert_delta=%lld "
+      "(global counter: other tests running at the same time add to it)\n",
+      writes, com);
   std::fflush(stdout);
   // "Data too long ... at row N" names the row: 1 + 3 per refused row.
   EXPECT_LE(writes, 10);

@@ -114,8 +114,7 @@ class FakeHttpServer {
       Answer answer = respond_(request, index);
       std::size_t sent = 0;
       while (sent < answer.bytes.size()) {
-        ssize_t n =
-            ::send(conn, answer.bytes.data() + sent, answer.bytes.size() - sent, MSG_NOSIGNAL);
+        ssize_t n = ::send(conn, answer.bytes.data() + sent, answer.bytes.size() - sent, MSG_NOSIGNAL);
         if (n <= 0) return;
         sent += static_cast<std::size_t>(n);
       }

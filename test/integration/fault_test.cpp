@@ -123,8 +123,8 @@ TEST(Fault, KillNineAtRandomMomentsLosesNoAcknowledgedEvent) {
   std::uniform_int_distribution<int> kill_after_ms(200, 1500);
   TempDir dir;
   const std::string db = dir.path() + "/events.db";
-  const std::vector<std::string> args{"--sink", "sqlite://" + db, "--spool-dir", dir.path() + "/spool",
-                                      "--durability", "process", "--threads", "2", "--flush-interval", "100ms"};
+  const std::vector<std::string> args{"--sink",  "sqlite://" + db, "--spool-dir", dir.path() + "/spool", "--durability",
+                                      "process", "--threads",      "2",           "--flush-interval",    "100ms"};
   Acked acked;
   std::atomic<long long> next_value{1};
   long long replays = 0;
@@ -152,10 +152,11 @@ TEST(Fault, KillNineAtRandomMomentsLosesNoAcknowledgedEvent) {
     quarantined += e.path().string().ends_with(".corrupt");
   const auto rows = sqlite_rows(db, "SELECT client_id, value, id FROM events");
   const Check c = check_rows(rows, acked);
-  std::printf("FIGURE fault kill9_loop runs=%d acknowledged=%zu stored=%lld lost=%lld wrong_value=%lld "
-              "duplicates=%lld starts_that_replayed=%lld quarantined_segments=%lld seed=%u\n",
-              kRuns, acked.events.size(), c.stored, c.lost, c.wrong_value, c.duplicate_ids + c.duplicate_client_ids,
-              replays, quarantined, seed);
+  std::printf(
+      "FIGURE fault kill9_loop runs=%d acknowledged=%zu stored=%lld lost=%lld wrong_value=%lld "
+      "duplicates=%lld starts_that_replayed=%lld quarantined_segments=%lld seed=%u\n",
+      kRuns, acked.events.size(), c.stored, c.lost, c.wrong_value, c.duplicate_ids + c.duplicate_client_ids, replays,
+      quarantined, seed);
   std::fflush(stdout);
   expect_nothing_lost(c, acked.events.size());
   EXPECT_GT(acked.events.size(), static_cast<std::size_t>(kRuns) * 100);
@@ -266,9 +267,9 @@ TEST(Fault, SpoolFileSystemFull) {
   if (!fs.mounted())
     GTEST_SKIP() << "cannot mount a tmpfs (needs root); Fault.SpoolFileSizeLimit covers the same answers";
   // The spool's own limit is far above the file system's size: ENOSPC comes first.
-  const std::vector<std::string> args{"--sink", "sqlite://" + db, "--spool-dir", dir.path() + "/spool",
-                                      "--durability", "process", "--threads", "1", "--flush-interval", "20ms",
-                                      "--spool-max-bytes", "64MiB"};
+  const std::vector<std::string> args{"--sink",           "sqlite://" + db, "--spool-dir",       dir.path() + "/spool",
+                                      "--durability",     "process",        "--threads",         "1",
+                                      "--flush-interval", "20ms",           "--spool-max-bytes", "64MiB"};
   create_table(dir, args);
   DatabaseLock lock(db);
   Kiroku k(dir.path(), args);
@@ -298,10 +299,11 @@ TEST(Fault, SpoolFileSystemFull) {
   EXPECT_EQ(fill(after, "fs", n, acked, 200).status, 204);
   EXPECT_EQ(k.stop(), 0) << k.log();
   const Check ch = check_rows(sqlite_rows(db, "SELECT client_id, value, id FROM events"), acked);
-  std::printf("FIGURE fault spool_tmpfs_512k_full acknowledged=%zu acknowledged_before_full=%zu refused_503=%d "
-              "recovered_after_ms=%lld stored=%lld lost=%lld duplicates=%lld\n",
-              acked.events.size(), acked_before_full, refused, recovered_ms, ch.stored, ch.lost,
-              ch.duplicate_ids + ch.duplicate_client_ids);
+  std::printf(
+      "FIGURE fault spool_tmpfs_512k_full acknowledged=%zu acknowledged_before_full=%zu refused_503=%d "
+      "recovered_after_ms=%lld stored=%lld lost=%lld duplicates=%lld\n",
+      acked.events.size(), acked_before_full, refused, recovered_ms, ch.stored, ch.lost,
+      ch.duplicate_ids + ch.duplicate_client_ids);
   std::fflush(stdout);
   expect_nothing_lost(ch, acked.events.size());
 }
@@ -314,9 +316,9 @@ TEST(Fault, SpoolFileSizeLimit) {
   TempDir dir;
   const std::string db = dir.path() + "/events.db";
   // One long batch per shard, so that one segment grows to the limit.
-  const std::vector<std::string> args{"--sink", "sqlite://" + db, "--spool-dir", dir.path() + "/spool",
-                                      "--durability", "process", "--threads", "1", "--flush-interval", "60s",
-                                      "--batch-max", "1000000"};
+  const std::vector<std::string> args{
+      "--sink", "sqlite://" + db,   "--spool-dir", dir.path() + "/spool", "--durability", "process", "--threads",
+      "1",      "--flush-interval", "60s",         "--batch-max",         "1000000"};
   create_table(dir, args);
   DatabaseLock lock(db);
   Kiroku k(dir.path(), args);
@@ -341,10 +343,11 @@ TEST(Fault, SpoolFileSizeLimit) {
   EXPECT_EQ(fill(after, "fsize", n, acked, 200).status, 204);
   EXPECT_EQ(k.stop(), 0) << k.log();
   const Check ch = check_rows(sqlite_rows(db, "SELECT client_id, value, id FROM events"), acked);
-  std::printf("FIGURE fault spool_rlimit_fsize_64k acknowledged=%zu acknowledged_before_efbig=%zu "
-              "answer_at_limit=%d next_segment_answer=%d stored=%lld lost=%lld duplicates=%lld\n",
-              acked.events.size(), acked_before_full, full.status, again.status, ch.stored, ch.lost,
-              ch.duplicate_ids + ch.duplicate_client_ids);
+  std::printf(
+      "FIGURE fault spool_rlimit_fsize_64k acknowledged=%zu acknowledged_before_efbig=%zu "
+      "answer_at_limit=%d next_segment_answer=%d stored=%lld lost=%lld duplicates=%lld\n",
+      acked.events.size(), acked_before_full, full.status, again.status, ch.stored, ch.lost,
+      ch.duplicate_ids + ch.duplicate_client_ids);
   std::fflush(stdout);
   expect_nothing_lost(ch, acked.events.size());
 }
@@ -418,10 +421,10 @@ TEST(Fault, DatabaseKilledAndRestartedUnderLoad) {
   std::string client_id, value, id;
   while (out >> client_id >> value >> id) rows.push_back({client_id, value, id});
   const Check ch = check_rows(rows, acked);
-  std::printf("FIGURE fault mariadb_kill9 acknowledged=%zu errors=%lld ready_again_after_kill_ms=%lld stored=%lld "
-              "lost=%lld duplicates=%lld\n",
-              acked.events.size(), errors.load(), ready_ms, ch.stored, ch.lost,
-              ch.duplicate_ids + ch.duplicate_client_ids);
+  std::printf(
+      "FIGURE fault mariadb_kill9 acknowledged=%zu errors=%lld ready_again_after_kill_ms=%lld stored=%lld "
+      "lost=%lld duplicates=%lld\n",
+      acked.events.size(), errors.load(), ready_ms, ch.stored, ch.lost, ch.duplicate_ids + ch.duplicate_client_ids);
   std::fflush(stdout);
   EXPECT_EQ(errors.load(), 0) << "requests not acknowledged while the spool had room";
   expect_nothing_lost(ch, acked.events.size());

@@ -123,7 +123,8 @@ class FaultyS3Proxy {
   int count(std::initializer_list<std::string_view> parts) {
     std::lock_guard lock(mutex_);
     return static_cast<int>(std::count_if(lines_.begin(), lines_.end(), [&](const std::string& l) {
-      return std::all_of(parts.begin(), parts.end(), [&](std::string_view p) { return l.find(p) != std::string::npos; });
+      return std::all_of(parts.begin(), parts.end(),
+                         [&](std::string_view p) { return l.find(p) != std::string::npos; });
     }));
   }
   // Every request line, one a line, after the milliseconds since start(), for failure messages.
@@ -158,7 +159,8 @@ class FaultyS3Proxy {
     std::lock_guard lock(mutex_);
     lines_.push_back(line);
     heads_.push_back(head);
-    times_ms_.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count());
+    times_ms_.push_back(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count());
     for (Rule& r : rules_) {
       if (r.remaining == 0 || (r.match && !r.match(line))) continue;
       if (r.remaining > 0) --r.remaining;
@@ -293,7 +295,9 @@ class FaultyS3Proxy {
   }
 
   std::string error_answer(const Action& a, bool is_head) {
-    const std::string text = a.status == 503 ? "Service Unavailable" : a.status == 500 ? "Internal Server Error" : "Error";
+    const std::string text = a.status == 503   ? "Service Unavailable"
+                             : a.status == 500 ? "Internal Server Error"
+                                               : "Error";
     const std::string xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>" + a.code +
                             "</Code><Message>injected by FaultyS3Proxy</Message><RequestId>FAULT" +
                             std::to_string(faults()) + "</RequestId></Error>";
@@ -342,7 +346,7 @@ class FaultyS3Proxy {
   std::vector<Rule> rules_;
   int faults_ = 0;
   std::vector<std::string> lines_;
-  std::vector<std::string> heads_;  // of lines_: request line and headers
+  std::vector<std::string> heads_;   // of lines_: request line and headers
   std::vector<long long> times_ms_;  // of lines_, since started_
   std::chrono::steady_clock::time_point started_;
 };

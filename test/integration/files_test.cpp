@@ -187,8 +187,8 @@ Answer request(int port, std::string_view method, std::string_view target, std::
 }
 
 // PUT /files/KEY with a pattern body.
-Answer put_pattern(int port, const std::string& key, std::uint64_t seed, std::uint64_t size,
-                   bool chunked = false, std::string_view headers = {}) {
+Answer put_pattern(int port, const std::string& key, std::uint64_t seed, std::uint64_t size, bool chunked = false,
+                   std::string_view headers = {}) {
   FileClient c(port);
   std::string head = "PUT /files/" + key + " HTTP/1.1\r\nHost: t\r\n" + std::string(headers);
   head += chunked ? "Transfer-Encoding: chunked\r\n" : "Content-Length: " + std::to_string(size) + "\r\n";
@@ -255,8 +255,10 @@ class Files : public ::testing::TestWithParam<std::string> {
   }
 
   std::unique_ptr<Kiroku> start(std::vector<std::string> extra = {}, std::string endpoint = {}) {
-    std::vector<std::string> args{"--sink", "sqlite://" + dir_.path() + "/events.db", "--spool-dir",
-                                  dir_.path() + "/spool", "--store", store_url(endpoint), "--part-size", "5MiB"};
+    std::vector<std::string> args{"--sink",      "sqlite://" + dir_.path() + "/events.db",
+                                  "--spool-dir", dir_.path() + "/spool",
+                                  "--store",     store_url(endpoint),
+                                  "--part-size", "5MiB"};
     args.insert(args.end(), extra.begin(), extra.end());
     return std::make_unique<Kiroku>(dir_.path(), args, s3_env());
   }
@@ -400,7 +402,8 @@ TEST_P(Files, ListingIsMergedAcrossPartitionsInOrderAndPaginated) {
   std::vector<std::string> paged;
   std::string after;
   for (int page = 0; page < 10; ++page) {
-    Answer p = request(k->port(), "GET", "/files?prefix=" + prefix_ + "list/&limit=5" + (after.empty() ? "" : "&after=" + after));
+    Answer p = request(k->port(), "GET",
+                       "/files?prefix=" + prefix_ + "list/&limit=5" + (after.empty() ? "" : "&after=" + after));
     ASSERT_EQ(p.status, 200) << p.body;
     auto page_json = p.json();
     EXPECT_LE(page_json["objects"].size(), 5u);
@@ -436,10 +439,14 @@ TEST_P(Files, BadKeysAreRejectedAndNothingEscapes) {
     std::string target, rule;
   };
   const std::vector<Case> cases = {
-      {p + "a/../../escape", ".."},        {p + "a/%2e%2e/%2E%2E/escape", ".."},
-      {"/files/../escape", ".."},          {p + "nul%00byte", "NUL"},
-      {p + std::string(1100, 'k'), "1024"}, {"/files/", "empty"},
-      {p + "a//b", "empty"},               {p + "bad%zz", "percent"},
+      {p + "a/../../escape", ".."},
+      {p + "a/%2e%2e/%2E%2E/escape", ".."},
+      {"/files/../escape", ".."},
+      {p + "nul%00byte", "NUL"},
+      {p + std::string(1100, 'k'), "1024"},
+      {"/files/", "empty"},
+      {p + "a//b", "empty"},
+      {p + "bad%zz", "percent"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.target.substr(0, 80));
@@ -450,8 +457,7 @@ TEST_P(Files, BadKeysAreRejectedAndNothingEscapes) {
   }
   if (!s3()) {
     // Nothing was written outside the store's directory.
-    for (const auto& e : fs::directory_iterator(dir_.path()))
-      EXPECT_NE(e.path().filename(), "escape") << e.path();
+    for (const auto& e : fs::directory_iterator(dir_.path())) EXPECT_NE(e.path().filename(), "escape") << e.path();
     EXPECT_FALSE(fs::exists(fs::path(dir_.path()).parent_path() / "escape"));
   }
   EXPECT_EQ(k->stop(), 0);
@@ -465,7 +471,8 @@ TEST_P(Files, BearerTokenGuardsTheFileApi) {
   // No token: 401 at once, before the body (no 100 Continue), connection closed after.
   {
     FileClient c(k->port());
-    ASSERT_TRUE(c.send("PUT /files/" + key + " HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"));
+    ASSERT_TRUE(
+        c.send("PUT /files/" + key + " HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"));
     Answer a = c.read();
     EXPECT_EQ(a.status, 401);
     EXPECT_EQ(a.header("WWW-Authenticate"), "Bearer");
@@ -487,8 +494,8 @@ TEST_P(Files, ClientGoneMidUploadLeavesNothing) {
   const std::string key = prefix_ + "half.bin";
   {
     FileClient c(k->port());
-    ASSERT_TRUE(c.send("PUT /files/" + key + " HTTP/1.1\r\nHost: t\r\nContent-Length: " +
-                       std::to_string(3 * kPart) + "\r\n\r\n"));
+    ASSERT_TRUE(c.send("PUT /files/" + key + " HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(3 * kPart) +
+                       "\r\n\r\n"));
     ASSERT_TRUE(c.send_pattern(4, kPart + kPart / 2, false));
   }  // closed with half the body sent
   std::this_thread::sleep_for(500ms);
@@ -536,8 +543,8 @@ TEST_P(S3Files, S3GoneMidUploadAnswers5xxAndLeavesNothing) {
   const std::uint64_t size = 12 * kPart;
 
   FileClient c(k->port());
-  ASSERT_TRUE(c.send("PUT /files/" + key + " HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(size) +
-                     "\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("PUT /files/" + key + " HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n"));
   std::thread cutter([&] {
     for (int i = 0; i < 1000 && proxy.seen().find("partNumber=") == std::string::npos; ++i)
       std::this_thread::sleep_for(10ms);
@@ -566,8 +573,7 @@ TEST_P(S3Files, StreamedOptionsSendOnePutAndOneGet) {
   const std::string endpoint = s3_endpoint();
   CuttableProxy proxy(endpoint);
   ASSERT_TRUE(proxy.start());
-  s3_options_ = "&stream_put_max=" + std::to_string(100ull << 20) +
-                "&stream_get_max=" + std::to_string(100ull << 20);
+  s3_options_ = "&stream_put_max=" + std::to_string(100ull << 20) + "&stream_get_max=" + std::to_string(100ull << 20);
   auto k = start({}, proxy.endpoint());
 
   // 100 MiB with a Content-Length: one PUT, no multipart upload. (Its memory
@@ -642,7 +648,8 @@ TEST_P(Files, ContentTypeIsKeptAndServed) {
   ASSERT_EQ(request(k->port(), "PUT", "/files/" + csv, "Content-Type: text/plain\r\n", "z").status, 201);
   EXPECT_EQ(request(k->port(), "GET", "/files/" + csv).header("Content-Type"), "text/plain");
 
-  Answer bad = request(k->port(), "PUT", "/files/" + prefix_ + "types/bad", "Content-Type: text/\xc3\xa9t\xc3\xa9\r\n", "x");
+  Answer bad =
+      request(k->port(), "PUT", "/files/" + prefix_ + "types/bad", "Content-Type: text/\xc3\xa9t\xc3\xa9\r\n", "x");
   EXPECT_EQ(bad.status, 400) << bad.body;
   EXPECT_NE(bad.body.find("Content-Type"), std::string::npos) << bad.body;
   EXPECT_EQ(request(k->port(), "HEAD", "/files/" + prefix_ + "types/bad").status, 404);
@@ -684,9 +691,9 @@ TEST_P(Files, ConditionalRequestsAndIfRange) {
   EXPECT_EQ(older.body, data);
   EXPECT_EQ(request(k->port(), "GET", path, "If-Modified-Since: yesterday\r\n").status, 200);
   // If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
-  EXPECT_EQ(request(k->port(), "GET", path, "If-None-Match: \"nope\"\r\nIf-Modified-Since: " + modified + "\r\n")
-                .status,
-            200);
+  EXPECT_EQ(
+      request(k->port(), "GET", path, "If-None-Match: \"nope\"\r\nIf-Modified-Since: " + modified + "\r\n").status,
+      200);
 
   const std::string range = "Range: bytes=10-" + std::to_string(kPart + 20) + "\r\n";
   const std::string slice = data.substr(10, kPart + 11);
@@ -765,8 +772,8 @@ TEST_P(RgwFiles, RefusedCredentialsAreNamedAndLeaveNothing) {
 
   // A second key of the same user, for kiroku; its secret changes under it.
   const std::string key_id = "KIROKUROTATE" + std::to_string(::getpid());
-  auto [made, made_out] = shell(admin() + " key create --uid=kiroku --key-type=s3 --access-key=" + key_id +
-                                " --secret-key=first-secret");
+  auto [made, made_out] =
+      shell(admin() + " key create --uid=kiroku --key-type=s3 --access-key=" + key_id + " --secret-key=first-secret");
   ASSERT_EQ(made, 0) << made_out;
   k_env_ = {"AWS_ACCESS_KEY_ID=" + key_id, "AWS_SECRET_ACCESS_KEY=first-secret"};
   auto k = std::make_unique<Kiroku>(
@@ -839,18 +846,15 @@ TEST_P(RgwFiles, AwsCliReadsWhatKirokuWrote) {
   auto [lc, top] = shell(aws + "s3 ls s3://" + s3_bucket() + "/");
   ASSERT_EQ(lc, 0) << top;
   EXPECT_NE(top.find("PRE " + sha256_of(key).substr(0, 1) + "/"), std::string::npos) << top;
-  auto [kc, listed] = shell(aws + "s3 ls 's3://" + s3_bucket() + "/" + sha256_of(key).substr(0, 1) + "/" + prefix_ +
-                            "interop/'");
+  auto [kc, listed] =
+      shell(aws + "s3 ls 's3://" + s3_bucket() + "/" + sha256_of(key).substr(0, 1) + "/" + prefix_ + "interop/'");
   ASSERT_EQ(kc, 0) << listed;
   EXPECT_NE(listed.find(" " + std::to_string(data.size()) + " report.csv"), std::string::npos) << listed;
 }
 
-INSTANTIATE_TEST_SUITE_P(Stores, Files, ::testing::Values("file", "s3", "rgw"),
-                         [](const auto& p) { return p.param; });
-INSTANTIATE_TEST_SUITE_P(Stores, S3Files, ::testing::Values("s3", "rgw"),
-                         [](const auto& p) { return p.param; });
-INSTANTIATE_TEST_SUITE_P(Stores, RgwFiles, ::testing::Values("rgw"),
-                         [](const auto& p) { return p.param; });
+INSTANTIATE_TEST_SUITE_P(Stores, Files, ::testing::Values("file", "s3", "rgw"), [](const auto& p) { return p.param; });
+INSTANTIATE_TEST_SUITE_P(Stores, S3Files, ::testing::Values("s3", "rgw"), [](const auto& p) { return p.param; });
+INSTANTIATE_TEST_SUITE_P(Stores, RgwFiles, ::testing::Values("rgw"), [](const auto& p) { return p.param; });
 
 }  // namespace
 }  // namespace kiroku::test

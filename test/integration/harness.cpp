@@ -223,9 +223,9 @@ Response Client::get(std::string_view target) {
 }
 
 Response Client::post(std::string_view target, std::string_view body, std::string_view content_type) {
-  std::string req = "POST " + std::string(target) + " HTTP/1.1\r\nHost: t\r\nContent-Type: " +
-                    std::string(content_type) + "\r\nContent-Length: " + std::to_string(body.size()) +
-                    "\r\n\r\n" + std::string(body);
+  std::string req = "POST " + std::string(target) +
+                    " HTTP/1.1\r\nHost: t\r\nContent-Type: " + std::string(content_type) +
+                    "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + std::string(body);
   if (!send_raw(req)) return {};
   return read_response();
 }
@@ -257,8 +257,8 @@ void send_mix(int port, Sent& sent, int connections, int per_connection) {
           case 1: r = client.get("/collect?name=" + name + "&value=" + std::to_string(v)); break;
           case 2: r = client.get("/pixel.gif?name=" + name + "&value=" + std::to_string(v)); break;
           case 3:
-            r = client.post("/events", "{\"name\":\"" + name + "\",\"value\":" + std::to_string(v) +
-                                           "}\n{\"name\":\"" + name + "\",\"value\":1}\n");
+            r = client.post("/events", "{\"name\":\"" + name + "\",\"value\":" + std::to_string(v) + "}\n{\"name\":\"" +
+                                           name + "\",\"value\":1}\n");
             break;
         }
         const int want = i % 4 == 2 ? 200 : i % 4 == 3 ? 202 : 204;

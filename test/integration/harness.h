@@ -56,7 +56,7 @@ class Kiroku {
 };
 
 struct Response {
-  int status = 0;  // 0: no answer (connection closed or timed out)
+  int status = 0;       // 0: no answer (connection closed or timed out)
   std::string headers;  // raw header block, lowercase names not guaranteed
   std::string body;
   std::string header(std::string_view name) const;

@@ -60,10 +60,11 @@ SteadyClient::Figures measure(SteadyClient& steady, int ms) {
 // checks them for that scenario).
 void report(const std::string& scenario, const SteadyClient::Figures& base, const SteadyClient::Figures& attack,
             const std::string& extra = {}, bool served = true) {
-  std::printf("FIGURE hostile %s p99_us_base=%lld p99_us_attack=%lld p50_us_base=%lld p50_us_attack=%lld "
-              "requests_attack=%lld failures_attack=%lld%s%s\n",
-              scenario.c_str(), base.p99_us, attack.p99_us, base.p50_us, attack.p50_us, attack.requests,
-              attack.failures, extra.empty() ? "" : " ", extra.c_str());
+  std::printf(
+      "FIGURE hostile %s p99_us_base=%lld p99_us_attack=%lld p50_us_base=%lld p50_us_attack=%lld "
+      "requests_attack=%lld failures_attack=%lld%s%s\n",
+      scenario.c_str(), base.p99_us, attack.p99_us, base.p50_us, attack.p50_us, attack.requests, attack.failures,
+      extra.empty() ? "" : " ", extra.c_str());
   std::fflush(stdout);
   EXPECT_EQ(base.failures, 0) << scenario;
   if (!served) return;
@@ -232,9 +233,9 @@ TEST(Hostile, TenThousandIdleConnections) {
   EXPECT_EQ(served, 100) << "idle connections closed or unanswered when they finally sent a request";
   const long long per_conn = (rss_after - rss_before) / kIdle;
   report("idle_10k", base, attack,
-         "connected=" + std::to_string(connected) + " connect_ms=" + std::to_string(connect_ms) +
-             " rss_before_mib=" + std::to_string(rss_before >> 20) + " rss_after_mib=" +
-             std::to_string(rss_after >> 20) + " rss_per_idle_connection_bytes=" + std::to_string(per_conn));
+         "connected=" + std::to_string(connected) + " connect_ms=" + std::to_string(connect_ms) + " rss_before_mib=" +
+             std::to_string(rss_before >> 20) + " rss_after_mib=" + std::to_string(rss_after >> 20) +
+             " rss_per_idle_connection_bytes=" + std::to_string(per_conn));
   EXPECT_LT(rss_after, 400ll << 20) << "RSS with 10,000 idle connections";
   idle.clear();
   EXPECT_TRUE(k.running());
@@ -347,8 +348,8 @@ std::string expect_answer_then_close(int port, const Attack& a) {
   c.send_raw(a.bytes);
   const Response r = c.read_response();
   if (r.status != a.status)
-    return std::string(a.name) + ": status " + std::to_string(r.status) + ", want " + std::to_string(a.status) +
-           " " + r.body;
+    return std::string(a.name) + ": status " + std::to_string(r.status) + ", want " + std::to_string(a.status) + " " +
+           r.body;
   if (r.status >= 400 && r.header("Content-Type") != "application/json")
     return std::string(a.name) + ": error without a JSON body";
   if (r.status >= 400 && r.header("Connection") != "close") return std::string(a.name) + ": no Connection: close";
@@ -394,8 +395,7 @@ void attack_group(const std::string& scenario, const std::vector<Attack>& attack
   EXPECT_EQ(k.stop(), 0) << k.log();
   // Nothing smuggled or half-parsed was stored: only the normal client's rows and
   // the valid requests of the pipelined attacks (name 'ok').
-  auto rows = sqlite_rows(dir.path() + "/e.db",
-                          "SELECT COUNT(*) FROM events WHERE name NOT IN ('steady', 'ok')");
+  auto rows = sqlite_rows(dir.path() + "/e.db", "SELECT COUNT(*) FROM events WHERE name NOT IN ('steady', 'ok')");
   EXPECT_EQ(rows.at(0).at(0), "0") << "a smuggled or rejected request was stored";
 }
 
@@ -691,8 +691,8 @@ TEST(Hostile, SlowReadersOfALargeDownload) {
     const auto attack = steady.figures();
     EXPECT_GT(slow.bytes_read(), 4 * 30 * 1024) << "the slow readers were not served";
     report("slow_readers_64MiB", base, attack,
-           "slow_readers=4 slow_bytes_read=" + std::to_string(slow.bytes_read()) + " slow_readers_cut=" +
-               std::to_string(slow.cut()) + " rss_start_mib=" + std::to_string(rss_start >> 20) +
+           "slow_readers=4 slow_bytes_read=" + std::to_string(slow.bytes_read()) +
+               " slow_readers_cut=" + std::to_string(slow.cut()) + " rss_start_mib=" + std::to_string(rss_start >> 20) +
                " rss_after_upload_mib=" + std::to_string(rss_base >> 20) + " rss_peak_mib=" +
                std::to_string(peak_rss >> 20) + " pool_bound_mib=" + std::to_string((kPartSize * kStoreBuffers) >> 20));
     // Bounded by the part pool, not by the object size times the readers.
@@ -734,9 +734,9 @@ TEST(Hostile, EncodedTraversalKeysAreRejected) {
     return c.read_response();
   };
   ASSERT_NE(put("probe").status, 404) << "the file API is part of every build";
-  const std::vector<std::string> keys = {"%2E%2E%2Fescaped", "a%2F..%2F..%2Fescaped", "%2F" + dir.path() + "/escaped",
-                                         "a/./escaped",      "a/.",                   "%c0%ae%c0%ae/escaped",
-                                         "%c0%ae%c0%ae%2Fescaped"};
+  const std::vector<std::string> keys = {
+      "%2E%2E%2Fescaped",     "a%2F..%2F..%2Fescaped", "%2F" + dir.path() + "/escaped", "a/./escaped", "a/.",
+      "%c0%ae%c0%ae/escaped", "%c0%ae%c0%ae%2Fescaped"};
   for (const std::string& key : keys) {
     const Response r = put(key);
     EXPECT_EQ(r.status, 400) << key << ": " << r.body;
@@ -781,10 +781,11 @@ void probe_beside_slow_clients(Kiroku& k, const std::string& name) {
   const Response put = put_file(k.port(), "another", 5, 3000);
   const auto put_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count();
   expect_answered_in_time(put, put_ms, 201, "PUT of a 5-byte object, " + name);
-  std::printf("FIGURE hostile %s slow_clients=%lld get_status=%d get_ms=%lld put_status=%d put_ms=%lld "
-              "store_buffer_wait_ms=1000\n",
-              name.c_str(), kStoreBuffers, small.status, static_cast<long long>(get_ms), put.status,
-              static_cast<long long>(put_ms));
+  std::printf(
+      "FIGURE hostile %s slow_clients=%lld get_status=%d get_ms=%lld put_status=%d put_ms=%lld "
+      "store_buffer_wait_ms=1000\n",
+      name.c_str(), kStoreBuffers, small.status, static_cast<long long>(get_ms), put.status,
+      static_cast<long long>(put_ms));
 }
 
 // Once the slow clients are gone their buffers come back: both are served.

@@ -3,15 +3,15 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <algorithm>
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
 #include <thread>
-#include <fstream>
-#include <algorithm>
-#include <sys/wait.h>
-#include <signal.h>
 
 #include "integration/harness.h"
 
@@ -33,8 +33,8 @@ class Durability : public ::testing::TestWithParam<std::string> {};
 TEST_P(Durability, StoresExactlyTheAcceptedEvents) {
   TempDir dir;
   const std::string db = dir.path() + "/events.db";
-  Kiroku k(dir.path(), {"--sink", "sqlite://" + db, "--durability", GetParam(), "--spool-dir",
-                        dir.path() + "/spool", "--threads", "2", "--flush-interval", "20ms"});
+  Kiroku k(dir.path(), {"--sink", "sqlite://" + db, "--durability", GetParam(), "--spool-dir", dir.path() + "/spool",
+                        "--threads", "2", "--flush-interval", "20ms"});
   Sent sent;
   send_mix(k.port(), sent, 16, 200);
   EXPECT_EQ(k.stop(), 0) << k.log();
@@ -71,8 +71,8 @@ TEST(Ingest, StoredRowMatchesTheRequest) {
 TEST(Ingest, BadInputGets4xxAndStoresNothing) {
   TempDir dir;
   const std::string db = dir.path() + "/events.db";
-  Kiroku k(dir.path(), {"--sink", "sqlite://" + db, "--spool-dir", dir.path() + "/spool", "--max-body-bytes",
-                        "4096", "--max-header-bytes", "2048"});
+  Kiroku k(dir.path(), {"--sink", "sqlite://" + db, "--spool-dir", dir.path() + "/spool", "--max-body-bytes", "4096",
+                        "--max-header-bytes", "2048"});
   Client c(k.port());
   auto expect = [&](Response r, int status, std::string_view fragment) {
     EXPECT_EQ(r.status, status) << r.body;
@@ -84,7 +84,8 @@ TEST(Ingest, BadInputGets4xxAndStoresNothing) {
   expect(c.get("/collect?name=x&value=1.5"), 400, "value");
   expect(c.get("/?name=x&value=1&at=tomorrow"), 400, "at");
   expect(c.get("/?name=" + std::string(256, 'n') + "&value=1"), 400, "name");
-  expect(c.post("/events", "{\"name\":\"ok\",\"value\":1}\n{\"name\":\"bad\",\"value\":\"x\"}\n"), 400, "event 1: value");
+  expect(c.post("/events", "{\"name\":\"ok\",\"value\":1}\n{\"name\":\"bad\",\"value\":\"x\"}\n"), 400,
+         "event 1: value");
   expect(c.post("/events", "[{\"name\":\"ok\",\"value\":1},"), 400, "malformed");
   expect(c.post("/events", ""), 400, "no events");
   expect(c.get("/nowhere"), 404, "no such endpoint");
@@ -103,7 +104,8 @@ TEST(Ingest, BadInputGets4xxAndStoresNothing) {
   junk.send_raw("THIS IS NOT HTTP\r\n\r\n");
   expect(junk.read_response(), 400, "malformed");
   Client smuggle(k.port());
-  smuggle.send_raw("POST /events HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+  smuggle.send_raw(
+      "POST /events HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
   EXPECT_EQ(smuggle.read_response().status, 400);
 
   EXPECT_EQ(k.stop(), 0);
@@ -122,8 +124,9 @@ TEST(Ingest, PipelinedRequestsAnsweredInOrder) {
   ASSERT_TRUE(c.send_raw(burst));
   for (int i = 0; i < 50; ++i) EXPECT_EQ(c.read_response().status, i % 10 == 9 ? 404 : 204) << i;
   // A request pipelined after "Connection: close" is neither answered nor stored.
-  c.send_raw("GET /?name=p&value=100 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-             "GET /?name=p&value=101 HTTP/1.1\r\nHost: t\r\n\r\n");
+  c.send_raw(
+      "GET /?name=p&value=100 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+      "GET /?name=p&value=101 HTTP/1.1\r\nHost: t\r\n\r\n");
   auto last = c.read_response();
   EXPECT_EQ(last.status, 204);
   EXPECT_EQ(last.header("Connection"), "close");
@@ -199,8 +202,9 @@ TEST(Ingest, ConnectionLimitClosesExtraConnectionsCleanly) {
 TEST(Ingest, KillNineLosesNoAcknowledgedEventInProcessMode) {
   TempDir dir;
   const std::string db = dir.path() + "/events.db";
-  const std::vector<std::string> args{"--sink", "sqlite://" + db, "--spool-dir", dir.path() + "/spool",
-                                      "--durability", "process", "--flush-interval", "500ms", "--threads", "2"};
+  const std::vector<std::string> args{
+      "--sink",  "sqlite://" + db,   "--spool-dir", dir.path() + "/spool", "--durability",
+      "process", "--flush-interval", "500ms",       "--threads",           "2"};
   std::set<std::string> acked;
   {
     Kiroku k(dir.path(), args);
@@ -247,8 +251,8 @@ TEST(Ingest, SpoolFullAnswers503WithRetryAfterAndLosesNothing) {
   sqlite3* lock = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &lock), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(lock, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
-  Kiroku k(dir.path(), {"--sink", "sqlite://" + db, "--spool-dir", dir.path() + "/spool", "--spool-max-bytes",
-                        "1MiB", "--flush-interval", "10ms"});
+  Kiroku k(dir.path(), {"--sink", "sqlite://" + db, "--spool-dir", dir.path() + "/spool", "--spool-max-bytes", "1MiB",
+                        "--flush-interval", "10ms"});
   Client c(k.port());
   long long ok = 0;
   Response r;
@@ -319,7 +323,7 @@ TEST(Ingest, StopSignalTurnsReadyzOffWhileServingDuringTheDrainDelay) {
   auto r = c.get("/readyz");
   EXPECT_EQ(r.status, 503);
   EXPECT_NE(r.body.find("draining"), std::string::npos);
-  EXPECT_EQ(c.get("/?name=late&value=1").status, 204);  // still served
+  EXPECT_EQ(c.get("/?name=late&value=1").status, 204);               // still served
   EXPECT_EQ(http_get(k.port(), "/?name=late&value=2").status, 204);  // new connections too
   EXPECT_EQ(k.stop(SIGTERM), 0) << k.log();
   EXPECT_EQ(sqlite_count(db), 2);
@@ -329,9 +333,9 @@ TEST(Ingest, RunningOutOfDescriptorsNeitherCrashesNorSpins) {
   TempDir dir;
   // 64 descriptors in all: the listener, the database, the spool and a few
   // clients fit; the rest of the connections below meet EMFILE in accept.
-  Kiroku k(dir.path(), {"--sink", "sqlite://" + dir.path() + "/e.db", "--spool-dir", dir.path() + "/spool",
-                        "--threads", "1"},
-           {}, {"prlimit", "--nofile=64:64"});
+  Kiroku k(dir.path(),
+           {"--sink", "sqlite://" + dir.path() + "/e.db", "--spool-dir", dir.path() + "/spool", "--threads", "1"}, {},
+           {"prlimit", "--nofile=64:64"});
   std::vector<std::unique_ptr<Client>> flood;
   for (int i = 0; i < 100; ++i) flood.push_back(std::make_unique<Client>(k.port(), 500));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));

@@ -121,8 +121,8 @@ TEST(InputHardening, StartLogHidesAMysqlPasswordWithAnAt) {
   ASSERT_EQ(std::system((sql + "\"GRANT ALL ON kiroku_test.* TO 'ku_at'@'%'\"").c_str()), 0);
   TempDir dir;
   const std::string url = "mysql://ku_at:SEC@RET@PASS@127.0.0.1:" + std::string(port) + "/kiroku_test";
-  Kiroku k(dir.path(), {"--sink", url, "--table", "hardening_events", "--spool-dir", dir.path() + "/spool",
-                        "--store", "file://" + dir.path() + "/objects"});
+  Kiroku k(dir.path(), {"--sink", url, "--table", "hardening_events", "--spool-dir", dir.path() + "/spool", "--store",
+                        "file://" + dir.path() + "/objects"});
   EXPECT_EQ(http_get(k.port(), "/?name=at&value=1").status, 204);
   EXPECT_EQ(k.stop(), 0);
   const std::string log = k.log();
@@ -175,12 +175,17 @@ TEST(InputHardening, ControlCharactersAndBidiOverridesAreRefusedInNamesAndIds) {
   EXPECT_EQ(sqlite_count(db), 0);
   // Right-to-left text, its marks and other printable text are kept as sent.
   EXPECT_EQ(c.get("/?name=%D7%A9%D7%9C%D7%95%D7%9D&value=1&id=k%E2%80%8F%20%C2%A01").status, 204);
-  EXPECT_EQ(c.post("/events", R"({"name":"\u05e9\u200f","value":2,"id":"k2 \u00a0"})" "\n").status, 202);
+  EXPECT_EQ(c.post("/events", R"({"name":"\u05e9\u200f","value":2,"id":"k2 \u00a0"})"
+                              "\n")
+                .status,
+            202);
   EXPECT_EQ(k.stop(), 0);
   auto rows = sqlite_rows(db, "SELECT name, client_id FROM events ORDER BY value");
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[0][0], "\xD7\xA9\xD7\x9C\xD7\x95\xD7\x9D");
-  EXPECT_EQ(rows[0][1], "k\xE2\x80\x8F \xC2\xA0" "1");
+  EXPECT_EQ(rows[0][1],
+            "k\xE2\x80\x8F \xC2\xA0"
+            "1");
   EXPECT_EQ(rows[1][0], "\xD7\xA9\xE2\x80\x8F");
   EXPECT_EQ(rows[1][1], "k2 \xC2\xA0");
 }
@@ -192,9 +197,9 @@ class FileStoreHardening : public ::testing::Test {
  protected:
   void SetUp() override {
     objects_ = dir_.path() + "/objects";
-    k_ = std::make_unique<Kiroku>(dir_.path(), std::vector<std::string>{
-                                                   "--sink", "sqlite://" + dir_.path() + "/events.db", "--spool-dir",
-                                                   dir_.path() + "/spool", "--store", "file://" + objects_});
+    k_ = std::make_unique<Kiroku>(
+        dir_.path(), std::vector<std::string>{"--sink", "sqlite://" + dir_.path() + "/events.db", "--spool-dir",
+                                              dir_.path() + "/spool", "--store", "file://" + objects_});
   }
   // No answer may show where the store is on the server.
   void expect_no_path(const Response& r) {
@@ -330,7 +335,11 @@ TEST(InputHardening, MemoryComesBackAfterLargeBatches) {
   {
     // Warm up with ordinary requests on both shards, then the baseline.
     Client c(k.port());
-    for (int i = 0; i < 200; ++i) ASSERT_EQ(c.post("/events", R"({"name":"warm","value":1})" "\n").status, 202);
+    for (int i = 0; i < 200; ++i)
+      ASSERT_EQ(c.post("/events", R"({"name":"warm","value":1})"
+                                  "\n")
+                    .status,
+                202);
     for (int i = 0; i < 200; ++i) ASSERT_EQ(request(k.port(), "GET", "/?name=warm&value=1").status, 204);
   }
   std::this_thread::sleep_for(1s);

@@ -149,11 +149,8 @@ double ms(const nlohmann::json& report, const char* percentile) {
 TEST(LoadAgainstKiroku, AnswersCountedAre2xxAndEveryOneIsARow) {
   TempDir dir;
   const std::string db = dir.path() + "/events.db";
-  Kiroku k(dir.path(), {"--sink", "sqlite://" + db, "--spool-dir", dir.path() + "/spool",
-                        "--threads", "1"});
-  const auto report = run_load({"--url",
-                                "http://127.0.0.1:" + std::to_string(k.port()) +
-                                    "/?name={name}&value={seq}",
+  Kiroku k(dir.path(), {"--sink", "sqlite://" + db, "--spool-dir", dir.path() + "/spool", "--threads", "1"});
+  const auto report = run_load({"--url", "http://127.0.0.1:" + std::to_string(k.port()) + "/?name={name}&value={seq}",
                                 "--rate", "200", "--duration", "3s", "--connections", "4"});
   EXPECT_EQ(k.stop(), 0) << k.log();
 
@@ -171,8 +168,8 @@ TEST(LoadAgainstSlowServer, PercentilesShowTheServersTime) {
   // 10 connections at 100 requests/s: each sends every 100 ms, the server
   // takes 20 ms, so nothing queues and every request takes 20 ms and a little.
   SlowServer server(20ms);
-  const auto report = run_load({"--url", "http://127.0.0.1:" + std::to_string(server.port()) + "/slow",
-                                "--rate", "100", "--duration", "3s", "--connections", "10"});
+  const auto report = run_load({"--url", "http://127.0.0.1:" + std::to_string(server.port()) + "/slow", "--rate", "100",
+                                "--duration", "3s", "--connections", "10"});
   EXPECT_EQ(report["status"]["2xx"], 300);
   EXPECT_EQ(report["errors"]["total"], 0);
   EXPECT_EQ(server.requests(), 300);
@@ -192,15 +189,14 @@ TEST(LoadAgainstSlowServer, OverloadShowsAsGrowingLatencyFromTheDueTime) {
   // 20(k+1) ms and waited 10k + 20 ms. Measured from the send, every request
   // would take 20 ms; measured from the due time the waits grow to about 1 s.
   SlowServer server(20ms);
-  const auto report = run_load({"--url", "http://127.0.0.1:" + std::to_string(server.port()) + "/slow",
-                                "--rate", "100", "--duration", "1s", "--connections", "1",
-                                "--timeout", "5s"});
+  const auto report = run_load({"--url", "http://127.0.0.1:" + std::to_string(server.port()) + "/slow", "--rate", "100",
+                                "--duration", "1s", "--connections", "1", "--timeout", "5s"});
   EXPECT_EQ(report["status"]["2xx"], 100);
   EXPECT_EQ(report["errors"]["total"], 0);
   EXPECT_GE(ms(report, "min"), 20.0) << report.dump();
-  EXPECT_GT(ms(report, "p50"), 400.0) << report.dump();   // about 510 ms
-  EXPECT_GT(ms(report, "p90"), 800.0) << report.dump();   // about 910 ms
-  EXPECT_GT(ms(report, "max"), 900.0) << report.dump();   // about 1010 ms
+  EXPECT_GT(ms(report, "p50"), 400.0) << report.dump();  // about 510 ms
+  EXPECT_GT(ms(report, "p90"), 800.0) << report.dump();  // about 910 ms
+  EXPECT_GT(ms(report, "max"), 900.0) << report.dump();  // about 1010 ms
   EXPECT_LT(ms(report, "max"), 2000.0) << report.dump();
   // The answers came at the server's pace, not the schedule's.
   EXPECT_GT(report["throughput_rps"].get<double>(), 40.0) << report.dump();

@@ -5,13 +5,13 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <set>
-#include <thread>
-#include <algorithm>
 #include <sstream>
+#include <thread>
 
 #include "integration/harness.h"
 
@@ -65,8 +65,8 @@ class MysqlIngest : public ::testing::Test {
   }
 
   std::vector<std::string> args(const std::string& dir, const std::string& durability) {
-    return {"--sink", url_, "--table", table_, "--durability", durability, "--spool-dir", dir + "/spool",
-            "--threads", "2", "--flush-interval", "20ms"};
+    return {"--sink",      url_,           "--table",   table_, "--durability",     durability,
+            "--spool-dir", dir + "/spool", "--threads", "2",    "--flush-interval", "20ms"};
   }
 
   std::string url_, ctl_, table_;

@@ -71,47 +71,21 @@ Row sample_row(std::uint64_t i) {
   r.received_us = 1'700'000'000'000'000 + static_cast<std::int64_t>(i);
   r.at_us = i % 9 == 0 ? -86'400'000'000 - static_cast<std::int64_t>(i) : r.received_us - 5;
   switch (i % 8) {
-    case 0:
-      r.name = "hoge";
-      break;
-    case 1:
-      r.name = "計測.応答時間";
-      break;
-    case 2:
-      r.name = repeat("名", 85);
-      break;  // 255 bytes of 3-byte characters
-    case 3:
-      r.name = repeat("😀", 63) + "abc";
-      break;  // 255 bytes with 4-byte characters
-    case 4:
-      r.name = "tab\tnew\nline\\back'quote\"pct%";
-      break;
-    case 5:
-      r.name = std::string("nul\0inside", 10);
-      break;
-    case 6:
-      r.name = "a";
-      break;
-    default:
-      r.name = "name-" + std::to_string(i);
-      break;
+    case 0: r.name = "hoge"; break;
+    case 1: r.name = "計測.応答時間"; break;
+    case 2: r.name = repeat("名", 85); break;         // 255 bytes of 3-byte characters
+    case 3: r.name = repeat("😀", 63) + "abc"; break;  // 255 bytes with 4-byte characters
+    case 4: r.name = "tab\tnew\nline\\back'quote\"pct%"; break;
+    case 5: r.name = std::string("nul\0inside", 10); break;
+    case 6: r.name = "a"; break;
+    default: r.name = "name-" + std::to_string(i); break;
   }
   switch (i % 5) {
-    case 0:
-      r.value = std::numeric_limits<std::int64_t>::min();
-      break;
-    case 1:
-      r.value = std::numeric_limits<std::int64_t>::max();
-      break;
-    case 2:
-      r.value = -static_cast<std::int64_t>(i);
-      break;
-    case 3:
-      r.value = 0;
-      break;
-    default:
-      r.value = static_cast<std::int64_t>(i) * 1000;
-      break;
+    case 0: r.value = std::numeric_limits<std::int64_t>::min(); break;
+    case 1: r.value = std::numeric_limits<std::int64_t>::max(); break;
+    case 2: r.value = -static_cast<std::int64_t>(i); break;
+    case 3: r.value = 0; break;
+    default: r.value = static_cast<std::int64_t>(i) * 1000; break;
   }
   if (i % 3 == 1) r.client_id = "client-" + std::to_string(i);
   if (i % 21 == 2) {  // 255 bytes, unique (client ids are a unique key)
@@ -200,8 +174,7 @@ class Admin {
 
   std::vector<Row> stored(const std::string& table) {
     std::vector<Row> out;
-    for (auto& r : rows("SELECT id, received_at, at, name, value, client_id FROM `" + table +
-                        "` ORDER BY id")) {
+    for (auto& r : rows("SELECT id, received_at, at, name, value, client_id FROM `" + table + "` ORDER BY id")) {
       Row x;
       x.id = std::stoull(*r[0]);
       x.received_us = std::stoll(*r[1]);
@@ -262,8 +235,7 @@ class MysqlSinkTest : public ::testing::Test {
   std::string table_;
 };
 
-class MysqlSinkMethodTest : public MysqlSinkTest,
-                            public ::testing::WithParamInterface<MysqlInsertMethod> {
+class MysqlSinkMethodTest : public MysqlSinkTest, public ::testing::WithParamInterface<MysqlInsertMethod> {
  protected:
   std::unique_ptr<Sink> make_with_method(SinkOptions o = {}) {
     MysqlSinkTuning t;
@@ -285,12 +257,9 @@ TEST_F(MysqlSinkTest, OpenCreatesTheTable) {
       table_ + "' ORDER BY ORDINAL_POSITION");
   using C = std::vector<std::optional<std::string>>;
   const std::vector<C> expected = {
-      {"id", "bigint(20) unsigned", "NO", std::nullopt},
-      {"received_at", "bigint(20)", "NO", std::nullopt},
-      {"at", "bigint(20)", "NO", std::nullopt},
-      {"name", "varchar(255)", "NO", "utf8mb4_bin"},
-      {"value", "bigint(20)", "NO", std::nullopt},
-      {"client_id", "varchar(255)", "YES", "utf8mb4_bin"},
+      {"id", "bigint(20) unsigned", "NO", std::nullopt}, {"received_at", "bigint(20)", "NO", std::nullopt},
+      {"at", "bigint(20)", "NO", std::nullopt},          {"name", "varchar(255)", "NO", "utf8mb4_bin"},
+      {"value", "bigint(20)", "NO", std::nullopt},       {"client_id", "varchar(255)", "YES", "utf8mb4_bin"},
   };
   EXPECT_EQ(columns, expected);
   auto table = admin_->rows(
@@ -327,8 +296,7 @@ TEST_P(MysqlSinkMethodTest, WritesTenThousandEventsAndReadsThemBackExactly) {
     at += n;
   }
   std::vector<Row> expected = rows;
-  std::sort(expected.begin(), expected.end(),
-            [](const Row& a, const Row& b) { return a.id < b.id; });
+  std::sort(expected.begin(), expected.end(), [](const Row& a, const Row& b) { return a.id < b.id; });
   const std::vector<Row> stored = admin_->stored(table_);
   ASSERT_EQ(stored.size(), expected.size());
   for (std::size_t i = 0; i < stored.size(); ++i) {
@@ -368,7 +336,7 @@ TEST_P(MysqlSinkMethodTest, ReportsReplaysClientDuplicatesAndConflicts) {
   }
   for (std::uint64_t i = 0; i < 3; ++i) {
     Row r = rows[i];  // same id, different event
-    r.value ^= 1;  // a different value, without overflow at the extremes
+    r.value ^= 1;     // a different value, without overflow at the extremes
     r.client_id = "other-" + std::to_string(i);
     extra.push_back(r);
   }
@@ -422,8 +390,7 @@ TEST_P(MysqlSinkMethodTest, SameBatchTwiceStoresEachRowOnce) {
   ASSERT_TRUE(s.ok()) << s.message();
   EXPECT_EQ(admin_->count(table_), 3000);
   std::vector<Row> expected = rows;
-  std::sort(expected.begin(), expected.end(),
-            [](const Row& a, const Row& b) { return a.id < b.id; });
+  std::sort(expected.begin(), expected.end(), [](const Row& a, const Row& b) { return a.id < b.id; });
   EXPECT_EQ(admin_->stored(table_), expected);
 }
 
@@ -483,8 +450,8 @@ TEST_P(MysqlSinkMethodTest, TheRefusedRowIsNamed) {
     r.client_id.reset();
     rows.push_back(std::move(r));
   }
-  for (const std::size_t bad : {std::size_t{0}, std::size_t{3}, std::size_t{999}, std::size_t{1000},
-                                std::size_t{1700}, std::size_t{2499}}) {
+  for (const std::size_t bad :
+       {std::size_t{0}, std::size_t{3}, std::size_t{999}, std::size_t{1000}, std::size_t{1700}, std::size_t{2499}}) {
     std::vector<Row> batch = rows;
     batch[bad].name = "toolongname";
     batch[std::min<std::size_t>(bad + 10, 2499)].name = "second";  // only the first is named
@@ -502,17 +469,13 @@ TEST_P(MysqlSinkMethodTest, TheRefusedRowIsNamed) {
 
 // automatic is array binding on MariaDB; multi_row is what MySQL servers get.
 INSTANTIATE_TEST_SUITE_P(Methods, MysqlSinkMethodTest,
-                         ::testing::Values(MysqlInsertMethod::automatic,
-                                           MysqlInsertMethod::array_binding,
+                         ::testing::Values(MysqlInsertMethod::automatic, MysqlInsertMethod::array_binding,
                                            MysqlInsertMethod::multi_row),
                          [](const auto& p) {
                            switch (p.param) {
-                             case MysqlInsertMethod::automatic:
-                               return "automatic";
-                             case MysqlInsertMethod::array_binding:
-                               return "array_binding";
-                             case MysqlInsertMethod::multi_row:
-                               break;
+                             case MysqlInsertMethod::automatic: return "automatic";
+                             case MysqlInsertMethod::array_binding: return "array_binding";
+                             case MysqlInsertMethod::multi_row: break;
                            }
                            return "multi_row";
                          });
@@ -553,8 +516,7 @@ TEST_F(MysqlSinkTest, UnknownDatabaseIsPermanent) {
   auto as_root = make({}, {}, "mysql://root@/kiroku_no_such_db?socket=" + socket);
   Status s = as_root->open();
   EXPECT_EQ(s.kind(), ErrorKind::permanent) << s.message();
-  EXPECT_NE(s.message().find("Unknown database 'kiroku_no_such_db'"), std::string::npos)
-      << s.message();
+  EXPECT_NE(s.message().find("Unknown database 'kiroku_no_such_db'"), std::string::npos) << s.message();
   auto as_user = make({}, {}, with_credentials(parsed_, "kiroku", "kiroku", "kiroku_no_such_db"));
   s = as_user->open();
   EXPECT_EQ(s.kind(), ErrorKind::permanent) << s.message();
@@ -641,8 +603,7 @@ TEST_F(MysqlSinkTest, KilledConnectionsAreReplacedWithoutAnError) {
   for (std::uint64_t i = 0; i < 200; ++i) rows.push_back(sample_row(i));
   EventBuffer b1 = batch_of(rows, 0, 100);
   ASSERT_TRUE(sink->write(b1.view(), b1.count).ok());
-  for (auto& r :
-       admin_->rows("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'kiroku_kill'")) {
+  for (auto& r : admin_->rows("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'kiroku_kill'")) {
     admin_->exec("KILL CONNECTION " + *r[0]);
   }
   EventBuffer b2 = batch_of(rows, 100, 200);
@@ -678,8 +639,7 @@ TEST_F(MysqlSinkTest, PoolStatsCountWaitsWhenMaxOpenIsExceeded) {
   EXPECT_EQ(st.in_use, 0);
   EXPECT_GT(st.wait_count, 0);
   EXPECT_GT(st.wait_duration_us, 0);
-  EXPECT_NE(format_pool_stats(st).find("wait_count=" + std::to_string(st.wait_count)),
-            std::string::npos);
+  EXPECT_NE(format_pool_stats(st).find("wait_count=" + std::to_string(st.wait_count)), std::string::npos);
 }
 
 TEST_F(MysqlSinkTest, WriterAndPingsShareThePool) {
@@ -927,8 +887,7 @@ TEST_F(MysqlPoolTest, ManyThreadsNeverExceedMaxOpen) {
         ASSERT_TRUE(l.ok());
         const int now = ++in_use;
         int p = peak;
-        while (now > p && !peak.compare_exchange_weak(p, now)) {
-        }
+        while (now > p && !peak.compare_exchange_weak(p, now)) {}
         --in_use;
       }
     });

@@ -55,8 +55,7 @@ class OtherNameForwarder {
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a = ipv4_address("127.0.0.2", 0);
     socklen_t len = sizeof a;
-    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-        ::listen(listen_fd_, 16) != 0 ||
+    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listen_fd_, 16) != 0 ||
         ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
       return;
     }
@@ -140,9 +139,8 @@ class MysqlTls : public ::testing::Test {
     // password that must never be printed.
     user_ = "tls_" + n;
     password_ = "Pw-" + n + "-s3cr3t";
-    sql("DROP USER IF EXISTS '" + user_ + "'@'127.0.0.1'; CREATE USER '" + user_ +
-        "'@'127.0.0.1' IDENTIFIED BY '" + password_ + "' REQUIRE SSL; GRANT ALL PRIVILEGES ON kiroku_test.* TO '" +
-        user_ + "'@'127.0.0.1'");
+    sql("DROP USER IF EXISTS '" + user_ + "'@'127.0.0.1'; CREATE USER '" + user_ + "'@'127.0.0.1' IDENTIFIED BY '" +
+        password_ + "' REQUIRE SSL; GRANT ALL PRIVILEGES ON kiroku_test.* TO '" + user_ + "'@'127.0.0.1'");
   }
   void TearDown() override {
     if (user_.empty()) return;
@@ -162,8 +160,8 @@ class MysqlTls : public ::testing::Test {
   void expect_stores(const std::string& sink, int n) {
     sql("DROP TABLE IF EXISTS kiroku_test." + table_);
     TempDir dir;
-    Kiroku k(dir.path(), {"--sink", sink, "--table", table_, "--spool-dir", dir.path() + "/spool",
-                          "--flush-interval", "20ms"});
+    Kiroku k(dir.path(),
+             {"--sink", sink, "--table", table_, "--spool-dir", dir.path() + "/spool", "--flush-interval", "20ms"});
     Client c(k.port());
     for (int i = 0; i < n; ++i) {
       ASSERT_EQ(c.get("/?name=tls&value=" + std::to_string(i)).status, 204) << k.log();
@@ -177,9 +175,8 @@ class MysqlTls : public ::testing::Test {
   // status and what it wrote to stderr.
   std::pair<int, std::string> start_fails(const std::string& sink) {
     TempDir dir;
-    const std::string cmd = std::string(KIROKU_BINARY) + " serve --listen 127.0.0.1:0 --spool-dir " +
-                            dir.path() + "/spool --table " + table_ + " --sink '" + sink + "' 2>" +
-                            dir.path() + "/err.txt";
+    const std::string cmd = std::string(KIROKU_BINARY) + " serve --listen 127.0.0.1:0 --spool-dir " + dir.path() +
+                            "/spool --table " + table_ + " --sink '" + sink + "' 2>" + dir.path() + "/err.txt";
     const int status = std::system(cmd.c_str());
     return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_all(dir.path() + "/err.txt")};
   }
@@ -198,9 +195,10 @@ class MysqlTls : public ::testing::Test {
   // A CA of its own in `dir` that signed nothing the server holds.
   std::string other_ca(const std::string& dir) {
     const std::string ca = dir + "/other-ca.pem";
-    const auto [code, out] = shell("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-                                   "-days 1 -subj '/CN=some other CA' -keyout " + dir + "/other-ca-key.pem -out " +
-                                   ca + " 2>&1");
+    const auto [code, out] = shell(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+        "-days 1 -subj '/CN=some other CA' -keyout " +
+        dir + "/other-ca-key.pem -out " + ca + " 2>&1");
     EXPECT_EQ(code, 0) << out;
     return ca;
   }
@@ -241,8 +239,7 @@ TEST_F(MysqlTls, WrongCaOrUnreadableCaFailsAtStartWithOneLine) {
   expect_one_line_exit_2(url("ssl-mode=VERIFY_IDENTITY&ssl-ca=" + dir.path() + "/missing.pem"),
                          "mysql URL: ssl-ca \"" + dir.path() + "/missing.pem\": cannot read: No such file");
   std::ofstream(dir.path() + "/junk.pem") << "junk\n";
-  expect_one_line_exit_2(url("ssl-mode=VERIFY_IDENTITY&ssl-ca=" + dir.path() + "/junk.pem"),
-                         "holds no CA certificate");
+  expect_one_line_exit_2(url("ssl-mode=VERIFY_IDENTITY&ssl-ca=" + dir.path() + "/junk.pem"), "holds no CA certificate");
   expect_one_line_exit_2(url("ssl-mode=SOMETIMES"), "bad ssl-mode \"SOMETIMES\"");
 }
 
@@ -270,8 +267,8 @@ TEST_F(MysqlTls, TlsModesAgainstAServerWithoutTlsFailAtStart) {
   for (const std::string& q : queries) {
     const std::string n = std::to_string(i++);
     script += std::string(KIROKU_BINARY) + " serve --listen 127.0.0.1:0 --spool-dir " + dir.path() + "/spool" + n +
-              " --sink \"" + sink + q + "\" 2>" + dir.path() + "/err" + n + ".txt; echo $? >" + dir.path() +
-              "/code" + n + ".txt; ";
+              " --sink \"" + sink + q + "\" 2>" + dir.path() + "/err" + n + ".txt; echo $? >" + dir.path() + "/code" +
+              n + ".txt; ";
   }
   const auto [rc, out] = shell("KIROKU_MARIADB_TLS=0 " + std::string(KIROKU_SOURCE_DIR) +
                                "/scripts/with-mariadb.sh bash -c '" + script + "' 2>&1");

@@ -54,15 +54,15 @@ TEST(Ops, ProfilesNeedTheTokenWhenOneIsSet) {
 TEST(Ops, AccessLogIsOffByDefaultAndSamplesWhenOn) {
   TempDir quiet_dir;
   {
-    Kiroku k(quiet_dir.path(), {"--sink", "sqlite://" + quiet_dir.path() + "/e.db", "--spool-dir",
-                                quiet_dir.path() + "/spool"});
+    Kiroku k(quiet_dir.path(),
+             {"--sink", "sqlite://" + quiet_dir.path() + "/e.db", "--spool-dir", quiet_dir.path() + "/spool"});
     for (int i = 0; i < 20; ++i) http_get(k.port(), "/?name=a&value=1");
     EXPECT_EQ(k.stop(), 0);
     EXPECT_EQ(k.log().find("access "), std::string::npos);
   }
   TempDir dir;
-  Kiroku k(dir.path(), {"--sink", "sqlite://" + dir.path() + "/e.db", "--spool-dir", dir.path() + "/spool",
-                        "--threads", "1", "--access-log", "0.25"});
+  Kiroku k(dir.path(), {"--sink", "sqlite://" + dir.path() + "/e.db", "--spool-dir", dir.path() + "/spool", "--threads",
+                        "1", "--access-log", "0.25"});
   Client c(k.port());
   for (int i = 0; i < 20; ++i) c.get("/?name=a&value=1");
   EXPECT_EQ(k.stop(), 0);
@@ -92,8 +92,8 @@ TEST(Ops, CpuProfileUnderLoadNamesKirokusOwnFunctions) {
   ASSERT_EQ(r.status, 200) << r.body;
   const std::string prof = dir.path() + "/cpu.prof";
   std::ofstream(prof, std::ios::binary) << r.body;
-  const std::string cmd = "google-pprof --text " + std::string(KIROKU_BINARY) + " " + prof + " > " + dir.path() +
-                          "/pprof.txt 2>/dev/null";
+  const std::string cmd =
+      "google-pprof --text " + std::string(KIROKU_BINARY) + " " + prof + " > " + dir.path() + "/pprof.txt 2>/dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   std::ifstream f(dir.path() + "/pprof.txt");
   const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());

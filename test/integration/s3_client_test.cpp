@@ -106,8 +106,7 @@ std::vector<std::byte> random_bytes(std::size_t n, std::uint64_t seed) {
 
 std::string unique_prefix(const char* test) {
   static std::atomic<int> counter{0};
-  return std::string("it/") + test + "-" + std::to_string(::getpid()) + "-" +
-         std::to_string(counter++) + "/";
+  return std::string("it/") + test + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "/";
 }
 
 Result<PutObjectResult> put(S3Client& c, const std::string& key, std::span<const std::byte> body) {
@@ -206,8 +205,7 @@ TEST(S3ClientIntegration, PutGetHeadDeleteRoundTrip) {
   auto gone_get = get(*client, key, std::nullopt, buffer);
   ASSERT_FALSE(gone_get.ok());
   EXPECT_EQ(gone_get.status().kind(), ErrorKind::not_found);
-  EXPECT_NE(gone_get.status().message().find("NoSuchKey"), std::string::npos)
-      << gone_get.status().message();
+  EXPECT_NE(gone_get.status().message().find("NoSuchKey"), std::string::npos) << gone_get.status().message();
 }
 
 TEST(S3ClientIntegration, MultipartUploadOfThreeParts) {
@@ -230,9 +228,8 @@ TEST(S3ClientIntegration, MultipartUploadOfThreeParts) {
   for (int i = 0; i < 3; ++i) {
     std::size_t begin = i * kPart;
     std::size_t size = i < 2 ? kPart : body.size() - begin;
-    client->upload_part(
-        key, *upload_id, i + 1, std::span(body).subspan(begin, size),
-        [&promises, i](Result<CompletedPart> r) { promises[i].set_value(std::move(r)); });
+    client->upload_part(key, *upload_id, i + 1, std::span(body).subspan(begin, size),
+                        [&promises, i](Result<CompletedPart> r) { promises[i].set_value(std::move(r)); });
   }
   std::vector<CompletedPart> parts;
   for (int i = 0; i < 3; ++i) {
@@ -243,8 +240,7 @@ TEST(S3ClientIntegration, MultipartUploadOfThreeParts) {
     parts.push_back(*part);
   }
 
-  auto done = call<PutObjectResult>(
-      [&](auto cb) { client->complete_multipart_upload(key, *upload_id, parts, cb); });
+  auto done = call<PutObjectResult>([&](auto cb) { client->complete_multipart_upload(key, *upload_id, parts, cb); });
   ASSERT_TRUE(done.ok()) << done.status().message();
   EXPECT_FALSE(done->etag.empty());
 
@@ -257,9 +253,8 @@ TEST(S3ClientIntegration, MultipartUploadOfThreeParts) {
   consumer.client = client.get();
   auto streamed = std::make_shared<std::promise<Result<ObjectInfo>>>();
   auto streamed_future = streamed->get_future();
-  consumer.id =
-      client->get_object(key, std::nullopt, consumer.stream(),
-                         [streamed](Result<ObjectInfo> r) { streamed->set_value(std::move(r)); });
+  consumer.id = client->get_object(key, std::nullopt, consumer.stream(),
+                                   [streamed](Result<ObjectInfo> r) { streamed->set_value(std::move(r)); });
   ASSERT_EQ(streamed_future.wait_for(60s), std::future_status::ready);
   auto streamed_info = streamed_future.get();
   ASSERT_TRUE(streamed_info.ok()) << streamed_info.status().message();
@@ -280,12 +275,10 @@ TEST(S3ClientIntegration, AbortMultipartUpload) {
 
   auto upload_id = call<std::string>([&](auto cb) { client->create_multipart_upload(key, cb); });
   ASSERT_TRUE(upload_id.ok()) << upload_id.status().message();
-  auto part =
-      call<CompletedPart>([&](auto cb) { client->upload_part(key, *upload_id, 1, body, cb); });
+  auto part = call<CompletedPart>([&](auto cb) { client->upload_part(key, *upload_id, 1, body, cb); });
   ASSERT_TRUE(part.ok()) << part.status().message();
 
-  Status aborted =
-      call_status([&](auto cb) { client->abort_multipart_upload(key, *upload_id, cb); });
+  Status aborted = call_status([&](auto cb) { client->abort_multipart_upload(key, *upload_id, cb); });
   ASSERT_TRUE(aborted.ok()) << aborted.message();
   Status again = call_status([&](auto cb) { client->abort_multipart_upload(key, *upload_id, cb); });
   EXPECT_EQ(again.kind(), ErrorKind::not_found) << again.message();
@@ -430,8 +423,8 @@ TEST(S3ClientIntegration, PausedStreamStopsReading) {
   };
   auto done = std::make_shared<std::promise<Result<ObjectInfo>>>();
   auto future = done->get_future();
-  RequestId id = client->get_object(
-      key, std::nullopt, stream, [done](Result<ObjectInfo> r) { done->set_value(std::move(r)); });
+  RequestId id =
+      client->get_object(key, std::nullopt, stream, [done](Result<ObjectInfo> r) { done->set_value(std::move(r)); });
   // Paused: after the first refused chunk nothing more arrives.
   auto deadline = std::chrono::steady_clock::now() + 10s;
   while (calls.load() == 0 && std::chrono::steady_clock::now() < deadline) {
@@ -462,9 +455,8 @@ TEST(S3ClientIntegration, CancelAndShutdownCompleteEveryRequest) {
   ObjectStream never;
   never.on_data = [](std::span<const std::byte>) { return false; };  // paused for good
   auto cancelled = std::make_shared<std::promise<Status>>();
-  RequestId id = client->get_object(key, std::nullopt, never, [cancelled](Result<ObjectInfo> r) {
-    cancelled->set_value(r.status());
-  });
+  RequestId id = client->get_object(key, std::nullopt, never,
+                                    [cancelled](Result<ObjectInfo> r) { cancelled->set_value(r.status()); });
   std::this_thread::sleep_for(100ms);
   client->cancel(id);
   auto cancelled_future = cancelled->get_future();
@@ -475,8 +467,7 @@ TEST(S3ClientIntegration, CancelAndShutdownCompleteEveryRequest) {
 
   // Destroying the client completes what is still in flight.
   auto stopped = std::make_shared<std::promise<Status>>();
-  client->get_object(key, std::nullopt, never,
-                     [stopped](Result<ObjectInfo> r) { stopped->set_value(r.status()); });
+  client->get_object(key, std::nullopt, never, [stopped](Result<ObjectInfo> r) { stopped->set_value(r.status()); });
   std::this_thread::sleep_for(100ms);
   client.reset();
   auto stopped_future = stopped->get_future();
@@ -496,8 +487,7 @@ TEST(S3ClientIntegration, WrongAccessKeyIsPermanentAndNotRetried) {
   EXPECT_EQ(info.status().kind(), ErrorKind::permanent) << info.status().message();
   auto page = call<ListObjectsPage>([&](auto cb) { client->list_objects_v2({}, cb); });
   ASSERT_FALSE(page.ok());
-  EXPECT_NE(page.status().message().find("InvalidAccessKeyId"), std::string::npos)
-      << page.status().message();
+  EXPECT_NE(page.status().message().find("InvalidAccessKeyId"), std::string::npos) << page.status().message();
   EXPECT_EQ(client->stats().attempts.load(), 2u);
   EXPECT_EQ(client->stats().retries.load(), 0u);
 }
@@ -534,8 +524,7 @@ TEST(S3ClientFailures, StoppedEndpointGivesTransientAfterBoundedRetries) {
   auto elapsed = std::chrono::steady_clock::now() - start;
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().kind(), ErrorKind::transient) << r.status().message();
-  EXPECT_NE(r.status().message().find("after 3 attempts"), std::string::npos)
-      << r.status().message();
+  EXPECT_NE(r.status().message().find("after 3 attempts"), std::string::npos) << r.status().message();
   EXPECT_EQ(client->stats().attempts.load(), 3u);
   EXPECT_EQ(client->stats().retries.load(), 2u);
   EXPECT_LT(elapsed, 5s);
@@ -579,8 +568,7 @@ TEST(S3ClientFailures, InvalidRequestsCompleteOnTheClientThread) {
   });
   EXPECT_EQ(s.kind(), ErrorKind::invalid);
   EXPECT_NE(completer, caller);
-  auto no_parts =
-      call<PutObjectResult>([&](auto cb) { client->complete_multipart_upload("k", "id", {}, cb); });
+  auto no_parts = call<PutObjectResult>([&](auto cb) { client->complete_multipart_upload("k", "id", {}, cb); });
   EXPECT_EQ(no_parts.status().kind(), ErrorKind::invalid);
   auto bad_part = call<CompletedPart>([&](auto cb) { client->upload_part("k", "id", 0, {}, cb); });
   EXPECT_EQ(bad_part.status().kind(), ErrorKind::invalid);
@@ -595,8 +583,7 @@ TEST(S3ClientFailures, InvalidRequestsCompleteOnTheClientThread) {
 
 using FakeS3 = test::FakeHttpServer;
 
-std::string http_answer(int status, const std::string& reason, const std::string& headers,
-                        const std::string& body) {
+std::string http_answer(int status, const std::string& reason, const std::string& headers, const std::string& body) {
   return "HTTP/1.1 " + std::to_string(status) + " " + reason + "\r\n" + headers +
          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
 }
@@ -663,8 +650,7 @@ TEST(S3ClientFailures, VirtualHostedStyle) {
   auto requests = fake.requests();
   ASSERT_EQ(requests.size(), 1u);
   EXPECT_EQ(requests[0].head.substr(0, requests[0].head.find('\r')), "GET /dir/a%2Bb HTTP/1.1");
-  EXPECT_NE(requests[0].head.find("Host: bucket.localhost:"), std::string::npos)
-      << requests[0].head;
+  EXPECT_NE(requests[0].head.find("Host: bucket.localhost:"), std::string::npos) << requests[0].head;
 }
 
 TEST(S3ClientFailures, ServerErrorsGiveTransientAfterMaxAttempts) {
@@ -696,16 +682,13 @@ TEST(S3ClientFailures, CompleteWith200ErrorIsRetried) {
   auto client = make_client(fake_config(fake));
   ASSERT_TRUE(client);
   std::vector<CompletedPart> parts = {{1, "\"a\""}, {2, "\"b\""}};
-  auto r = call<PutObjectResult>(
-      [&](auto cb) { client->complete_multipart_upload("k", "UP1", parts, cb); });
+  auto r = call<PutObjectResult>([&](auto cb) { client->complete_multipart_upload("k", "UP1", parts, cb); });
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->etag, "\"x-2\"");
   auto requests = fake.requests();
   ASSERT_EQ(requests.size(), 2u);
-  EXPECT_EQ(requests[1].head.substr(0, requests[1].head.find('\r')),
-            "POST /bucket/k?uploadId=UP1 HTTP/1.1");
-  EXPECT_NE(requests[1].body.find("<PartNumber>2</PartNumber><ETag>&quot;b&quot;</ETag>"),
-            std::string::npos);
+  EXPECT_EQ(requests[1].head.substr(0, requests[1].head.find('\r')), "POST /bucket/k?uploadId=UP1 HTTP/1.1");
+  EXPECT_NE(requests[1].body.find("<PartNumber>2</PartNumber><ETag>&quot;b&quot;</ETag>"), std::string::npos);
 }
 
 // The connection drops mid-body; the retry asks for the rest only, pinned to the ETag.
@@ -720,8 +703,7 @@ TEST(S3ClientFailures, GetResumesWhereTheConnectionDropped) {
     }
     EXPECT_NE(req.head.find("Range: bytes=50000-"), std::string::npos) << req.head;
     EXPECT_NE(req.head.find("If-Match: \"v1\""), std::string::npos) << req.head;
-    return {http_answer(206, "Partial Content",
-                        "ETag: \"v1\"\r\nContent-Range: bytes 50000-199999/200000\r\n",
+    return {http_answer(206, "Partial Content", "ETag: \"v1\"\r\nContent-Range: bytes 50000-199999/200000\r\n",
                         object.substr(50000))};
   });
   auto client = make_client(fake_config(fake));
@@ -745,9 +727,7 @@ TEST(S3ClientFailures, GetResumesWhereTheConnectionDropped) {
 TEST(S3ClientFailures, ChangedObjectDuringResumeIsPermanent) {
   FakeS3 fake([](const FakeS3::Request&, int index) -> FakeS3::Answer {
     if (index == 0) {
-      return {
-          "HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nContent-Length: 1000\r\n\r\n" + std::string(100, 'x'),
-          true};
+      return {"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nContent-Length: 1000\r\n\r\n" + std::string(100, 'x'), true};
     }
     return {http_answer(412, "Precondition Failed", "",
                         "<Error><Code>PreconditionFailed</Code><Message>At least one of the "

@@ -100,15 +100,16 @@ TEST(S3CredentialsEndpoints, InstanceMetadataIsAskedWithAnImdsV2Token) {
     if (line == "GET /latest/meta-data/iam/security-credentials/ HTTP/1.1")
       return {http_response(200, "OK", "", "kiroku-role\n")};
     if (line == "GET /latest/meta-data/iam/security-credentials/kiroku-role HTTP/1.1")
-      return {http_response(200, "OK", "Content-Type: text/plain\r\n",
-                            std::string(R"({"Code":"Success","LastUpdated":"2030-12-31T00:00:00Z","Type":"AWS-HMAC",)") +
-                                R"("AccessKeyId":"ASIAIMDS","SecretAccessKey":"imds/secret","Token":"IMDS-TOKEN",)" +
-                                R"("Expiration":")" + kExpiration + R"("})")};
+      return {
+          http_response(200, "OK", "Content-Type: text/plain\r\n",
+                        std::string(R"({"Code":"Success","LastUpdated":"2030-12-31T00:00:00Z","Type":"AWS-HMAC",)") +
+                            R"("AccessKeyId":"ASIAIMDS","SecretAccessKey":"imds/secret","Token":"IMDS-TOKEN",)" +
+                            R"("Expiration":")" + kExpiration + R"("})")};
     return {http_response(404, "Not Found", "", "")};
   });
   TempDir home;
-  auto p = CredentialsProvider::resolve(default_chain(
-      env_of({{"HOME", home.path()}, {"AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint() + "/"}})));
+  auto p = CredentialsProvider::resolve(
+      default_chain(env_of({{"HOME", home.path()}, {"AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint() + "/"}})));
   ASSERT_TRUE(p.ok()) << p.status().message();
   EXPECT_EQ((*p)->source(), "EC2 instance metadata (" + imds.endpoint() + ")");
   const auto c = (*p)->current();
@@ -158,16 +159,18 @@ TEST(S3CredentialsEndpoints, InstanceMetadataFailureIsNamed) {
 TEST(S3CredentialsEndpoints, ContainerEndpointGetsTheAuthorizationToken) {
   FakeHttpServer ecs([](const Request& r, int) -> Answer {
     if (request_line(r) != "GET /v2/credentials/task-1?x=1 HTTP/1.1") return {http_response(404, "Not Found", "", "")};
-    return {http_response(200, "OK", "Content-Type: application/json\r\n",
-                          std::string(R"({"AccessKeyId":"ASIAECS","SecretAccessKey":"ecs-secret","Token":"ECS-TOKEN",)") +
-                              R"("Expiration":")" + kExpiration + R"(","RoleArn":"arn:aws:iam::1:role/r"})")};
+    return {
+        http_response(200, "OK", "Content-Type: application/json\r\n",
+                      std::string(R"({"AccessKeyId":"ASIAECS","SecretAccessKey":"ecs-secret","Token":"ECS-TOKEN",)") +
+                          R"("Expiration":")" + kExpiration + R"(","RoleArn":"arn:aws:iam::1:role/r"})")};
   });
   TempDir dir;
   const std::string token_file = write_file(dir.path() + "/token", "file-token-wins\n");
-  std::map<std::string, std::string> vars{{"HOME", dir.path()},
-                                          {"AWS_EC2_METADATA_DISABLED", "true"},
-                                          {"AWS_CONTAINER_CREDENTIALS_FULL_URI", ecs.endpoint() + "/v2/credentials/task-1?x=1"},
-                                          {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "env-token"}};
+  std::map<std::string, std::string> vars{
+      {"HOME", dir.path()},
+      {"AWS_EC2_METADATA_DISABLED", "true"},
+      {"AWS_CONTAINER_CREDENTIALS_FULL_URI", ecs.endpoint() + "/v2/credentials/task-1?x=1"},
+      {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "env-token"}};
   auto p = CredentialsProvider::resolve(default_chain(env_of(vars)));
   ASSERT_TRUE(p.ok()) << p.status().message();
   EXPECT_EQ((*p)->current()->credentials.access_key_id, "ASIAECS");
@@ -248,12 +251,12 @@ TEST(S3CredentialsEndpoints, StsErrorsAreNamed) {
                           "<ErrorResponse><Error><Code>InvalidIdentityToken</Code></Error></ErrorResponse>")};
   });
   TempDir dir;
-  auto p = CredentialsProvider::resolve(default_chain(env_of(
-      {{"HOME", dir.path()},
-       {"AWS_EC2_METADATA_DISABLED", "true"},
-       {"AWS_WEB_IDENTITY_TOKEN_FILE", write_file(dir.path() + "/token", "jwt")},
-       {"AWS_ROLE_ARN", "arn:aws:iam::1:role/r"},
-       {"AWS_ENDPOINT_URL_STS", sts.endpoint()}})));
+  auto p = CredentialsProvider::resolve(
+      default_chain(env_of({{"HOME", dir.path()},
+                            {"AWS_EC2_METADATA_DISABLED", "true"},
+                            {"AWS_WEB_IDENTITY_TOKEN_FILE", write_file(dir.path() + "/token", "jwt")},
+                            {"AWS_ROLE_ARN", "arn:aws:iam::1:role/r"},
+                            {"AWS_ENDPOINT_URL_STS", sts.endpoint()}})));
   ASSERT_FALSE(p.ok());
   EXPECT_NE(p.status().message().find("STS AssumeRoleWithWebIdentity: HTTP 400"), std::string::npos)
       << p.status().message();
@@ -361,8 +364,8 @@ TEST_F(S3CredentialsRefresh, UploadOutlivesItsCredentials) {
   Client c(k->port(), 120000);
   ASSERT_TRUE(c.connected());
   const auto started = std::chrono::steady_clock::now();
-  ASSERT_TRUE(c.send_raw("PUT /files/" + key + " HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(size) +
-                         "\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send_raw("PUT /files/" + key + " HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n"));
   const std::size_t chunk = 1u << 20;
   for (std::size_t off = 0; off < size; off += chunk) {
     ASSERT_TRUE(c.send_raw(std::string_view(data).substr(off, chunk)));
@@ -467,8 +470,8 @@ TEST(S3CredentialsStartup, NoCredentialsIsAOneLineStartupError) {
   ASSERT_FALSE(text.empty());
   EXPECT_EQ(text.find('\n'), text.size() - 1) << text;  // one line
   EXPECT_TRUE(text.starts_with("kiroku: --store: no AWS credentials found; tried environment:")) << text;
-  for (const char* source : {"shared files (profile 'default')", "web identity", "container",
-                             "EC2 instance metadata", "AWS_EC2_METADATA_DISABLED is true"})
+  for (const char* source : {"shared files (profile 'default')", "web identity", "container", "EC2 instance metadata",
+                             "AWS_EC2_METADATA_DISABLED is true"})
     EXPECT_NE(text.find(source), std::string::npos) << source << " in " << text;
 }
 

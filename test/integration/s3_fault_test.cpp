@@ -253,7 +253,8 @@ TEST_F(S3Fault, PersistentErrorsAnswer503AndLeaveNothing) {
   auto k = start();
   const std::string kept_key = prefix_ + "kept.bin", kept = random_bytes(3, kSmall);
   put_ok(*k, kept_key, kept);
-  for (const auto& [status, code] : std::vector<std::pair<int, std::string>>{{503, "SlowDown"}, {500, "InternalError"}}) {
+  for (const auto& [status, code] :
+       std::vector<std::pair<int, std::string>>{{503, "SlowDown"}, {500, "InternalError"}}) {
     SCOPED_TRACE(std::to_string(status) + " " + code);
     proxy_->pass();
     proxy_->fail_all(status, code);
@@ -402,7 +403,7 @@ TEST_F(S3Fault, HangingPartsAreAnsweredWithoutWaitingForTheAbort) {
   ASSERT_TRUE(client.ok());
   std::promise<Status> again;
   (*client)->abort_multipart_upload(HashPrefixLayout(1).stored_key(key), upload_id,
-                                     [&again](Status st) { again.set_value(st); });
+                                    [&again](Status st) { again.set_value(st); });
   EXPECT_EQ(again.get_future().get().kind(), ErrorKind::not_found) << proxy_->dump();
   EXPECT_EQ(call(*k, "GET", "/files/" + key).r.status, 404);
 

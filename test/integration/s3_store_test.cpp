@@ -98,8 +98,7 @@ StoreOptions test_options() {
   return o;
 }
 
-std::unique_ptr<S3Store> make(const s3::S3Config& config, const StoreOptions& options,
-                              S3StoreOptions s3_options = {}) {
+std::unique_ptr<S3Store> make(const s3::S3Config& config, const StoreOptions& options, S3StoreOptions s3_options = {}) {
   auto store = S3Store::create(config, options, s3_options);
   EXPECT_TRUE(store.ok()) << store.status().message();
   return store.ok() ? std::move(*store) : nullptr;
@@ -107,8 +106,7 @@ std::unique_ptr<S3Store> make(const s3::S3Config& config, const StoreOptions& op
 
 std::string run_prefix() {
   static const std::string prefix =
-      "s3store-" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count()) +
-      "/";
+      "s3store-" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count()) + "/";
   return prefix;
 }
 
@@ -137,8 +135,8 @@ struct Feeder {
   }
 
   // Feeds bytes [from, to) of pattern seed.
-  Status feed(Upload& upload, std::uint64_t seed, std::uint64_t from, std::uint64_t to,
-              Sha256Stream* sha = nullptr, std::chrono::seconds patience = 60s) {
+  Status feed(Upload& upload, std::uint64_t seed, std::uint64_t from, std::uint64_t to, Sha256Stream* sha = nullptr,
+              std::chrono::seconds patience = 60s) {
     std::vector<std::byte> buffer(256 * 1024);
     for (std::uint64_t done = from; done < to;) {
       std::size_t n = std::min<std::uint64_t>(buffer.size(), to - done);
@@ -172,8 +170,8 @@ Result<PutResult> finish(Upload& upload) {
   return future.get();
 }
 
-Result<PutResult> put_pattern(ObjectStore& store, const std::string& key, std::uint64_t seed,
-                              std::uint64_t size, std::string* sha_hex = nullptr) {
+Result<PutResult> put_pattern(ObjectStore& store, const std::string& key, std::uint64_t seed, std::uint64_t size,
+                              std::string* sha_hex = nullptr) {
   Feeder feeder;
   auto upload = store.begin_put(key, size, feeder.callback());
   if (!upload.ok()) return upload.status();
@@ -192,8 +190,7 @@ struct Got {
   bool in_order = true;
 };
 
-Got get_all(ObjectStore& store, const std::string& key, std::optional<ByteRange> range = {},
-            bool keep = true) {
+Got get_all(ObjectStore& store, const std::string& key, std::optional<ByteRange> range = {}, bool keep = true) {
   auto got = std::make_shared<Got>();
   auto sha = std::make_shared<Sha256Stream>();
   auto finished = std::make_shared<std::promise<void>>();
@@ -231,8 +228,7 @@ Result<ObjectMeta> head(ObjectStore& store, const std::string& key) {
 Result<ListPage> list(ObjectStore& store, ListRequest request) {
   auto promise = std::make_shared<std::promise<Result<ListPage>>>();
   auto future = promise->get_future();
-  store.list(std::move(request),
-             [promise](Result<ListPage> r) { promise->set_value(std::move(r)); });
+  store.list(std::move(request), [promise](Result<ListPage> r) { promise->set_value(std::move(r)); });
   return future.get();
 }
 
@@ -256,8 +252,8 @@ TEST_P(StoreS3Store, RoundTripsAroundThePartSize) {
   auto store = make(config_for(server.endpoint, server.bucket), test_options());
   ASSERT_TRUE(store);
   std::uint64_t seed = 100;
-  for (std::uint64_t size : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{kPart - 1},
-                             std::uint64_t{kPart}, std::uint64_t{kPart + 1}}) {
+  for (std::uint64_t size :
+       {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{kPart - 1}, std::uint64_t{kPart}, std::uint64_t{kPart + 1}}) {
     std::string key = run_prefix() + "round/" + std::to_string(size) + ".bin";
     std::string fed;
     auto put = put_pattern(*store, key, ++seed, size, &fed);
@@ -465,15 +461,14 @@ TEST_P(StoreS3Store, StreamedPutSendsKnownSizesAsOnePut) {
   Server server;
   if (!s3_env(server)) return;
   const auto options = test_options();  // 5 MiB parts, 3 per transfer
-  auto store = make(config_for(server.endpoint, server.bucket), options,
-                    S3StoreOptions{.stream_put_max = 4 * kPart});
+  auto store = make(config_for(server.endpoint, server.bucket), options, S3StoreOptions{.stream_put_max = 4 * kPart});
   ASSERT_TRUE(store);
   std::uint64_t seed = 300;
   // Above one part and up to the limit: one streamed PUT, also when the last
   // part fills exactly and S3 answers before finish(). Past the limit, or of
   // an unknown size: a multipart upload.
-  for (std::uint64_t size : {std::uint64_t{kPart + 1}, std::uint64_t{3 * kPart},
-                             std::uint64_t{4 * kPart}, std::uint64_t{4 * kPart + 1}}) {
+  for (std::uint64_t size :
+       {std::uint64_t{kPart + 1}, std::uint64_t{3 * kPart}, std::uint64_t{4 * kPart}, std::uint64_t{4 * kPart + 1}}) {
     SCOPED_TRACE(size);
     std::string key = run_prefix() + "streamed/" + std::to_string(size) + ".bin";
     std::string fed;
@@ -514,8 +509,8 @@ TEST_P(StoreS3Store, StreamedPutCutShortNeverSendsAWholeBody) {
   if (!s3_env(server)) return;
   CuttableProxy proxy(server.endpoint);
   ASSERT_TRUE(proxy.start());
-  auto store = make(config_for(proxy.endpoint(), server.bucket),
-                    test_options(), S3StoreOptions{.stream_put_max = 8 * kPart});
+  auto store =
+      make(config_for(proxy.endpoint(), server.bucket), test_options(), S3StoreOptions{.stream_put_max = 8 * kPart});
   ASSERT_TRUE(store);
   const std::uint64_t size = 4 * kPart;
   Feeder feeder;
@@ -574,8 +569,7 @@ TEST_P(StoreS3Store, StreamedPutServerGoneFailsAtOnce) {
   auto upload = store->begin_put(run_prefix() + "streamed-cut/server-gone.bin", size, feeder.callback());
   ASSERT_TRUE(upload.ok());
   ASSERT_TRUE(feeder.feed(**upload, 14, 0, 2 * kPart + 100).ok());
-  for (int i = 0; i < 500 && proxy.seen().find("PUT ") == std::string::npos; ++i)
-    std::this_thread::sleep_for(10ms);
+  for (int i = 0; i < 500 && proxy.seen().find("PUT ") == std::string::npos; ++i) std::this_thread::sleep_for(10ms);
   ASSERT_NE(proxy.seen().find("PUT "), std::string::npos) << proxy.seen();
   proxy.stop();
   auto started = std::chrono::steady_clock::now();
@@ -637,9 +631,8 @@ struct HoldingSink {
 // chunks for half a second, then takes them as they come: while held, the
 // transfer keeps exactly its parts_per_transfer buffers and fetches nothing
 // more. For both download paths (ranged GETs, one streamed GET).
-void held_chunks_stop_the_download(S3Store& store, const StoreOptions& options,
-                                   const std::string& key, std::uint64_t size,
-                                   const std::string& fed) {
+void held_chunks_stop_the_download(S3Store& store, const StoreOptions& options, const std::string& key,
+                                   std::uint64_t size, const std::string& fed) {
   HoldingSink consumer;
   const auto received = store.client().stats().bytes_received.load();
   auto download = store.get(key, std::nullopt, consumer.sink());
@@ -674,8 +667,7 @@ TEST_P(StoreS3Store, HeldChunksPauseTheStreamedGet) {
   Server server;
   if (!s3_env(server)) return;
   auto options = test_options();
-  auto store = make(config_for(server.endpoint, server.bucket), options,
-                    S3StoreOptions{.stream_get_max = 64 * kPart});
+  auto store = make(config_for(server.endpoint, server.bucket), options, S3StoreOptions{.stream_get_max = 64 * kPart});
   ASSERT_TRUE(store);
   const std::uint64_t size = 6 * kPart + 3;
   std::string key = run_prefix() + "held/streamed.bin";
@@ -688,8 +680,7 @@ TEST_P(StoreS3Store, HeldChunksPauseTheStreamedGet) {
 int gets_of(CuttableProxy& proxy, S3Store& store, const std::string& key) {
   Server server;
   if (!s3_env(server)) return -1;
-  return proxy.seen_count("GET /" + server.bucket + "/" +
-                          store.layout().stored_key(key));
+  return proxy.seen_count("GET /" + server.bucket + "/" + store.layout().stored_key(key));
 }
 
 TEST_P(StoreS3Store, StreamedGetFetchesWithOneGet) {
@@ -698,16 +689,14 @@ TEST_P(StoreS3Store, StreamedGetFetchesWithOneGet) {
   CuttableProxy proxy(server.endpoint);
   ASSERT_TRUE(proxy.start());
   const auto options = test_options();  // 5 MiB parts, 3 per transfer
-  auto store = make(config_for(proxy.endpoint(), server.bucket), options,
-                    S3StoreOptions{.stream_get_max = 4 * kPart});
+  auto store = make(config_for(proxy.endpoint(), server.bucket), options, S3StoreOptions{.stream_get_max = 4 * kPart});
   ASSERT_TRUE(store);
   std::uint64_t seed = 400;
   // Above one part and up to the limit: one GET, also when the last part
   // fills exactly. One part or less: one ranged GET as always. Past the
   // limit: ranged GETs of one part each.
-  for (std::uint64_t size : {std::uint64_t{kPart}, std::uint64_t{kPart + 1},
-                             std::uint64_t{3 * kPart + 7}, std::uint64_t{4 * kPart},
-                             std::uint64_t{4 * kPart + 1}}) {
+  for (std::uint64_t size : {std::uint64_t{kPart}, std::uint64_t{kPart + 1}, std::uint64_t{3 * kPart + 7},
+                             std::uint64_t{4 * kPart}, std::uint64_t{4 * kPart + 1}}) {
     SCOPED_TRACE(size);
     std::string key = run_prefix() + "streamed-get/" + std::to_string(size) + ".bin";
     std::string fed;
@@ -761,8 +750,7 @@ TEST_P(StoreS3Store, StreamedGetResumesAfterACut) {
     const int gets_before = gets_of(proxy, *store, key);
     auto download = store->get(key, std::nullopt, consumer.sink());
     ASSERT_TRUE(download.ok());
-    for (int i = 0; i < 500 && consumer.holding() < options.parts_per_transfer; ++i)
-      std::this_thread::sleep_for(10ms);
+    for (int i = 0; i < 500 && consumer.holding() < options.parts_per_transfer; ++i) std::this_thread::sleep_for(10ms);
     proxy.stop();
     if (come_back) {
       ASSERT_TRUE(proxy.start());
@@ -876,9 +864,8 @@ TEST_P(StoreS3Store, ConcurrentUploadsShareTheBoundedPool) {
   std::vector<std::thread> threads;
   std::vector<Result<PutResult>> results(kUploads, Status::invalid("not run"));
   for (int i = 0; i < kUploads; ++i) {
-    threads.emplace_back([&, i] {
-      results[i] = put_pattern(*store, run_prefix() + "many/" + std::to_string(i), 50 + i, size);
-    });
+    threads.emplace_back(
+        [&, i] { results[i] = put_pattern(*store, run_prefix() + "many/" + std::to_string(i), 50 + i, size); });
   }
   for (auto& t : threads) t.join();
   for (int i = 0; i < kUploads; ++i) {
@@ -897,8 +884,7 @@ TEST_P(StoreS3Store, MakeStoreParsesS3Urls) {
   Server server;
   if (!s3_env(server)) return;
   auto store =
-      make_store("s3://" + server.bucket + "?endpoint=" + server.endpoint + "&region=us-east-1",
-                 test_options());
+      make_store("s3://" + server.bucket + "?endpoint=" + server.endpoint + "&region=us-east-1", test_options());
   ASSERT_TRUE(store.ok()) << store.status().message();
   std::string key = run_prefix() + "url/k";
   ASSERT_TRUE(put_pattern(**store, key, 1, 10).ok());

@@ -107,16 +107,16 @@ void run_scale_out(bool fixed_instances) {
   if (!url || !ctl_env || !*url || !*ctl_env) GTEST_SKIP() << "run under scripts/with-mariadb.sh";
   ASSERT_FALSE(haproxy_binary().empty()) << "haproxy is not installed (scripts/setup.sh installs it)";
   const std::string ctl = ctl_env;
-  const std::string table = std::string(fixed_instances ? "scale_fixed_" : "scale_leased_") +
-                            std::to_string(::getpid());
+  const std::string table =
+      std::string(fixed_instances ? "scale_fixed_" : "scale_leased_") + std::to_string(::getpid());
   TempDir dir;
 
   // Three instances on fixed ports (a restart comes back on the same one).
   constexpr int kInstances = 3;
   std::vector<int> ports;
   for (int i = 0; i < kInstances; ++i) ports.push_back(free_port());
-  const std::vector<std::string> args{"--sink", url, "--table", table, "--threads", "2",
-                                      "--flush-interval", "20ms", "--drain-delay", "1s", "--shutdown-timeout", "3s"};
+  const std::vector<std::string> args{"--sink",           url,    "--table",       table, "--threads",          "2",
+                                      "--flush-interval", "20ms", "--drain-delay", "1s",  "--shutdown-timeout", "3s"};
   auto start = [&](int i) {
     const std::string home = dir.path() + "/i" + std::to_string(i);
     std::filesystem::create_directories(home);
@@ -141,8 +141,8 @@ void run_scale_out(bool fixed_instances) {
   std::this_thread::sleep_for(1200ms);  // every server up (rise 2 x inter 500ms)
 
   // The load: kiroku load (the seed's requests) and clients that remember.
-  const std::string load_cmd = std::string(KIROKU_BINARY) + " load --url 'http://127.0.0.1:" +
-                               std::to_string(lb.port()) +
+  const std::string load_cmd = std::string(KIROKU_BINARY) +
+                               " load --url 'http://127.0.0.1:" + std::to_string(lb.port()) +
                                "/?name=seed&value={seq}' --rate 1500 --duration 16s --connections 12 --timeout 3s "
                                "--json --quiet";
   std::string load_out;
@@ -177,8 +177,8 @@ void run_scale_out(bool fixed_instances) {
   run_cmd(ctl + " stop");  // MariaDB down: the instances spool and stay ready
   std::this_thread::sleep_for(500ms);
   const Response ready_while_down = http_get(ports[2], "/readyz");
-  k[1]->stop();            // a clean stop while the database is down: the spool keeps the rest
-  k[1] = start(1);         // started while the database is down
+  k[1]->stop();     // a clean stop while the database is down: the spool keeps the rest
+  k[1] = start(1);  // started while the database is down
   std::this_thread::sleep_for(2000ms);
   run_cmd(ctl + " start");
   load.join();
@@ -187,7 +187,8 @@ void run_scale_out(bool fixed_instances) {
 
   // Everything written (the backlog of the outage first), then each instance drains on SIGTERM.
   for (int i = 0; i < kInstances; ++i)
-    for (int t = 0; t < 200 && metric_value(ports[i], "kiroku_queue_events") > 0; ++t) std::this_thread::sleep_for(100ms);
+    for (int t = 0; t < 200 && metric_value(ports[i], "kiroku_queue_events") > 0; ++t)
+      std::this_thread::sleep_for(100ms);
   std::vector<int> numbers;
   for (int i = 0; i < kInstances; ++i) {
     numbers.push_back(static_cast<int>(metric_value(ports[i], "kiroku_instance")));
@@ -200,13 +201,13 @@ void run_scale_out(bool fixed_instances) {
   const long long load_2xx = report["status"]["2xx"].get<long long>();
   const long long load_scheduled = report["requests"]["scheduled"].get<long long>();
 
-  const std::string q = ctl + " sql \"SELECT COUNT(*), COUNT(DISTINCT value) FROM kiroku_test." + table +
-                        " WHERE name = 'seed'\"";
+  const std::string q =
+      ctl + " sql \"SELECT COUNT(*), COUNT(DISTINCT value) FROM kiroku_test." + table + " WHERE name = 'seed'\"";
   std::istringstream seed_rows(run_cmd(q));
   long long seed_count = -1, seed_distinct = -1;
   seed_rows >> seed_count >> seed_distinct;
-  std::istringstream rows(run_cmd(ctl + " sql \"SELECT client_id, value FROM kiroku_test." + table +
-                                  " WHERE name = 'acked'\""));
+  std::istringstream rows(
+      run_cmd(ctl + " sql \"SELECT client_id, value FROM kiroku_test." + table + " WHERE name = 'acked'\""));
   std::map<std::string, std::string> stored;
   long long duplicates = 0, lost = 0, wrong = 0;
   std::string cid, value;
@@ -217,12 +218,12 @@ void run_scale_out(bool fixed_instances) {
     if (it == stored.end()) ++lost;
     else if (it->second != std::to_string(v)) ++wrong;
   }
-  std::printf("FIGURE scale_out %s load_scheduled=%lld load_2xx=%lld seed_rows=%lld seed_distinct=%lld "
-              "acked=%zu acked_failed=%lld acked_rows=%zu lost=%lld duplicated=%lld instances=%d,%d,%d "
-              "readyz_while_db_down=%d\n",
-              fixed_instances ? "fixed" : "leased", load_scheduled, load_2xx, seed_count, seed_distinct,
-              acked.events.size(), failed.load(), stored.size(), lost, duplicates, numbers[0], numbers[1],
-              numbers[2], ready_while_down.status);
+  std::printf(
+      "FIGURE scale_out %s load_scheduled=%lld load_2xx=%lld seed_rows=%lld seed_distinct=%lld "
+      "acked=%zu acked_failed=%lld acked_rows=%zu lost=%lld duplicated=%lld instances=%d,%d,%d "
+      "readyz_while_db_down=%d\n",
+      fixed_instances ? "fixed" : "leased", load_scheduled, load_2xx, seed_count, seed_distinct, acked.events.size(),
+      failed.load(), stored.size(), lost, duplicates, numbers[0], numbers[1], numbers[2], ready_while_down.status);
   std::fflush(stdout);
 
   EXPECT_GT(acked.events.size(), 1000u);

@@ -26,8 +26,7 @@ std::int64_t reference_percentile(const std::vector<std::int64_t>& sorted, doubl
 
 void expect_within_one_percent(std::int64_t got, std::int64_t want, double p) {
   const double error = std::abs(static_cast<double>(got - want));
-  EXPECT_LE(error, 0.01 * static_cast<double>(want) + 0.5)
-      << "p" << p << ": got " << got << " want " << want;
+  EXPECT_LE(error, 0.01 * static_cast<double>(want) + 0.5) << "p" << p << ": got " << got << " want " << want;
 }
 
 const double kPercentiles[] = {0, 1, 10, 25, 50, 75, 90, 95, 99, 99.9, 99.99, 100};
@@ -79,8 +78,7 @@ TEST(LoadLatencyHistogram, PercentilesMatchSortedReferenceOnRandomData) {
     EXPECT_EQ(h.min().count(), values.front());
     EXPECT_EQ(h.max().count(), values.back());
     for (double p : kPercentiles) {
-      expect_within_one_percent(h.value_at_percentile(p).count(), reference_percentile(values, p),
-                                p);
+      expect_within_one_percent(h.value_at_percentile(p).count(), reference_percentile(values, p), p);
     }
     double sum = 0;
     for (auto v : values) sum += static_cast<double>(v);
@@ -127,8 +125,7 @@ TEST(LoadLatencyHistogram, MergeEqualsRecordingEverythingInOne) {
   EXPECT_EQ(merged.mean(), whole.mean());
   for (double p : kPercentiles) {
     EXPECT_EQ(merged.value_at_percentile(p), whole.value_at_percentile(p)) << "p" << p;
-    expect_within_one_percent(merged.value_at_percentile(p).count(),
-                              reference_percentile(values, p), p);
+    expect_within_one_percent(merged.value_at_percentile(p).count(), reference_percentile(values, p), p);
   }
 }
 

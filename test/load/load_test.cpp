@@ -46,9 +46,7 @@ using namespace std::chrono_literals;
 class TestServer {
  public:
   explicit TestServer(std::uint64_t stall_at = 0, std::chrono::milliseconds stall = 300ms)
-      : acceptor_(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0)),
-        stall_at_(stall_at),
-        stall_(stall) {
+      : acceptor_(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0)), stall_at_(stall_at), stall_(stall) {
     accept();
     thread_ = std::thread([this] { io_.run(); });
   }
@@ -58,8 +56,7 @@ class TestServer {
   }
 
   std::string url(std::string_view path) const {
-    return "http://127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port()) +
-           std::string(path);
+    return "http://127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port()) + std::string(path);
   }
   std::uint64_t requests() const { return requests_.load(); }
   std::vector<std::string> targets() const {
@@ -73,16 +70,15 @@ class TestServer {
 
  private:
   struct Session : std::enable_shared_from_this<Session> {
-    Session(TestServer& s, tcp::socket sock)
-        : server(s), socket(std::move(sock)), timer(socket.get_executor()) {}
+    Session(TestServer& s, tcp::socket sock) : server(s), socket(std::move(sock)), timer(socket.get_executor()) {}
 
     void read() {
-      socket.async_read_some(asio::buffer(buf), [self = shared_from_this()](
-                                                    boost::system::error_code ec, std::size_t n) {
-        if (ec) return;
-        self->pending.append(self->buf, n);
-        self->process();
-      });
+      socket.async_read_some(asio::buffer(buf),
+                             [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+                               if (ec) return;
+                               self->pending.append(self->buf, n);
+                               self->process();
+                             });
     }
 
     void process() {
@@ -115,8 +111,7 @@ class TestServer {
         server.bodies_.push_back(body);
       }
       const std::uint64_t n = ++server.requests_;
-      if (server.stall_at_ != 0 && n == server.stall_at_)
-        std::this_thread::sleep_for(server.stall_);
+      if (server.stall_at_ != 0 && n == server.stall_at_) std::this_thread::sleep_for(server.stall_);
 
       if (path == "/fast") {
         respond("HTTP/1.1 204 No Content\r\n\r\n");
@@ -138,8 +133,7 @@ class TestServer {
       } else if (path == "/http10") {
         respond("HTTP/1.0 200 OK\r\n\r\nall of it until the close", true);
       } else if (path == "/echo") {
-        respond("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
-                body);
+        respond("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
       } else {  // /hang: read (and drop) until the client goes away
         discard();
       }
@@ -147,22 +141,20 @@ class TestServer {
 
     void respond(std::string text, bool close_after = false) {
       out = std::move(text);
-      asio::async_write(
-          socket, asio::buffer(out),
-          [self = shared_from_this(), close_after](boost::system::error_code ec, std::size_t) {
-            if (ec) return;
-            if (close_after) {
-              self->socket.shutdown(tcp::socket::shutdown_both, ec);
-              self->socket.close(ec);
-              return;
-            }
-            self->process();
-          });
+      asio::async_write(socket, asio::buffer(out),
+                        [self = shared_from_this(), close_after](boost::system::error_code ec, std::size_t) {
+                          if (ec) return;
+                          if (close_after) {
+                            self->socket.shutdown(tcp::socket::shutdown_both, ec);
+                            self->socket.close(ec);
+                            return;
+                          }
+                          self->process();
+                        });
     }
 
     void discard() {
-      socket.async_read_some(asio::buffer(buf), [self = shared_from_this()](
-                                                    boost::system::error_code ec, std::size_t) {
+      socket.async_read_some(asio::buffer(buf), [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
         if (!ec) self->discard();
       });
     }
@@ -194,8 +186,7 @@ class TestServer {
   std::vector<std::string> bodies_;
 };
 
-LoadOptions quiet_options(std::string url, double rate, std::chrono::nanoseconds duration,
-                          unsigned connections) {
+LoadOptions quiet_options(std::string url, double rate, std::chrono::nanoseconds duration, unsigned connections) {
   LoadOptions o;
   o.url = std::move(url);
   o.rate = rate;
@@ -212,8 +203,8 @@ LoadReport run_ok(const LoadOptions& o) {
   const LoadReport& report = r.value();
   // Every due request ends as exactly one answer or one error.
   EXPECT_EQ(report.scheduled, report.answered + report.errors()) << format_report(report, false);
-  EXPECT_EQ(report.answered, report.status_2xx + report.status_3xx + report.status_4xx +
-                                 report.status_5xx + report.status_other);
+  EXPECT_EQ(report.answered,
+            report.status_2xx + report.status_3xx + report.status_4xx + report.status_5xx + report.status_other);
   EXPECT_EQ(report.latency.count(), report.answered);
   return report;
 }
@@ -372,8 +363,8 @@ TEST(LoadRun, ParsesChunkedClosingLargeAndErrorAnswers) {
 
 TEST(LoadRun, PostsABodyFileWithPlaceholders) {
   TestServer server;
-  const auto path = std::filesystem::temp_directory_path() /
-                    ("kiroku_load_test_body_" + std::to_string(::getpid()) + ".json");
+  const auto path =
+      std::filesystem::temp_directory_path() / ("kiroku_load_test_body_" + std::to_string(::getpid()) + ".json");
   {
     std::ofstream f(path);
     f << R"({"name":"{name}","value":{seq},"other":{"x":1}})";
@@ -457,8 +448,7 @@ struct Parsed {
 };
 
 // Feeds `text` in pieces of `step` bytes through a caller-style buffer.
-Parsed feed(const std::string& text, std::size_t step, bool head = false,
-            bool close_at_end = false) {
+Parsed feed(const std::string& text, std::size_t step, bool head = false, bool close_at_end = false) {
   ResponseParser p;
   p.start(head);
   Parsed out;
@@ -517,9 +507,7 @@ TEST(LoadResponseParser, BodyUntilCloseAndHead) {
   EXPECT_FALSE(p.keep_alive[0]);
 
   // HEAD: Content-Length describes a body that is not sent.
-  p = feed(
-      "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nHTTP/1.1 404 NF\r\nContent-Length: 7\r\n\r\n",
-      5, true);
+  p = feed("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nHTTP/1.1 404 NF\r\nContent-Length: 7\r\n\r\n", 5, true);
   EXPECT_FALSE(p.error);
   EXPECT_EQ(p.statuses, (std::vector<int>{200, 404}));
 
@@ -577,9 +565,8 @@ TEST(LoadUrl, Parts) {
   EXPECT_EQ(t->target, "/?x=1");
   EXPECT_EQ(t->host_header, "[::1]:9000");
 
-  for (const char* bad : {"https://h/", "ftp://h/", "h:80/", "http://", "http://:80/",
-                          "http://h:0/", "http://h:70000/", "http://h:x/", "http://u@h/",
-                          "http://h/a b", "http://[::1/", "http://h:/"}) {
+  for (const char* bad : {"https://h/", "ftp://h/", "h:80/", "http://", "http://:80/", "http://h:0/", "http://h:70000/",
+                          "http://h:x/", "http://u@h/", "http://h/a b", "http://[::1/", "http://h:/"}) {
     auto r = parse_load_url(bad);
     EXPECT_FALSE(r.ok()) << bad;
     if (!r.ok()) {
@@ -617,8 +604,7 @@ TEST(LoadRequestTemplate, RendersPlaceholdersWithoutAllocating) {
   ASSERT_TRUE(t.ok());
   out.clear();
   t->render(out, 3, 12345, 2);
-  EXPECT_NE(out.find("Content-Length: 20\r\n\r\n{\"v\":12345,\"n\":\"m1\"}"), std::string::npos)
-      << out;
+  EXPECT_NE(out.find("Content-Length: 20\r\n\r\n{\"v\":12345,\"n\":\"m1\"}"), std::string::npos) << out;
 }
 
 TEST(LoadDuration, Units) {

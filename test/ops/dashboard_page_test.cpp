@@ -29,8 +29,7 @@ std::size_t count_of(const std::string& text, std::string_view what) {
 std::set<std::string> metric_names(const std::string& text) {
   std::set<std::string> names;
   for (const std::string_view prefix : {"'kiroku_", "'process_"}) {
-    for (std::size_t at = text.find(prefix); at != std::string::npos;
-         at = text.find(prefix, at + 1)) {
+    for (std::size_t at = text.find(prefix); at != std::string::npos; at = text.find(prefix, at + 1)) {
       const std::size_t end = text.find('\'', at + 1);
       if (end == std::string::npos) break;
       names.insert(text.substr(at + 1, end - at - 1));
@@ -70,9 +69,8 @@ TEST(DashboardPage, LoadsNothingFromAnywhere) {
   // comments only), which also rules out protocol-relative "//host/x".
   EXPECT_EQ(p.find("//"), std::string::npos);
   for (const std::string_view banned :
-       {"http:", "https:", "src=", "href=", "url(", "@import", "<link", "<img", "<iframe",
-        "<object", "<embed", "import(", "importScripts", "XMLHttpRequest", "WebSocket",
-        "EventSource", "eval(", "new Function"}) {
+       {"http:", "https:", "src=", "href=", "url(", "@import", "<link", "<img", "<iframe", "<object", "<embed",
+        "import(", "importScripts", "XMLHttpRequest", "WebSocket", "EventSource", "eval(", "new Function"}) {
     EXPECT_EQ(p.find(banned), std::string::npos) << banned;
   }
   // It fetches exactly two paths, relative to its own URL.
@@ -91,8 +89,7 @@ TEST(DashboardPage, MarksItsChartsForTests) {
   EXPECT_NE(p.find("dataset.points"), std::string::npos);
   EXPECT_NE(p.find("dataset.chart"), std::string::npos);
   EXPECT_NE(p.find("<body data-polls=\"0\" data-error=\"\">"), std::string::npos);
-  for (const char* id :
-       {"throughput", "latency", "durable", "queue", "bytes", "pool", "memory", "cpu", "errors"}) {
+  for (const char* id : {"throughput", "latency", "durable", "queue", "bytes", "pool", "memory", "cpu", "errors"}) {
     EXPECT_NE(p.find(std::string("id: '") + id + "'"), std::string::npos) << id;
   }
 }
@@ -101,10 +98,9 @@ TEST(DashboardPage, ReadsOnlyMetricsTheServerRegisters) {
   const std::set<std::string> names = metric_names(page());
   ASSERT_GE(names.size(), 20u);
   for (const char* expected :
-       {"kiroku_http_requests_total", "kiroku_http_request_seconds",
-        "kiroku_accept_to_durable_seconds", "kiroku_queue_events", "kiroku_spool_bytes",
-        "kiroku_db_open_connections", "kiroku_db_in_use_connections", "kiroku_db_idle_connections",
-        "kiroku_events_accepted_total", "kiroku_events_committed_total",
+       {"kiroku_http_requests_total", "kiroku_http_request_seconds", "kiroku_accept_to_durable_seconds",
+        "kiroku_queue_events", "kiroku_spool_bytes", "kiroku_db_open_connections", "kiroku_db_in_use_connections",
+        "kiroku_db_idle_connections", "kiroku_events_accepted_total", "kiroku_events_committed_total",
         "process_resident_memory_bytes"}) {
     EXPECT_EQ(names.count(expected), 1u) << expected;
   }

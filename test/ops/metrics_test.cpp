@@ -93,9 +93,7 @@ TEST(MetricsParser, AcceptsWellFormedText) {
   EXPECT_EQ(value_of(e, "app_requests_total", {{"verb", "get"}, {"outcome", "ok"}}), 1027);
   EXPECT_EQ(e.families[0].samples[0].timestamp_ms, 1700000000000);
   EXPECT_EQ(value_of(e, "app_requests_total", {{"verb", "put"}, {"outcome", "bad"}}), 3);
-  EXPECT_EQ(
-      value_of(e, "app_path_errors", {{"path", "C:\\tmp\\x"}, {"why", "line one\nsaid \"no\""}}),
-      -2000);
+  EXPECT_EQ(value_of(e, "app_path_errors", {{"path", "C:\\tmp\\x"}, {"why", "line one\nsaid \"no\""}}), -2000);
   EXPECT_TRUE(std::isinf(value_of(e, "app_temperature")));
   EXPECT_TRUE(std::isnan(value_of(e, "app_ratio")));
   EXPECT_EQ(e.family("app_latency_seconds")->help, "Latency \\ of \n things.");
@@ -176,8 +174,8 @@ TEST(MetricsRegistry, CountersFromManyThreadsAreExact) {
   constexpr int kSharedThreads = 2;
   constexpr int kPerShared = 50000;
   Registry registry(kShards);
-  CounterFamily& family = registry.counter(
-      "kiroku_http_requests_total", "Requests by route and status class.", {"route", "status"});
+  CounterFamily& family =
+      registry.counter("kiroku_http_requests_total", "Requests by route and status class.", {"route", "status"});
   Counter* ok = family.with({"ingest", "2xx"});
   Counter* bad = family.with({"ingest", "4xx"});
   Counter* events = registry.counter("kiroku_events_total", "Events accepted.").with({});
@@ -212,8 +210,7 @@ TEST(MetricsRegistry, CountersFromManyThreadsAreExact) {
             kShards * kPerShard + kSharedThreads * kPerShared);
   EXPECT_EQ(value_of(e, "kiroku_http_requests_total", {{"route", "ingest"}, {"status", "4xx"}}),
             kShards * (kPerShard / 10) * 3);
-  EXPECT_EQ(value_of(e, "kiroku_events_total"),
-            kShards * kPerShard * 2.0 + kSharedThreads * kPerShared * 5.0);
+  EXPECT_EQ(value_of(e, "kiroku_events_total"), kShards * kPerShard * 2.0 + kSharedThreads * kPerShared * 5.0);
   EXPECT_EQ(ok->value(), std::uint64_t{kShards * kPerShard + kSharedThreads * kPerShared});
   EXPECT_EQ(e.family("kiroku_http_requests_total")->type, "counter");
   EXPECT_EQ(e.family("kiroku_http_requests_total")->help, "Requests by route and status class.");
@@ -223,8 +220,8 @@ TEST(MetricsRegistry, HistogramFromManyThreadsIsExact) {
   constexpr unsigned kShards = 3;
   constexpr int kRounds = 20000;
   Registry registry(kShards);
-  HistogramFamily& family = registry.histogram("kiroku_http_request_duration_seconds",
-                                               "Request latency.", {"route"}, {0.001, 0.01, 0.1});
+  HistogramFamily& family =
+      registry.histogram("kiroku_http_request_duration_seconds", "Request latency.", {"route"}, {0.001, 0.01, 0.1});
   Histogram* h = family.with({"ingest"});
   // 500 and 1000 us fall in le=0.001 (bounds are inclusive), 1001 in 0.01,
   // 50000 in 0.1, 200000 above every bound.
@@ -259,8 +256,7 @@ TEST(MetricsRegistry, HistogramFromManyThreadsIsExact) {
   EXPECT_EQ(value_of(e, b, {{"route", "ingest"}, {"le", "0.01"}}), 3 * n);
   EXPECT_EQ(value_of(e, b, {{"route", "ingest"}, {"le", "0.1"}}), 4 * n);
   EXPECT_EQ(value_of(e, b, {{"route", "ingest"}, {"le", "+Inf"}}), 5 * n);
-  EXPECT_EQ(value_of(e, "kiroku_http_request_duration_seconds_count", {{"route", "ingest"}}),
-            5 * n);
+  EXPECT_EQ(value_of(e, "kiroku_http_request_duration_seconds_count", {{"route", "ingest"}}), 5 * n);
   EXPECT_DOUBLE_EQ(value_of(e, "kiroku_http_request_duration_seconds_sum", {{"route", "ingest"}}),
                    static_cast<double>(round_sum) * n / 1e6);
 
@@ -274,8 +270,7 @@ TEST(MetricsRegistry, ScrapesWhileUpdatingStayValidAndMonotonic) {
   Registry registry(kShards);
   Counter* c = registry.counter("kiroku_work_total", "Work done.").with({});
   Histogram* h =
-      registry.histogram("kiroku_work_seconds", "Work time.", {}, exponential_buckets(0.0001, 4, 8))
-          .with({});
+      registry.histogram("kiroku_work_seconds", "Work time.", {}, exponential_buckets(0.0001, 4, 8)).with({});
   std::atomic<bool> stop{false};
   std::vector<std::thread> threads;
   for (unsigned shard = 0; shard < kShards; ++shard) {
@@ -338,10 +333,9 @@ TEST(MetricsRegistry, CallbackMetricsAreReadAtScrape) {
   Registry registry(1);
   double spool = 1.5;
   registry.callback_gauge("kiroku_spool_bytes", "Bytes in the spool.", [&] { return spool; });
-  registry.callback_counter("kiroku_db_wait_count_total", "Waits for a connection.",
-                            [] { return 42.0; });
-  CallbackFamily& pool = registry.callback_family(MetricType::gauge, "kiroku_db_connections",
-                                                  "Connections by state.", {"state"});
+  registry.callback_counter("kiroku_db_wait_count_total", "Waits for a connection.", [] { return 42.0; });
+  CallbackFamily& pool =
+      registry.callback_family(MetricType::gauge, "kiroku_db_connections", "Connections by state.", {"state"});
   pool.with({"idle"}, [] { return 2.0; });
   pool.with({"in_use"}, [] { return std::nan(""); });
   EXPECT_THROW(pool.with({"idle"}, [] { return 0.0; }), std::invalid_argument);
@@ -363,9 +357,7 @@ TEST(MetricsRegistry, CallbackMetricsAreReadAtScrape) {
 TEST(MetricsRegistry, EscapesLabelValuesAndHelp) {
   Registry registry(1);
   const std::string odd = "a\\b\"c\nd=\"e\",}";
-  registry.counter("kiroku_odd_total", "Help with a \\ backslash\nand a \"quote\".", {"key"})
-      .with({odd})
-      ->inc(0);
+  registry.counter("kiroku_odd_total", "Help with a \\ backslash\nand a \"quote\".", {"key"}).with({odd})->inc(0);
   registry.counter("kiroku_utf8_total", "Ünïcödé 記録.", {"key"}).with({"記録"})->inc(0);
   std::string text;
   registry.render_prometheus(text);
@@ -426,8 +418,7 @@ TEST(MetricsRegistry, RegistrationIsIdempotentAndChecked) {
   EXPECT_THROW(registry.counter("kiroku_x_total", "Other help.", {"route"}), std::invalid_argument);
   EXPECT_THROW(registry.counter("kiroku_x_total", "X.", {"status"}), std::invalid_argument);
   EXPECT_THROW(registry.gauge("kiroku_x_total", "X.", {"route"}), std::invalid_argument);
-  EXPECT_THROW(registry.callback_family(MetricType::counter, "kiroku_x_total", "X.", {"route"}),
-               std::invalid_argument);
+  EXPECT_THROW(registry.callback_family(MetricType::counter, "kiroku_x_total", "X.", {"route"}), std::invalid_argument);
   EXPECT_THROW(a.with({}), std::invalid_argument);
   EXPECT_THROW(a.with({"a", "b"}), std::invalid_argument);
   EXPECT_THROW(a.with({"\xff"}), std::invalid_argument);
@@ -435,8 +426,7 @@ TEST(MetricsRegistry, RegistrationIsIdempotentAndChecked) {
   HistogramFamily& h = registry.histogram("kiroku_h_seconds", "H.", {}, {0.1, 1});
   EXPECT_EQ(&registry.histogram("kiroku_h_seconds", "H.", {}, {0.1, 1}), &h);
   EXPECT_THROW(registry.histogram("kiroku_h_seconds", "H.", {}, {0.1, 2}), std::invalid_argument);
-  EXPECT_THROW(registry.histogram("kiroku_h_seconds", "H.", {}, {0.1, 1}, 1.0),
-               std::invalid_argument);
+  EXPECT_THROW(registry.histogram("kiroku_h_seconds", "H.", {}, {0.1, 1}, 1.0), std::invalid_argument);
   // Sample names that would collide with the histogram's.
   EXPECT_THROW(registry.counter("kiroku_h_seconds_count", "C."), std::invalid_argument);
   EXPECT_THROW(registry.gauge("kiroku_h_seconds_bucket", "C."), std::invalid_argument);
@@ -533,8 +523,7 @@ TEST(MetricsHistogram, SumPrintsExactDecimalSeconds) {
 }
 
 TEST(MetricsHistogram, ExponentialBuckets) {
-  EXPECT_EQ(exponential_buckets(0.0001, 2, 5),
-            (std::vector<double>{0.0001, 0.0002, 0.0004, 0.0008, 0.0016}));
+  EXPECT_EQ(exponential_buckets(0.0001, 2, 5), (std::vector<double>{0.0001, 0.0002, 0.0004, 0.0008, 0.0016}));
   EXPECT_EQ(exponential_buckets(1, 1.5, 4), (std::vector<double>{1, 1.5, 2.25, 3.375}));
   // 1.1^k accumulates binary noise; the bounds come back rounded and print short.
   for (const double b : exponential_buckets(0.001, 1.1, 32)) {
@@ -639,12 +628,10 @@ TEST(MetricsHistogram, QuantilesAboveTheLastBoundUseTheMax) {
 
 TEST(MetricsJson, CarriesTheSameFigures) {
   Registry registry(2);
-  registry.counter("kiroku_requests_total", "Requests.", {"route", "status"})
-      .with({"ingest", "2xx"})
-      ->add(1, 41);
+  registry.counter("kiroku_requests_total", "Requests.", {"route", "status"}).with({"ingest", "2xx"})->add(1, 41);
   registry.gauge("kiroku_backlog", "Backlog.").with({})->set_shared(-7);
-  HistogramFamily& lat = registry.histogram("kiroku_latency_seconds", "Latency.", {"route"},
-                                            exponential_buckets(1e-4, 2, 16));
+  HistogramFamily& lat =
+      registry.histogram("kiroku_latency_seconds", "Latency.", {"route"}, exponential_buckets(1e-4, 2, 16));
   Histogram* ingest = lat.with({"ingest"});
   for (std::uint64_t v = 1; v <= 1000; ++v) ingest->observe(0, v * 10);
   lat.with({"files"});
@@ -657,8 +644,7 @@ TEST(MetricsJson, CarriesTheSameFigures) {
   EXPECT_EQ(req.at("type"), "counter");
   EXPECT_EQ(req.at("help"), "Requests.");
   ASSERT_EQ(req.at("series").size(), 1u);
-  EXPECT_EQ(req.at("series")[0].at("labels"),
-            (nlohmann::json{{"route", "ingest"}, {"status", "2xx"}}));
+  EXPECT_EQ(req.at("series")[0].at("labels"), (nlohmann::json{{"route", "ingest"}, {"status", "2xx"}}));
   EXPECT_EQ(req.at("series")[0].at("value"), 41);
   EXPECT_EQ(j.at("kiroku_backlog").at("series")[0].at("value"), -7);
   EXPECT_EQ(j.at("kiroku_ratio").at("series")[0].at("value"), 0.25);
@@ -733,8 +719,7 @@ TEST(MetricsProcess, RegistersCallbackGauges) {
   registry.render_prometheus(text);
   const PromExposition e = parse_ok(text);
   EXPECT_GT(value_of(e, "process_resident_memory_bytes"), 0);
-  EXPECT_GE(value_of(e, "process_resident_memory_peak_bytes"),
-            value_of(e, "process_resident_memory_bytes"));
+  EXPECT_GE(value_of(e, "process_resident_memory_peak_bytes"), value_of(e, "process_resident_memory_bytes"));
   EXPECT_GE(value_of(e, "process_open_fds"), 3);
   EXPECT_GT(value_of(e, "process_max_fds"), 0);
   EXPECT_GE(value_of(e, "process_cpu_seconds_total"), 0);

@@ -132,15 +132,15 @@ TEST(ProfilerCpu, ProfilesABusyThreadThatPprofNames) {
   // One busy thread for one second at 100 Hz: about 100 samples on an idle machine.
   EXPECT_GE(samples, 10);  // fewer when the machine is busy: ITIMER_PROF counts CPU time
 
-  ASSERT_TRUE(have_pprof()) << "google-pprof is not installed (Debian package google-perftools; scripts/setup.sh installs it)";
+  ASSERT_TRUE(have_pprof())
+      << "google-pprof is not installed (Debian package google-perftools; scripts/setup.sh installs it)";
   const std::string file = ::testing::TempDir() + "/kiroku_profiler_test.prof";
   {
     std::ofstream out(file, std::ios::binary);
     out.write(profile->data(), static_cast<std::streamsize>(profile->size()));
   }
   int code = 0;
-  const std::string text =
-      run_command("google-pprof --text '" + self_executable() + "' '" + file + "'", code);
+  const std::string text = run_command("google-pprof --text '" + self_executable() + "' '" + file + "'", code);
   std::remove(file.c_str());
   EXPECT_EQ(code, 0) << text;
   EXPECT_NE(text.find("ProfilerTestBusySpin"), std::string::npos) << text;
@@ -158,8 +158,7 @@ TEST(ProfilerCpu, RefusesASecondProfileWhileOneRuns) {
     EXPECT_EQ(again.kind(), ErrorKind::full);
     EXPECT_EQ(again.message(), "a profile is already running");
     // gperftools has one profiler per process: another Profiler is refused too.
-    EXPECT_EQ(other.cpu_profile(1, [&](Result<std::string>) { called = true; }).kind(),
-              ErrorKind::full);
+    EXPECT_EQ(other.cpu_profile(1, [&](Result<std::string>) { called = true; }).kind(), ErrorKind::full);
     ASSERT_EQ(first.future.wait_for(std::chrono::seconds(30)), std::future_status::ready);
     EXPECT_TRUE(first.future.get().ok());
     EXPECT_FALSE(called);
@@ -194,14 +193,12 @@ TEST(ProfilerHeap, SaysWhyThereIsNoHeapProfile) {
   if (!tcmalloc) {
     ASSERT_FALSE(heap.ok());
     EXPECT_EQ(heap.status().kind(), ErrorKind::permanent);
-    EXPECT_NE(heap.status().message().find("tcmalloc is not linked"), std::string::npos)
-        << heap.status().message();
+    EXPECT_NE(heap.status().message().find("tcmalloc is not linked"), std::string::npos) << heap.status().message();
   } else if (heap.ok()) {
     EXPECT_EQ(heap->rfind("heap profile:", 0), 0u) << heap->substr(0, 200);
   } else {
     EXPECT_EQ(heap.status().kind(), ErrorKind::permanent);
-    EXPECT_NE(heap.status().message().find("TCMALLOC_SAMPLE_PARAMETER"), std::string::npos)
-        << heap.status().message();
+    EXPECT_NE(heap.status().message().find("TCMALLOC_SAMPLE_PARAMETER"), std::string::npos) << heap.status().message();
   }
 }
 

@@ -73,9 +73,7 @@ inline bool is_name_start(char c, bool colon) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (colon && c == ':');
 }
 
-inline bool is_name_char(char c, bool colon) {
-  return is_name_start(c, colon) || (c >= '0' && c <= '9');
-}
+inline bool is_name_char(char c, bool colon) { return is_name_start(c, colon) || (c >= '0' && c <= '9'); }
 
 inline bool valid_name(std::string_view s, bool colon) {
   if (s.empty() || !is_name_start(s[0], colon)) return false;
@@ -93,8 +91,7 @@ inline bool parse_float(std::string_view s, double& out) {
     return true;
   }
   if (s == "+Inf" || s == "Inf" || s == "-Inf") {
-    out = s[0] == '-' ? -std::numeric_limits<double>::infinity()
-                      : std::numeric_limits<double>::infinity();
+    out = s[0] == '-' ? -std::numeric_limits<double>::infinity() : std::numeric_limits<double>::infinity();
     return true;
   }
   std::size_t i = 0;
@@ -134,8 +131,7 @@ struct HistogramSeries {
 
 class Parser {
  public:
-  Parser(std::string_view text, PromExposition& out, std::string& error)
-      : text_(text), out_(out), error_(error) {}
+  Parser(std::string_view text, PromExposition& out, std::string& error) : text_(text), out_(out), error_(error) {}
 
   bool run() {
     std::size_t at = 0;
@@ -203,8 +199,7 @@ class Parser {
     if (!family->samples.empty()) return fail("TYPE of " + name + " after its samples");
     while (i < line.size() && is_blank(line[i])) ++i;
     const std::string_view type = line.substr(i);
-    if (type != "counter" && type != "gauge" && type != "histogram" && type != "summary" &&
-        type != "untyped") {
+    if (type != "counter" && type != "gauge" && type != "histogram" && type != "summary" && type != "untyped") {
       return fail("unknown TYPE '" + std::string(type) + "' for " + name);
     }
     family->type = std::string(type);
@@ -414,8 +409,7 @@ class Parser {
       }
     }
     for (const auto& [labels, seen] : sum_count) {
-      if (!seen.first || !seen.second)
-        return fail("summary " + f.name + ": missing _sum or _count");
+      if (!seen.first || !seen.second) return fail("summary " + f.name + ": missing _sum or _count");
     }
     return true;
   }

@@ -26,8 +26,7 @@ void expect_invalid(std::string_view url, std::string_view needle) {
   Result<MysqlUrl> r = parse_mysql_url(url);
   ASSERT_FALSE(r.ok()) << url;
   EXPECT_EQ(r.status().kind(), ErrorKind::invalid);
-  EXPECT_NE(r.status().message().find(needle), std::string::npos)
-      << url << " gave: " << r.status().message();
+  EXPECT_NE(r.status().message().find(needle), std::string::npos) << url << " gave: " << r.status().message();
   EXPECT_EQ(r.status().message().find('\n'), std::string::npos);
 }
 
@@ -197,8 +196,8 @@ TEST(MysqlUrlTest, SslModeDefaultsToVerifyIdentityExceptOnLoopback) {
   EXPECT_EQ(parse_ok("mysql://u:p@10.0.0.5:3306/d").ssl_mode, MysqlSslMode::verify_identity);
   EXPECT_EQ(parse_ok("mysql://u:p@[2001:db8::1]/d").ssl_mode, MysqlSslMode::verify_identity);
   for (std::string_view local :
-       {"mysql://u:p@127.0.0.1:3306/d", "mysql://u:p@127.1.2.3/d", "mysql://u:p@localhost/d",
-        "mysql://u:p@LocalHost/d", "mysql://u:p@[::1]:3306/d", "mysql://u:p@/d?socket=/s.sock"}) {
+       {"mysql://u:p@127.0.0.1:3306/d", "mysql://u:p@127.1.2.3/d", "mysql://u:p@localhost/d", "mysql://u:p@LocalHost/d",
+        "mysql://u:p@[::1]:3306/d", "mysql://u:p@/d?socket=/s.sock"}) {
     EXPECT_EQ(parse_ok(local).ssl_mode, MysqlSslMode::disabled) << local;
   }
   // Not loopback, though they look close.
@@ -215,10 +214,9 @@ TEST(MysqlUrlTest, SslModeValuesAndFiles) {
     std::string_view value;
     MysqlSslMode mode;
   };
-  for (const Case c : {Case{"DISABLED", MysqlSslMode::disabled},
-                       Case{"preferred", MysqlSslMode::preferred},
-                       Case{"Required", MysqlSslMode::required},
-                       Case{"VERIFY_IDENTITY", MysqlSslMode::verify_identity}}) {
+  for (const Case c :
+       {Case{"DISABLED", MysqlSslMode::disabled}, Case{"preferred", MysqlSslMode::preferred},
+        Case{"Required", MysqlSslMode::required}, Case{"VERIFY_IDENTITY", MysqlSslMode::verify_identity}}) {
     const MysqlUrl u = parse_ok("mysql://u:p@db.example.com/d?ssl-mode=" + std::string(c.value));
     EXPECT_EQ(u.ssl_mode, c.mode) << c.value;
     EXPECT_EQ(ssl_mode_name(u.ssl_mode).size() > 0, true);
@@ -233,8 +231,7 @@ TEST(MysqlUrlTest, SslModeValuesAndFiles) {
   EXPECT_EQ(u.ssl_key, "/certs/client-key.pem");
   EXPECT_EQ(u.port, 3307u);
   // A client certificate with PREFERRED or REQUIRED is fine.
-  EXPECT_EQ(parse_ok("mysql://u@h/d?ssl-mode=REQUIRED&ssl-cert=/c.pem&ssl-key=/k.pem").ssl_cert,
-            "/c.pem");
+  EXPECT_EQ(parse_ok("mysql://u@h/d?ssl-mode=REQUIRED&ssl-cert=/c.pem&ssl-key=/k.pem").ssl_cert, "/c.pem");
   // Plain TCP on a remote host when asked for.
   EXPECT_EQ(parse_ok("mysql://u@h/d?ssl-mode=disabled").ssl_mode, MysqlSslMode::disabled);
   // The password stays out of the redacted form, which does not change with TLS.
@@ -296,8 +293,7 @@ TEST_F(TlsFilesTest, ReadablePemFilesPass) {
   const std::string cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
   const std::string ca = write("ca.pem", "subject=CN=x\n" + cert + cert);
   const std::string c = write("client.pem", cert);
-  const std::string k =
-      write("client-key.pem", "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n");
+  const std::string k = write("client-key.pem", "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n");
   EXPECT_TRUE(check("ssl-ca=" + ca + "&ssl-cert=" + c + "&ssl-key=" + k).ok());
   EXPECT_TRUE(check("ssl-mode=VERIFY_IDENTITY").ok()) << "no files, nothing to check";
 }
@@ -305,8 +301,7 @@ TEST_F(TlsFilesTest, ReadablePemFilesPass) {
 TEST_F(TlsFilesTest, MissingOrWrongFilesFailWithOneLine) {
   const Status missing = check("ssl-ca=" + dir_ + "/nope.pem");
   EXPECT_EQ(missing.kind(), ErrorKind::invalid);
-  EXPECT_NE(missing.message().find("ssl-ca \"" + dir_ + "/nope.pem\": cannot read: No such file"),
-            std::string::npos)
+  EXPECT_NE(missing.message().find("ssl-ca \"" + dir_ + "/nope.pem\": cannot read: No such file"), std::string::npos)
       << missing.message();
   EXPECT_EQ(missing.message().find("secret"), std::string::npos);
   EXPECT_EQ(missing.message().find('\n'), std::string::npos);
@@ -316,21 +311,18 @@ TEST_F(TlsFilesTest, MissingOrWrongFilesFailWithOneLine) {
 
   const std::string junk = write("junk.pem", "not a certificate\n");
   const Status not_pem = check("ssl-ca=" + junk);
-  EXPECT_NE(not_pem.message().find("holds no CA certificate"), std::string::npos)
-      << not_pem.message();
+  EXPECT_NE(not_pem.message().find("holds no CA certificate"), std::string::npos) << not_pem.message();
 
   const std::string cert = write("c.pem", "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n");
   const Status key_is_cert = check("ssl-cert=" + cert + "&ssl-key=" + cert);
-  EXPECT_NE(key_is_cert.message().find("ssl-key \"" + cert + "\" holds no private key"),
-            std::string::npos)
+  EXPECT_NE(key_is_cert.message().find("ssl-key \"" + cert + "\" holds no private key"), std::string::npos)
       << key_is_cert.message();
 
   if (::geteuid() != 0) {  // root reads every file
     const std::string locked = write("locked.pem", "-----BEGIN CERTIFICATE-----\n");
     ::chmod(locked.c_str(), 0);
     const Status unreadable = check("ssl-ca=" + locked);
-    EXPECT_NE(unreadable.message().find("Permission denied"), std::string::npos)
-        << unreadable.message();
+    EXPECT_NE(unreadable.message().find("Permission denied"), std::string::npos) << unreadable.message();
   }
 }
 
@@ -340,8 +332,7 @@ TEST_F(TlsFilesTest, MakeSinkChecksTheFilesWithoutConnecting) {
       make_mysql_sink("mysql://u:p@127.0.0.1:1/d?ssl-mode=VERIFY_IDENTITY&ssl-ca=" + dir_ + "/x", o);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().kind(), ErrorKind::invalid);
-  EXPECT_NE(r.status().message().find("mysql URL: ssl-ca"), std::string::npos)
-      << r.status().message();
+  EXPECT_NE(r.status().message().find("mysql URL: ssl-ca"), std::string::npos) << r.status().message();
 }
 
 TEST(MysqlTlsTest, WhichTlsFailuresArePermanent) {
@@ -349,11 +340,11 @@ TEST(MysqlTlsTest, WhichTlsFailuresArePermanent) {
   const MysqlUrl plain = parse_ok("mysql://u:p@db.example.com/d?ssl-mode=DISABLED");
   constexpr unsigned kSslError = 2026;  // CR_SSL_CONNECTION_ERROR
   // Configuration: a certificate that does not verify, another name, no TLS on the server.
-  for (std::string_view text : {"TLS/SSL error: self-signed certificate in certificate chain",
-                                "TLS/SSL error: unable to get local issuer certificate",
-                                "TLS/SSL error: Validation of SSL server certificate failed",
-                                "TLS/SSL error: SSL is required, but the server does not support it",
-                                "TLS/SSL error: no such file"}) {
+  for (std::string_view text :
+       {"TLS/SSL error: self-signed certificate in certificate chain",
+        "TLS/SSL error: unable to get local issuer certificate",
+        "TLS/SSL error: Validation of SSL server certificate failed",
+        "TLS/SSL error: SSL is required, but the server does not support it", "TLS/SSL error: no such file"}) {
     EXPECT_TRUE(tls_failure_is_permanent(tls, kSslError, text)) << text;
   }
   // The network: an OS error or an EOF in the handshake, or any other error code.
@@ -362,8 +353,7 @@ TEST(MysqlTlsTest, WhichTlsFailuresArePermanent) {
   EXPECT_FALSE(tls_failure_is_permanent(tls, 2013, "Lost connection to server during query"));
   EXPECT_FALSE(tls_failure_is_permanent(plain, kSslError, "TLS/SSL error: anything"));
   EXPECT_EQ(tls_settings(tls), " (ssl-mode=VERIFY_IDENTITY, host db.example.com, ssl-ca /ca.pem)");
-  EXPECT_EQ(tls_settings(parse_ok("mysql://u@h/d")),
-            " (ssl-mode=VERIFY_IDENTITY, host h, the system's CAs)");
+  EXPECT_EQ(tls_settings(parse_ok("mysql://u@h/d")), " (ssl-mode=VERIFY_IDENTITY, host h, the system's CAs)");
   EXPECT_EQ(tls_settings(parse_ok("mysql://u@h/d?ssl-mode=REQUIRED")), " (ssl-mode=REQUIRED)");
 }
 

@@ -29,7 +29,7 @@ struct TempDir {
 };
 
 EventView event(std::uint64_t id, std::int64_t value, std::string_view client = {}) {
-  return EventView{id, 1'700'000'000'000'000 + static_cast<std::int64_t>(id), 1'700'000'000'000'000, value, "n",
+  return EventView{id,    1'700'000'000'000'000 + static_cast<std::int64_t>(id), 1'700'000'000'000'000, value, "n",
                    client};
 }
 

@@ -84,9 +84,9 @@ TEST(S3Credentials, ParsesTheConfigFileWithProfilePrefixes) {
   const Profiles p = parse_profile_file(
       "[default]\nregion = us-west-2\n"
       "[profile work]\nregion = eu-central-1\naws_access_key_id = AKIDCFG\n"
-      "[work]\nregion = ignored\n"                  // a bare name is not a profile in config
-      "[sso-session corp]\nsso_region = x\n"        // nor is an sso-session
-      "[profile]\nregion = nameless\n",             // nor an empty name
+      "[work]\nregion = ignored\n"            // a bare name is not a profile in config
+      "[sso-session corp]\nsso_region = x\n"  // nor is an sso-session
+      "[profile]\nregion = nameless\n",       // nor an empty name
       /*config_file=*/true);
   ASSERT_EQ(p.size(), 2u);
   EXPECT_EQ(p.at("default").at("region"), "us-west-2");
@@ -115,13 +115,12 @@ TEST(S3Credentials, ChainIsInTheSdkOrder) {
 
 TEST(S3Credentials, EnvironmentComesBeforeTheSharedFiles) {
   TempFiles files;
-  const std::string creds = files.write("credentials", "[default]\naws_access_key_id=AKIDFILE\naws_secret_access_key=S\n");
-  std::map<std::string, std::string> vars{{"AWS_SHARED_CREDENTIALS_FILE", creds},
-                                          {"AWS_CONFIG_FILE", files.path() + "/none"},
-                                          {"AWS_EC2_METADATA_DISABLED", "true"},
-                                          {"AWS_ACCESS_KEY_ID", "AKIDENV"},
-                                          {"AWS_SECRET_ACCESS_KEY", "SECRETENV"},
-                                          {"AWS_SESSION_TOKEN", "TOKENENV"}};
+  const std::string creds =
+      files.write("credentials", "[default]\naws_access_key_id=AKIDFILE\naws_secret_access_key=S\n");
+  std::map<std::string, std::string> vars{
+      {"AWS_SHARED_CREDENTIALS_FILE", creds}, {"AWS_CONFIG_FILE", files.path() + "/none"},
+      {"AWS_EC2_METADATA_DISABLED", "true"},  {"AWS_ACCESS_KEY_ID", "AKIDENV"},
+      {"AWS_SECRET_ACCESS_KEY", "SECRETENV"}, {"AWS_SESSION_TOKEN", "TOKENENV"}};
   auto p = CredentialsProvider::resolve(default_chain(env_of(vars)));
   ASSERT_TRUE(p.ok()) << p.status().message();
   EXPECT_EQ((*p)->source(), "environment");
@@ -146,8 +145,9 @@ TEST(S3Credentials, ProfileFromAwsProfileAndTheConfigFile) {
       {"AWS_EC2_METADATA_DISABLED", "TRUE"},
   };
   // ~/.aws/config alone, "[profile work]".
-  files.write(".aws/config", "[default]\nregion=us-west-1\n[profile work]\naws_access_key_id=AKIDCFG\n"
-                             "aws_secret_access_key=SCFG\naws_session_token=TCFG\nregion=ap-south-1\n");
+  files.write(".aws/config",
+              "[default]\nregion=us-west-1\n[profile work]\naws_access_key_id=AKIDCFG\n"
+              "aws_secret_access_key=SCFG\naws_session_token=TCFG\nregion=ap-south-1\n");
   auto p = CredentialsProvider::resolve(default_chain(env_of(vars)));
   ASSERT_TRUE(p.ok()) << p.status().message();
   EXPECT_EQ((*p)->source(), "shared files (profile 'work')");
@@ -156,8 +156,9 @@ TEST(S3Credentials, ProfileFromAwsProfileAndTheConfigFile) {
   EXPECT_EQ(default_region(env_of(vars)), "ap-south-1");
 
   // ~/.aws/credentials wins over ~/.aws/config for the same profile.
-  files.write(".aws/credentials", "[default]\naws_access_key_id=AKIDDEF\naws_secret_access_key=SDEF\n"
-                                  "[work]\naws_access_key_id=AKIDCRED\naws_secret_access_key=SCRED\n");
+  files.write(".aws/credentials",
+              "[default]\naws_access_key_id=AKIDDEF\naws_secret_access_key=SDEF\n"
+              "[work]\naws_access_key_id=AKIDCRED\naws_secret_access_key=SCRED\n");
   p = CredentialsProvider::resolve(default_chain(env_of(vars)));
   ASSERT_TRUE(p.ok()) << p.status().message();
   EXPECT_EQ((*p)->current()->credentials.access_key_id, "AKIDCRED");
@@ -205,19 +206,20 @@ TEST(S3Credentials, NoCredentialsAnywhereNamesEverySourceTried) {
 
 TEST(S3Credentials, HalfConfiguredSourcesAreNamedAndSkipped) {
   TempFiles files;
-  const std::string creds = files.write("credentials", "[default]\naws_access_key_id = AKIDFILE\n"
-                                                       "aws_secret_access_key = SFILE\n");
+  const std::string creds = files.write("credentials",
+                                        "[default]\naws_access_key_id = AKIDFILE\n"
+                                        "aws_secret_access_key = SFILE\n");
   auto p = CredentialsProvider::resolve(default_chain(env_of({{"AWS_ACCESS_KEY_ID", "AKIDONLY"},
                                                               {"AWS_SHARED_CREDENTIALS_FILE", creds},
                                                               {"AWS_EC2_METADATA_DISABLED", "true"}})));
   ASSERT_TRUE(p.ok()) << p.status().message();
   EXPECT_EQ((*p)->current()->credentials.access_key_id, "AKIDFILE");
 
-  auto none = CredentialsProvider::resolve(default_chain(
-      env_of({{"HOME", files.path()},
-              {"AWS_WEB_IDENTITY_TOKEN_FILE", files.path() + "/token"},
-              {"AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://169.254.169.254/creds"},
-              {"AWS_EC2_METADATA_DISABLED", "true"}})));
+  auto none = CredentialsProvider::resolve(
+      default_chain(env_of({{"HOME", files.path()},
+                            {"AWS_WEB_IDENTITY_TOKEN_FILE", files.path() + "/token"},
+                            {"AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://169.254.169.254/creds"},
+                            {"AWS_EC2_METADATA_DISABLED", "true"}})));
   ASSERT_FALSE(none.ok());
   EXPECT_NE(none.status().message().find("AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not"),
             std::string::npos)

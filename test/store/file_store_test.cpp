@@ -41,9 +41,8 @@ void fill_pattern(std::uint64_t seed, std::uint64_t offset, std::span<std::byte>
 struct TempDir {
   fs::path path;
   TempDir() {
-    path = fs::temp_directory_path() /
-           ("kiroku-file-store-" + std::to_string(::getpid()) + "-" +
-            std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+    path = fs::temp_directory_path() / ("kiroku-file-store-" + std::to_string(::getpid()) + "-" +
+                                        std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
     fs::create_directories(path);
   }
   ~TempDir() {
@@ -85,8 +84,7 @@ struct Feeder {
   }
 
   // Writes all of `size` bytes of pattern `seed`; the SHA-256 of what was fed goes to sha.
-  Status feed(Upload& upload, std::uint64_t seed, std::uint64_t size, std::size_t piece,
-              Sha256Stream* sha = nullptr) {
+  Status feed(Upload& upload, std::uint64_t seed, std::uint64_t size, std::size_t piece, Sha256Stream* sha = nullptr) {
     std::vector<std::byte> buffer(piece);
     std::uint64_t done = 0;
     while (done < size) {
@@ -104,8 +102,7 @@ struct Feeder {
         off += *took;
         if (off < n && *took == 0) {
           std::unique_lock lock(mutex);
-          if (!cv.wait_for(lock, 30s, [&] { return writable; }))
-            return Status::transient("when_writable did not run");
+          if (!cv.wait_for(lock, 30s, [&] { return writable; })) return Status::transient("when_writable did not run");
         }
       }
       done += n;
@@ -122,9 +119,8 @@ Result<PutResult> finish(Upload& upload) {
   return future.get();
 }
 
-Result<PutResult> put_pattern(ObjectStore& store, const std::string& key, std::uint64_t seed,
-                              std::uint64_t size, std::string* sha_hex = nullptr,
-                              std::size_t piece = 64 * 1024) {
+Result<PutResult> put_pattern(ObjectStore& store, const std::string& key, std::uint64_t seed, std::uint64_t size,
+                              std::string* sha_hex = nullptr, std::size_t piece = 64 * 1024) {
   Feeder feeder;
   auto upload = store.begin_put(key, size, feeder.callback());
   if (!upload.ok()) return upload.status();
@@ -146,8 +142,7 @@ struct Got {
 };
 
 // Downloads key; keeps the bytes when keep, else only hashes them.
-Got get_all(ObjectStore& store, const std::string& key, std::optional<ByteRange> range = {},
-            bool keep = true) {
+Got get_all(ObjectStore& store, const std::string& key, std::optional<ByteRange> range = {}, bool keep = true) {
   auto got = std::make_shared<Got>();
   auto sha = std::make_shared<Sha256Stream>();
   std::promise<void> finished;
@@ -196,8 +191,7 @@ Status remove(ObjectStore& store, const std::string& key) {
 Result<ListPage> list(ObjectStore& store, ListRequest request) {
   std::promise<Result<ListPage>> promise;
   auto future = promise.get_future();
-  store.list(std::move(request),
-             [&promise](Result<ListPage> r) { promise.set_value(std::move(r)); });
+  store.list(std::move(request), [&promise](Result<ListPage> r) { promise.set_value(std::move(r)); });
   return future.get();
 }
 
@@ -613,8 +607,7 @@ TEST(StoreFileStore, HeldChunksStopDownloadsAndUploadsWaitForParts) {
     std::lock_guard lock(h.mutex);
     return h.chunks.size();
   };
-  for (int i = 0; i < 500 && (held(one) < 2 || held(two) < 2); ++i)
-    std::this_thread::sleep_for(2ms);
+  for (int i = 0; i < 500 && (held(one) < 2 || held(two) < 2); ++i) std::this_thread::sleep_for(2ms);
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(held(one), 2u);  // stopped at its share
   EXPECT_EQ(held(two), 2u);

@@ -15,9 +15,8 @@ namespace kiroku {
 namespace {
 
 TEST(StoreKeyLayout, AcceptsOrdinaryKeys) {
-  for (std::string key :
-       std::vector<std::string>{"a", "a/b/c.txt", "日本語/ファイル.pdf", ".hidden", "a..b", "...",
-                                "x/.config", "with space & plus+", std::string(1024, 'k')}) {
+  for (std::string key : std::vector<std::string>{"a", "a/b/c.txt", "日本語/ファイル.pdf", ".hidden", "a..b", "...",
+                                                  "x/.config", "with space & plus+", std::string(1024, 'k')}) {
     Status s = validate_key(key);
     EXPECT_TRUE(s.ok()) << key << ": " << s.message();
   }

@@ -78,13 +78,19 @@ TEST(StoreMakeStore, S3UrlClientOptionsReachTheClient) {
 TEST(StoreMakeStore, S3UrlClientOptionsAreValidated) {
   ScopedCredentials credentials;
   const std::vector<std::pair<std::string, std::string>> bad = {
-      {"connect_timeout_ms=", "connect_timeout_ms"},      {"connect_timeout_ms=0", "connect_timeout_ms"},
-      {"connect_timeout_ms=1s", "connect_timeout_ms"},    {"stall_timeout_ms=-5", "stall_timeout_ms"},
-      {"stall_timeout_ms=3600001", "stall_timeout_ms"},   {"stall_timeout_ms=1e3", "stall_timeout_ms"},
-      {"max_attempts=0", "max_attempts"},                 {"max_attempts=101", "max_attempts"},
+      {"connect_timeout_ms=", "connect_timeout_ms"},
+      {"connect_timeout_ms=0", "connect_timeout_ms"},
+      {"connect_timeout_ms=1s", "connect_timeout_ms"},
+      {"stall_timeout_ms=-5", "stall_timeout_ms"},
+      {"stall_timeout_ms=3600001", "stall_timeout_ms"},
+      {"stall_timeout_ms=1e3", "stall_timeout_ms"},
+      {"max_attempts=0", "max_attempts"},
+      {"max_attempts=101", "max_attempts"},
       {"max_attempts=99999999999999999999", "max_attempts"},
-      {"stream_put_max=5368709121", "stream_put_max"},    {"stream_put_max=-1", "stream_put_max"},
-      {"stream_put_max=1GiB", "stream_put_max"},         {"stream_get_max=5497558138881", "stream_get_max"},
+      {"stream_put_max=5368709121", "stream_put_max"},
+      {"stream_put_max=-1", "stream_put_max"},
+      {"stream_put_max=1GiB", "stream_put_max"},
+      {"stream_get_max=5497558138881", "stream_get_max"},
       {"stream_get_max=-1", "stream_get_max"},
   };
   for (const auto& [query, name] : bad) {

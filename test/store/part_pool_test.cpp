@@ -104,10 +104,13 @@ TEST(StorePartPool, AcquireWithinGivesUpAfterItsLimit) {
   std::atomic<int> calls{0};
   std::promise<bool> got;
   PartPool::WaitId id = 0;
-  auto none = pool.acquire_within(100ms, threads, [&](PartPool::Part p) {
-    ++calls;
-    got.set_value(static_cast<bool>(p));
-  }, &id);
+  auto none = pool.acquire_within(
+      100ms, threads,
+      [&](PartPool::Part p) {
+        ++calls;
+        got.set_value(static_cast<bool>(p));
+      },
+      &id);
   EXPECT_FALSE(none);
   EXPECT_NE(id, 0u);
   const auto t0 = std::chrono::steady_clock::now();
@@ -165,8 +168,7 @@ TEST(StorePartPool, NoBufferIsAllocatedAfterConstruction) {
         part.bytes()[0] = std::byte{1};
         std::size_t n = pool.in_use();
         std::size_t m = max_in_use.load();
-        while (n > m && !max_in_use.compare_exchange_weak(m, n)) {
-        }
+        while (n > m && !max_in_use.compare_exchange_weak(m, n)) {}
         std::lock_guard lock(mutex);
         seen.insert(part.bytes().data());
       }

@@ -179,8 +179,7 @@ TEST(S3Xml, CompleteMultipartUploadErrorWith200) {
 </Error>)");
   ASSERT_FALSE(internal.ok());
   EXPECT_EQ(internal.status().kind(), ErrorKind::transient);
-  EXPECT_NE(internal.status().message().find("656c76696e6727732072657175657374"),
-            std::string::npos);
+  EXPECT_NE(internal.status().message().find("656c76696e6727732072657175657374"), std::string::npos);
 
   auto part = parse_complete_multipart_upload(
       "<Error><Code>InvalidPart</Code><Message>One or more of the specified parts could not be "
@@ -226,17 +225,16 @@ TEST(S3Xml, ErrorStatusKinds) {
   EXPECT_EQ(kind(403, "SignatureDoesNotMatch"), ErrorKind::denied);
   EXPECT_EQ(kind(400, "ExpiredToken"), ErrorKind::denied);
   const Status refused = error_status(403, {"SignatureDoesNotMatch", "", "tx1"}, "S3 PUT b/k");
-  EXPECT_EQ(refused.message(), "S3 PUT b/k: the store refused the credentials: 403 SignatureDoesNotMatch (request id tx1)");
+  EXPECT_EQ(refused.message(),
+            "S3 PUT b/k: the store refused the credentials: 403 SignatureDoesNotMatch (request id tx1)");
   EXPECT_EQ(kind(403, ""), ErrorKind::permanent);
   EXPECT_EQ(kind(416, "InvalidRange"), ErrorKind::invalid);
   EXPECT_EQ(kind(400, "EntityTooSmall"), ErrorKind::invalid);
   EXPECT_EQ(kind(501, "NotImplemented"), ErrorKind::permanent);
   EXPECT_EQ(kind(301, "PermanentRedirect"), ErrorKind::permanent);
 
-  Status s = error_status(503, ErrorDocument{"SlowDown", "Please reduce your request rate.", "R1"},
-                          "S3 PUT b/k");
-  EXPECT_EQ(s.message(),
-            "S3 PUT b/k: 503 SlowDown: Please reduce your request rate. (request id R1)");
+  Status s = error_status(503, ErrorDocument{"SlowDown", "Please reduce your request rate.", "R1"}, "S3 PUT b/k");
+  EXPECT_EQ(s.message(), "S3 PUT b/k: 503 SlowDown: Please reduce your request rate. (request id R1)");
   EXPECT_TRUE(is_retryable(504, ""));
   EXPECT_FALSE(is_retryable(400, "MalformedXML"));
 }
@@ -270,8 +268,7 @@ TEST(S3Xml, BuildCompleteMultipartUpload) {
 TEST(S3Xml, Iso8601) {
   auto t = parse_iso8601("2009-10-12T17:50:30.123Z");
   ASSERT_TRUE(t.ok());
-  EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(t->time_since_epoch()).count(),
-            1255369830123);
+  EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(t->time_since_epoch()).count(), 1255369830123);
   EXPECT_TRUE(parse_iso8601("1970-01-01T00:00:00+00:00").ok());
   EXPECT_TRUE(parse_iso8601("2024-02-29T00:00:00Z").ok());
   EXPECT_FALSE(parse_iso8601("2023-02-29T00:00:00Z").ok());

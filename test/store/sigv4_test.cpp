@@ -179,9 +179,7 @@ struct Case {
     return p;
   }
 
-  SigningRequest signing_request() const {
-    return {request.method, request.path, query, headers, payload_hash};
-  }
+  SigningRequest signing_request() const { return {request.method, request.path, query, headers, payload_hash}; }
 
   std::string expected(const char* file) const { return read_file(dir / file); }
 };
@@ -274,8 +272,7 @@ TEST(S3SigV4, NormalizePath) {
 
 TEST(S3SigV4, Sha256AndDate) {
   EXPECT_EQ(sha256_hex(std::string_view()), kEmptyPayloadHash);
-  EXPECT_EQ(sha256_hex(std::string_view("abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex(std::string_view("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(format_amz_date(1440938160), "20150830T123600Z");
   EXPECT_EQ(format_amz_date(-1), "");
 }
@@ -293,9 +290,8 @@ TEST(S3SigV4, RejectsIncompleteRequests) {
   EXPECT_EQ(signer.sign_headers({"GET", "/", {}, {&host, 1}, ""}, params, out).kind(),
             ErrorKind::invalid);  // no payload hash
   Signer anonymous({"", "", ""});
-  EXPECT_EQ(
-      anonymous.sign_headers({"GET", "/", {}, {&host, 1}, kEmptyPayloadHash}, params, out).kind(),
-      ErrorKind::invalid);
+  EXPECT_EQ(anonymous.sign_headers({"GET", "/", {}, {&host, 1}, kEmptyPayloadHash}, params, out).kind(),
+            ErrorKind::invalid);
   EXPECT_TRUE(signer.sign_headers({"GET", "/", {}, {&host, 1}, kEmptyPayloadHash}, params, out));
 }
 
@@ -311,10 +307,8 @@ TEST(S3SigV4, S3PathAndKeyCache) {
   SigningRequest request{"GET", "/dir/a b%c.txt", {}, {&host, 1}, kUnsignedPayload};
   SignedHeaders first;
   ASSERT_TRUE(signer.sign_headers(request, params, first));
-  EXPECT_EQ(first.canonical_request.substr(0, first.canonical_request.find('\n', 4)),
-            "GET\n/dir/a%20b%25c.txt");
-  EXPECT_NE(first.canonical_request.find("x-amz-content-sha256:UNSIGNED-PAYLOAD\n"),
-            std::string::npos);
+  EXPECT_EQ(first.canonical_request.substr(0, first.canonical_request.find('\n', 4)), "GET\n/dir/a%20b%25c.txt");
+  EXPECT_NE(first.canonical_request.find("x-amz-content-sha256:UNSIGNED-PAYLOAD\n"), std::string::npos);
   params.unix_time += 86400;
   SignedHeaders next_day;
   ASSERT_TRUE(signer.sign_headers(request, params, next_day));

@@ -76,8 +76,7 @@ bool ConnectionPool::lifetime_over(Clock::time_point created, Clock::time_point 
 }
 
 bool ConnectionPool::idle_time_over(Clock::time_point idle_since, Clock::time_point now) const {
-  return options_.max_idle_time_ms > 0 &&
-         now - idle_since >= milliseconds(options_.max_idle_time_ms);
+  return options_.max_idle_time_ms > 0 && now - idle_since >= milliseconds(options_.max_idle_time_ms);
 }
 
 Result<ConnectionPool::Lease> ConnectionPool::acquire(milliseconds timeout) {
@@ -149,21 +148,18 @@ Result<ConnectionPool::Lease> ConnectionPool::acquire(milliseconds timeout) {
     ++waiters_;
     const std::cv_status woke = returned_.wait_until(lock, deadline);
     --waiters_;
-    if (woke == std::cv_status::timeout && idle_.empty() &&
-        !(options_.max_open <= 0 || open_ < options_.max_open)) {
+    if (woke == std::cv_status::timeout && idle_.empty() && !(options_.max_open <= 0 || open_ < options_.max_open)) {
       count_wait();
       const std::int64_t in_use = open_ - static_cast<std::int64_t>(idle_.size());
       lock.unlock();
-      return Status::transient("connection pool: no connection free after " +
-                               std::to_string(timeout.count()) + " ms (max_open " +
-                               std::to_string(options_.max_open) + ", " + std::to_string(in_use) +
+      return Status::transient("connection pool: no connection free after " + std::to_string(timeout.count()) +
+                               " ms (max_open " + std::to_string(options_.max_open) + ", " + std::to_string(in_use) +
                                " in use)");
     }
   }
 }
 
-void ConnectionPool::give_back(std::unique_ptr<PooledConnection> conn, Clock::time_point created,
-                               bool broken) {
+void ConnectionPool::give_back(std::unique_ptr<PooledConnection> conn, Clock::time_point created, bool broken) {
   std::unique_ptr<PooledConnection> to_close;
   {
     std::lock_guard lock(mu_);
@@ -186,8 +182,7 @@ void ConnectionPool::give_back(std::unique_ptr<PooledConnection> conn, Clock::ti
   // to_close is destroyed here, outside the lock: closing may wait on the network.
 }
 
-void ConnectionPool::take_expired(Clock::time_point now,
-                                  std::vector<std::unique_ptr<PooledConnection>>& out) {
+void ConnectionPool::take_expired(Clock::time_point now, std::vector<std::unique_ptr<PooledConnection>>& out) {
   auto keep = idle_.begin();
   for (auto it = idle_.begin(); it != idle_.end(); ++it) {
     if (lifetime_over(it->created, now)) {

@@ -38,8 +38,8 @@ class PooledConnection {
 };
 
 struct PoolOptions {
-  int max_open = 4;  // connections open at once, in use or idle; <= 0: unlimited
-  int max_idle = 2;  // idle connections kept for reuse; <= 0: none; capped at max_open
+  int max_open = 4;                   // connections open at once, in use or idle; <= 0: unlimited
+  int max_idle = 2;                   // idle connections kept for reuse; <= 0: none; capped at max_open
   std::int64_t max_lifetime_ms = 0;   // close a connection this long after it opened; 0: never
   std::int64_t max_idle_time_ms = 0;  // close a connection idle for this long; 0: never
 };

@@ -42,8 +42,7 @@ constexpr std::size_t kMaxBytesPerExecute = 4u << 20;
 // Multi-row INSERTs come in these sizes; a chunk is padded up to the next one
 // by repeating its last row (harmless: the duplicate is absorbed by ON
 // DUPLICATE KEY), so at most 11 statements are prepared per connection.
-constexpr std::array<std::size_t, 11> kMultiRowSizes = {1,  2,   4,   8,   16,  32,
-                                                        64, 128, 256, 512, 1000};
+constexpr std::array<std::size_t, 11> kMultiRowSizes = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000};
 constexpr std::size_t kMultiRowMax = kMultiRowSizes.back();
 
 // A deadlock rolls the transaction back; retrying it at once usually succeeds.
@@ -85,8 +84,7 @@ const char* rejection_of(unsigned code) {
 Fault fault_of(unsigned code) {
   if (rejection_of(code) != nullptr) return Fault::rejected;
   switch (code) {
-    case ER_LOCK_DEADLOCK:
-      return Fault::deadlock;
+    case ER_LOCK_DEADLOCK: return Fault::deadlock;
     case ER_CONNECTION_KILLED:
     case ER_SERVER_SHUTDOWN:
     case ER_NET_READ_ERROR:
@@ -94,8 +92,7 @@ Fault fault_of(unsigned code) {
     case ER_NET_ERROR_ON_WRITE:
     case ER_NET_WRITE_INTERRUPTED:
     case ER_NET_PACKET_TOO_LARGE:
-    case ER_NET_PACKETS_OUT_OF_ORDER:
-      return Fault::lost;
+    case ER_NET_PACKETS_OUT_OF_ORDER: return Fault::lost;
     // Credentials, privileges, the database itself.
     case ER_DBACCESS_DENIED_ERROR:
     case ER_ACCESS_DENIED_ERROR:
@@ -127,10 +124,8 @@ Fault fault_of(unsigned code) {
     case ER_NOT_ALLOWED_COMMAND:
     case ER_NOT_SUPPORTED_YET:
     case ER_UNKNOWN_SYSTEM_VARIABLE:
-    case ER_WRONG_VALUE_FOR_VAR:
-      return Fault::permanent;
-    default:
-      break;
+    case ER_WRONG_VALUE_FOR_VAR: return Fault::permanent;
+    default: break;
   }
   // Every other client-side error (2000-2999) leaves the connection unusable.
   if (code >= CR_MIN_ERROR && code <= CR_MAX_ERROR) return Fault::lost;
@@ -146,9 +141,7 @@ struct Failure {
   std::string message;
 
   bool ok() const { return code == 0; }
-  static Failure of(MYSQL* m, std::string_view step) {
-    return make(mysql_errno(m), mysql_error(m), step);
-  }
+  static Failure of(MYSQL* m, std::string_view step) { return make(mysql_errno(m), mysql_error(m), step); }
   static Failure of(MYSQL_STMT* s, std::string_view step) {
     return make(mysql_stmt_errno(s), mysql_stmt_error(s), step);
   }
@@ -172,8 +165,7 @@ struct Failure {
 Status status_of(const Failure& f) {
   std::string m = "mysql: " + f.message;
   if (f.fault == Fault::rejected) return Status::invalid(std::move(m));
-  return f.fault == Fault::permanent ? Status::permanent(std::move(m))
-                                     : Status::transient(std::move(m));
+  return f.fault == Fault::permanent ? Status::permanent(std::move(m)) : Status::transient(std::move(m));
 }
 
 // Runs a statement and throws away any result set.
@@ -188,8 +180,7 @@ Failure run(MYSQL* m, std::string_view sql, std::string_view step) {
 }
 
 // Runs a query that returns one value (NULL comes back as `null`).
-Failure fetch_one(MYSQL* m, std::string_view sql, std::string_view step, std::string& value,
-                  bool& null) {
+Failure fetch_one(MYSQL* m, std::string_view sql, std::string_view step, std::string& value, bool& null) {
   if (mysql_real_query(m, sql.data(), sql.size()) != 0) return Failure::of(m, step);
   MYSQL_RES* res = mysql_store_result(m);
   if (res == nullptr) return Failure::of(m, step);
@@ -273,16 +264,15 @@ struct Slots {
     value[to] = value[from];
     std::memcpy(&name[to * kMaxNameBytes], &name[from * kMaxNameBytes], name_len[from]);
     name_len[to] = name_len[from];
-    std::memcpy(&client[to * kMaxClientIdBytes], &client[from * kMaxClientIdBytes],
-                client_len[from]);
+    std::memcpy(&client[to * kMaxClientIdBytes], &client[from * kMaxClientIdBytes], client_len[from]);
     client_len[to] = client_len[from];
     client_null[to] = client_null[from];
   }
 };
 
 std::string insert_sql(std::string_view table, std::size_t rows) {
-  std::string sql = "INSERT INTO `" + std::string(table) +
-                    "` (`id`, `received_at`, `at`, `name`, `value`, `client_id`) VALUES ";
+  std::string sql =
+      "INSERT INTO `" + std::string(table) + "` (`id`, `received_at`, `at`, `name`, `value`, `client_id`) VALUES ";
   sql.reserve(sql.size() + rows * 14 + 40);
   for (std::size_t i = 0; i < rows; ++i) sql += i == 0 ? "(?,?,?,?,?,?)" : ",(?,?,?,?,?,?)";
   sql += " ON DUPLICATE KEY UPDATE `id` = `id`";
@@ -421,38 +411,34 @@ class MysqlSink final : public Sink {
         options_(options),
         tuning_(tuning),
         where_(url_.redacted()),
-        pool_(PoolOptions{options.max_open, options.max_idle, options.max_lifetime_ms,
-                          options.max_idle_time_ms},
+        pool_(PoolOptions{options.max_open, options.max_idle, options.max_lifetime_ms, options.max_idle_time_ms},
               [this] { return connect(); }) {}
 
   Status open() override {
     const std::string& t = options_.table;
-    const std::string probe =
-        "SELECT `id`, `received_at`, `at`, `name`, `value`, `client_id` FROM `" + t + "` LIMIT 0";
-    const std::string create =
-        "CREATE TABLE IF NOT EXISTS `" + t +
-        "` (\n"
-        "  `id` BIGINT UNSIGNED NOT NULL PRIMARY KEY,\n"
-        "  `received_at` BIGINT NOT NULL COMMENT 'Unix microseconds',\n"
-        "  `at` BIGINT NOT NULL COMMENT 'Unix microseconds',\n"
-        "  `name` VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,\n"
-        "  `value` BIGINT NOT NULL,\n"
-        "  `client_id` VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,\n"
-        "  UNIQUE KEY `client_id` (`client_id`)\n"
-        ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+    const std::string probe = "SELECT `id`, `received_at`, `at`, `name`, `value`, `client_id` FROM `" + t + "` LIMIT 0";
+    const std::string create = "CREATE TABLE IF NOT EXISTS `" + t +
+                               "` (\n"
+                               "  `id` BIGINT UNSIGNED NOT NULL PRIMARY KEY,\n"
+                               "  `received_at` BIGINT NOT NULL COMMENT 'Unix microseconds',\n"
+                               "  `at` BIGINT NOT NULL COMMENT 'Unix microseconds',\n"
+                               "  `name` VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,\n"
+                               "  `value` BIGINT NOT NULL,\n"
+                               "  `client_id` VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,\n"
+                               "  UNIQUE KEY `client_id` (`client_id`)\n"
+                               ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
     const std::string client_key =
-        "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '" +
-        t + "' AND COLUMN_NAME = 'client_id' AND NON_UNIQUE = 0 AND SEQ_IN_INDEX = 1";
+        "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '" + t +
+        "' AND COLUMN_NAME = 'client_id' AND NON_UNIQUE = 0 AND SEQ_IN_INDEX = 1";
     const std::string add_client_key = "ALTER TABLE `" + t + "` ADD UNIQUE KEY `client_id` (`client_id`)";
-    const std::string instances =
-        "CREATE TABLE IF NOT EXISTS `" + std::string(kInstancesTable) +
-        "` (\n"
-        "  `tbl` VARCHAR(64) CHARACTER SET ascii NOT NULL,\n"
-        "  `instance` INT NOT NULL,\n"
-        "  `holder` VARCHAR(64) CHARACTER SET ascii NOT NULL,\n"
-        "  `renewed_at` BIGINT NOT NULL COMMENT 'Unix ms, database clock; 0 = released',\n"
-        "  PRIMARY KEY (`tbl`, `instance`)\n"
-        ") ENGINE=InnoDB";
+    const std::string instances = "CREATE TABLE IF NOT EXISTS `" + std::string(kInstancesTable) +
+                                  "` (\n"
+                                  "  `tbl` VARCHAR(64) CHARACTER SET ascii NOT NULL,\n"
+                                  "  `instance` INT NOT NULL,\n"
+                                  "  `holder` VARCHAR(64) CHARACTER SET ascii NOT NULL,\n"
+                                  "  `renewed_at` BIGINT NOT NULL COMMENT 'Unix ms, database clock; 0 = released',\n"
+                                  "  PRIMARY KEY (`tbl`, `instance`)\n"
+                                  ") ENGINE=InnoDB";
     const std::string primary_key =
         "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) FROM information_schema.STATISTICS"
         " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '" +
@@ -480,8 +466,8 @@ class MysqlSink final : public Sink {
       if (columns == "0") {
         if (f = run(c.mysql, add_client_key, "add unique key on `" + t + "`.`client_id`"); !f.ok()) {
           if (f.fault == Fault::lost) return f;
-          spdlog::warn("mysql: {}; a client id sent twice is stored twice in `{}` until the index exists",
-                       f.message, t);
+          spdlog::warn("mysql: {}; a client id sent twice is stored twice in `{}` until the index exists", f.message,
+                       t);
         }
       }
       if (f = run(c.mysql, "SELECT 1 FROM `" + std::string(kInstancesTable) + "` LIMIT 0",
@@ -548,8 +534,10 @@ class MysqlSink final : public Sink {
     std::vector<LeaseRow> rows;
     std::int64_t now_ms = 0;
     Failure f;
-    const std::string select = "SELECT `instance`, `holder`, `renewed_at`, CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS "
-                               "SIGNED) FROM `" + table + "` WHERE `tbl` = '" + options_.table + "' FOR UPDATE";
+    const std::string select =
+        "SELECT `instance`, `holder`, `renewed_at`, CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS "
+        "SIGNED) FROM `" +
+        table + "` WHERE `tbl` = '" + options_.table + "' FOR UPDATE";
     if (mysql_real_query(c.mysql, select.data(), select.size()) != 0) {
       f = Failure::of(c.mysql, "lease: read");
     } else if (MYSQL_RES* res = mysql_store_result(c.mysql); res == nullptr) {
@@ -572,9 +560,8 @@ class MysqlSink final : public Sink {
       chosen = choose_instance(rows, holder, wanted, now_ms, ttl_ms);
       if (chosen.ok()) {
         f = run(c.mysql,
-                "INSERT INTO `" + table + "` (`tbl`, `instance`, `holder`, `renewed_at`) VALUES ('" +
-                    options_.table + "', " + std::to_string(*chosen) + ", '" + esc_holder + "', " +
-                    std::to_string(now_ms) +
+                "INSERT INTO `" + table + "` (`tbl`, `instance`, `holder`, `renewed_at`) VALUES ('" + options_.table +
+                    "', " + std::to_string(*chosen) + ", '" + esc_holder + "', " + std::to_string(now_ms) +
                     ") ON DUPLICATE KEY UPDATE `holder` = VALUES(`holder`), `renewed_at` = VALUES(`renewed_at`)",
                 "lease: write");
       }
@@ -589,9 +576,8 @@ class MysqlSink final : public Sink {
       std::string esc_holder(holder.size() * 2 + 1, '\0');
       esc_holder.resize(mysql_real_escape_string(c.mysql, esc_holder.data(), holder.data(), holder.size()));
       return run(c.mysql,
-                 "UPDATE `" + std::string(kInstancesTable) + "` SET `renewed_at` = 0 WHERE `tbl` = '" +
-                     options_.table + "' AND `instance` = " + std::to_string(instance) + " AND `holder` = '" +
-                     esc_holder + "'",
+                 "UPDATE `" + std::string(kInstancesTable) + "` SET `renewed_at` = 0 WHERE `tbl` = '" + options_.table +
+                     "' AND `instance` = " + std::to_string(instance) + " AND `holder` = '" + esc_holder + "'",
                  "lease: release");
     });
   }
@@ -625,12 +611,9 @@ class MysqlSink final : public Sink {
  private:
   bool use_arrays(const MysqlConnection& c) const {
     switch (tuning_.method) {
-      case MysqlInsertMethod::array_binding:
-        return true;
-      case MysqlInsertMethod::multi_row:
-        return false;
-      case MysqlInsertMethod::automatic:
-        break;
+      case MysqlInsertMethod::array_binding: return true;
+      case MysqlInsertMethod::multi_row: return false;
+      case MysqlInsertMethod::automatic: break;
     }
     return c.bulk;
   }
@@ -781,8 +764,8 @@ class MysqlSink final : public Sink {
       ids += (i == 0 ? "" : ",") + std::to_string(events[i].id);
       if (!events[i].client_id.empty()) {
         std::string esc(events[i].client_id.size() * 2 + 1, '\0');
-        esc.resize(mysql_real_escape_string(c.mysql, esc.data(), events[i].client_id.data(),
-                                            events[i].client_id.size()));
+        esc.resize(
+            mysql_real_escape_string(c.mysql, esc.data(), events[i].client_id.data(), events[i].client_id.size()));
         clients += (clients.empty() ? "'" : ",'") + esc + "'";
       }
     }
@@ -793,22 +776,21 @@ class MysqlSink final : public Sink {
     };
     std::unordered_map<std::uint64_t, Stored> by_id;
     std::unordered_map<std::string, bool> client_seen;
-    const std::string sql = "SELECT `id`, `received_at`, `at`, `name`, `value`, `client_id` FROM `" +
-                            options_.table + "` WHERE `id` IN (" + ids + ")";
+    const std::string sql = "SELECT `id`, `received_at`, `at`, `name`, `value`, `client_id` FROM `" + options_.table +
+                            "` WHERE `id` IN (" + ids + ")";
     if (mysql_real_query(c.mysql, sql.data(), sql.size()) != 0) return Failure::of(c.mysql, "verify");
     MYSQL_RES* res = mysql_store_result(c.mysql);
     if (res == nullptr) return Failure::of(c.mysql, "verify");
     while (MYSQL_ROW row = mysql_fetch_row(res)) {
       const unsigned long* len = mysql_fetch_lengths(res);
-      Stored st{std::strtoll(row[1], nullptr, 10), std::strtoll(row[2], nullptr, 10),
-                std::strtoll(row[4], nullptr, 10), std::string(row[3], len[3]), std::nullopt};
+      Stored st{std::strtoll(row[1], nullptr, 10), std::strtoll(row[2], nullptr, 10), std::strtoll(row[4], nullptr, 10),
+                std::string(row[3], len[3]), std::nullopt};
       if (row[5] != nullptr) st.client = std::string(row[5], len[5]);
       by_id.emplace(std::strtoull(row[0], nullptr, 10), std::move(st));
     }
     mysql_free_result(res);
     if (!clients.empty()) {
-      const std::string q =
-          "SELECT `client_id` FROM `" + options_.table + "` WHERE `client_id` IN (" + clients + ")";
+      const std::string q = "SELECT `client_id` FROM `" + options_.table + "` WHERE `client_id` IN (" + clients + ")";
       if (mysql_real_query(c.mysql, q.data(), q.size()) != 0) return Failure::of(c.mysql, "verify");
       MYSQL_RES* r = mysql_store_result(c.mysql);
       if (r == nullptr) return Failure::of(c.mysql, "verify");
@@ -843,9 +825,8 @@ class MysqlSink final : public Sink {
       const Clock::time_point now = Clock::now();
       if (now < next_connect_) {
         const auto left = duration_cast<milliseconds>(next_connect_ - now).count();
-        return Status(
-            last_connect_error_.kind(),
-            last_connect_error_.message() + " (next attempt in " + std::to_string(left) + " ms)");
+        return Status(last_connect_error_.kind(),
+                      last_connect_error_.message() + " (next attempt in " + std::to_string(left) + " ms)");
       }
     }
     MYSQL* m = mysql_init(nullptr);
@@ -865,14 +846,13 @@ class MysqlSink final : public Sink {
     mysql_optionsv(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
     // Strict: a value that does not fit is an error, never a silent truncation;
     // and CREATE TABLE fails rather than fall back to a non-transactional engine.
-    mysql_optionsv(m, MYSQL_INIT_COMMAND,
-                   "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'");
+    mysql_optionsv(m, MYSQL_INIT_COMMAND, "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'");
     set_tls_options(m, url_);
     const char* host = url_.socket.empty() ? url_.host.c_str() : nullptr;
     const char* socket = url_.socket.empty() ? nullptr : url_.socket.c_str();
     Status s;
-    if (mysql_real_connect(m, host, url_.user.c_str(), url_.password.c_str(), url_.database.c_str(),
-                           url_.port, socket, 0) == nullptr) {
+    if (mysql_real_connect(m, host, url_.user.c_str(), url_.password.c_str(), url_.database.c_str(), url_.port, socket,
+                           0) == nullptr) {
       Failure f = Failure::make(mysql_errno(m), mysql_error(m), "connect to " + where_);
       if (tls_failure_is_permanent(url_, mysql_errno(m), mysql_error(m))) {
         f.fault = Fault::permanent;
@@ -917,7 +897,7 @@ class MysqlSink final : public Sink {
   Status last_connect_error_;
 
   std::atomic<const char*> rejection_{"other"};  // the class of the last refused row
-  ConnectionPool pool_;  // last: its connections use the members above
+  ConnectionPool pool_;                          // last: its connections use the members above
 };
 
 }  // namespace

@@ -21,8 +21,8 @@ void set_tls_options(MYSQL* m, const MysqlUrl& url) {
 Status check_tls_in_use(MYSQL* m, const MysqlUrl& url, std::string_view where) {
   if (url.ssl_mode == MysqlSslMode::disabled || url.ssl_mode == MysqlSslMode::preferred) return {};
   if (mysql_get_ssl_cipher(m) != nullptr) return {};
-  return Status::permanent("mysql: connect to " + std::string(where) +
-                           ": the server does not offer TLS" + tls_settings(url));
+  return Status::permanent("mysql: connect to " + std::string(where) + ": the server does not offer TLS" +
+                           tls_settings(url));
 }
 
 bool tls_failure_is_permanent(const MysqlUrl& url, unsigned code, std::string_view text) {

@@ -2,8 +2,8 @@
 #include "sink/mysql/mysql_url.h"
 
 #include "common/percent.h"
-#include "common/text.h"
 #include "common/redact.h"
+#include "common/text.h"
 
 #include <algorithm>
 #include <array>
@@ -42,20 +42,15 @@ std::string quoted(std::string_view s) {
 Status percent_decode(std::string_view in, std::string_view what, std::string& out) {
   auto decoded = kiroku::percent_decode(in);
   if (!decoded)
-    return bad("bad percent-encoding in " + std::string(what) +
-               " (a '%' must be followed by two hex digits)");
+    return bad("bad percent-encoding in " + std::string(what) + " (a '%' must be followed by two hex digits)");
   out = std::move(*decoded);
   if (out.find('\0') != std::string::npos) return bad(std::string(what) + " contains a NUL byte");
   return {};
 }
 
-bool ascii_alnum(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+bool ascii_alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 bool host_char(char c) { return ascii_alnum(c) || c == '.' || c == '-' || c == '_'; }
-
-
 
 constexpr std::array<std::pair<std::string_view, MysqlSslMode>, 5> kSslModes = {{
     {"DISABLED", MysqlSslMode::disabled},
@@ -98,16 +93,15 @@ bool read_head(const std::string& path, std::size_t limit, std::string& out, std
 }
 
 // One file of check_mysql_tls_files: readable and holding `marker` (and `marker2`, if any).
-Status check_pem(std::string_view param, const std::string& path, std::string_view marker,
-                 std::string_view marker2, std::string_view what) {
+Status check_pem(std::string_view param, const std::string& path, std::string_view marker, std::string_view marker2,
+                 std::string_view what) {
   if (path.empty()) return {};
   std::string text;
   std::string error;
   if (!read_head(path, 1u << 20, text, error))
     return bad(std::string(param) + " " + quoted(path) + ": cannot read: " + error);
   const std::size_t at = text.find(marker);
-  if (at == std::string::npos ||
-      (!marker2.empty() && text.find(marker2, at + marker.size()) == std::string::npos))
+  if (at == std::string::npos || (!marker2.empty() && text.find(marker2, at + marker.size()) == std::string::npos))
     return bad(std::string(param) + " " + quoted(path) + " holds no " + std::string(what) +
                " (expected PEM text with " + std::string(marker) + "...)");
   return {};
@@ -123,22 +117,16 @@ std::string_view ssl_mode_name(MysqlSslMode mode) {
 }
 
 Status check_mysql_tls_files(const MysqlUrl& url) {
-  if (Status s = check_pem("ssl-ca", url.ssl_ca, "-----BEGIN CERTIFICATE-----", {},
-                           "CA certificate");
-      !s)
-    return s;
-  if (Status s = check_pem("ssl-cert", url.ssl_cert, "-----BEGIN CERTIFICATE-----", {},
-                           "certificate");
-      !s)
-    return s;
+  if (Status s = check_pem("ssl-ca", url.ssl_ca, "-----BEGIN CERTIFICATE-----", {}, "CA certificate"); !s) return s;
+  if (Status s = check_pem("ssl-cert", url.ssl_cert, "-----BEGIN CERTIFICATE-----", {}, "certificate"); !s) return s;
   return check_pem("ssl-key", url.ssl_key, "-----BEGIN ", "PRIVATE KEY-----", "private key");
 }
 
 Result<MysqlUrl> parse_mysql_url(std::string_view url) {
   constexpr std::string_view scheme = "mysql://";
-  if (url.size() < scheme.size() ||
-      !std::equal(scheme.begin(), scheme.end(), url.begin(),
-                  [](char a, char b) { return a == (b >= 'A' && b <= 'Z' ? b - 'A' + 'a' : b); }))
+  if (url.size() < scheme.size() || !std::equal(scheme.begin(), scheme.end(), url.begin(), [](char a, char b) {
+        return a == (b >= 'A' && b <= 'Z' ? b - 'A' + 'a' : b);
+      }))
     return bad("must start with mysql://" + std::string(kForm));
   std::string_view rest = url.substr(scheme.size());
 
@@ -157,8 +145,7 @@ Result<MysqlUrl> parse_mysql_url(std::string_view url) {
   if (Status s = percent_decode(userinfo.substr(0, colon), "user", out.user); !s) return s;
   if (out.user.empty()) return bad("missing user" + std::string(kForm));
   if (colon != std::string_view::npos) {
-    if (Status s = percent_decode(userinfo.substr(colon + 1), "password", out.password); !s)
-      return s;
+    if (Status s = percent_decode(userinfo.substr(colon + 1), "password", out.password); !s) return s;
   }
 
   // Host and port.
@@ -196,22 +183,19 @@ Result<MysqlUrl> parse_mysql_url(std::string_view url) {
       if (c < '0' || c > '9') digits = false;
       if (digits) port = port * 10 + static_cast<unsigned>(c - '0');
     }
-    if (!digits || port == 0 || port > 65535)
-      return bad("bad port " + quoted(port_text) + " (expected 1-65535)");
+    if (!digits || port == 0 || port > 65535) return bad("bad port " + quoted(port_text) + " (expected 1-65535)");
     out.port = static_cast<unsigned>(port);
   }
 
   // Database: the path, one segment.
   const std::size_t query_at = rest.find('?');
   const std::string_view path = rest.substr(0, query_at);
-  const std::string_view query =
-      query_at == std::string_view::npos ? std::string_view{} : rest.substr(query_at + 1);
+  const std::string_view query = query_at == std::string_view::npos ? std::string_view{} : rest.substr(query_at + 1);
   if (path.size() <= 1) return bad("missing database name" + std::string(kForm));
   if (Status s = percent_decode(path.substr(1), "database name", out.database); !s) return s;
   if (out.database.find('/') != std::string::npos)
     return bad("database name " + quoted(out.database) + " contains '/'");
-  if (out.database.size() > 64)
-    return bad("database name " + quoted(out.database) + " is longer than 64 bytes");
+  if (out.database.size() > 64) return bad("database name " + quoted(out.database) + " is longer than 64 bytes");
 
   // Query parameters.
   std::string_view q = query;
@@ -223,27 +207,23 @@ Result<MysqlUrl> parse_mysql_url(std::string_view url) {
     } else if (p.name == "ssl-mode") {
       if (mode_given) return bad("ssl-mode given twice");
       mode_given = true;
-      const auto it = std::find_if(kSslModes.begin(), kSslModes.end(),
-                                   [&](const auto& m) { return iequals(m.first, p.value); });
+      const auto it =
+          std::find_if(kSslModes.begin(), kSslModes.end(), [&](const auto& m) { return iequals(m.first, p.value); });
       if (it == kSslModes.end())
         return bad("bad ssl-mode " + quoted(p.value) +
                    " (expected DISABLED, PREFERRED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY)");
       out.ssl_mode = it->second;
     } else if (p.name == "ssl-ca" || p.name == "ssl-cert" || p.name == "ssl-key") {
-      std::string& file = p.name == "ssl-ca"     ? out.ssl_ca
-                          : p.name == "ssl-cert" ? out.ssl_cert
-                                                 : out.ssl_key;
+      std::string& file = p.name == "ssl-ca" ? out.ssl_ca : p.name == "ssl-cert" ? out.ssl_cert : out.ssl_key;
       if (!file.empty()) return bad(std::string(p.name) + " given twice");
       if (Status s = percent_decode(p.value, std::string(p.name) + " path", file); !s) return s;
       if (file.empty()) return bad("empty " + std::string(p.name) + " path");
     } else {
-      return bad("unknown parameter " + quoted(p.name) +
-                 " (understood: socket, ssl-mode, ssl-ca, ssl-cert, ssl-key)");
+      return bad("unknown parameter " + quoted(p.name) + " (understood: socket, ssl-mode, ssl-ca, ssl-cert, ssl-key)");
     }
   }
 
-  if (out.host.empty() && out.socket.empty())
-    return bad("missing host (or ?socket=/path)" + std::string(kForm));
+  if (out.host.empty() && out.socket.empty()) return bad("missing host (or ?socket=/path)" + std::string(kForm));
 
   // TLS: the default mode, then the combinations that make no sense.
   const bool files = !out.ssl_ca.empty() || !out.ssl_cert.empty() || !out.ssl_key.empty();
@@ -254,14 +234,11 @@ Result<MysqlUrl> parse_mysql_url(std::string_view url) {
   const std::string mode = "ssl-mode=" + std::string(ssl_mode_name(out.ssl_mode));
   if (!out.socket.empty() && (files || out.ssl_mode != MysqlSslMode::disabled))
     return bad("TLS over a unix socket is not supported (drop the ssl- parameters or socket=)");
-  if (out.ssl_mode == MysqlSslMode::disabled && files)
-    return bad("ssl-ca, ssl-cert and ssl-key need TLS, but " + mode);
+  if (out.ssl_mode == MysqlSslMode::disabled && files) return bad("ssl-ca, ssl-cert and ssl-key need TLS, but " + mode);
   if (out.ssl_cert.empty() != out.ssl_key.empty())
     return bad("ssl-cert and ssl-key go together (a client certificate and its key)");
-  if (!out.ssl_ca.empty() && (out.ssl_mode == MysqlSslMode::preferred ||
-                              out.ssl_mode == MysqlSslMode::required))
-    return bad("ssl-ca with " + mode +
-               " would not verify the server; use ssl-mode=VERIFY_CA or VERIFY_IDENTITY");
+  if (!out.ssl_ca.empty() && (out.ssl_mode == MysqlSslMode::preferred || out.ssl_mode == MysqlSslMode::required))
+    return bad("ssl-ca with " + mode + " would not verify the server; use ssl-mode=VERIFY_CA or VERIFY_IDENTITY");
   if (out.ssl_ca.empty() && out.ssl_mode == MysqlSslMode::verify_ca)
     return bad("ssl-mode=VERIFY_CA needs ssl-ca=/path (the CA that signed the server's certificate)");
   return out;
@@ -273,8 +250,7 @@ Status validate_table_name(std::string_view table) {
     if (!ascii_alnum(c) && c != '_') ok = false;
   }
   if (ok) return {};
-  return Status::invalid("table name " + quoted(table) +
-                         " is not valid (use 1 to 64 characters of A-Z a-z 0-9 _)");
+  return Status::invalid("table name " + quoted(table) + " is not valid (use 1 to 64 characters of A-Z a-z 0-9 _)");
 }
 
 }  // namespace kiroku

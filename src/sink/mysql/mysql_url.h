@@ -43,7 +43,7 @@ struct MysqlUrl {
   std::string host;      // empty only when socket is set
   unsigned port = 3306;
   std::string database;
-  std::string socket;  // empty: TCP
+  std::string socket;                              // empty: TCP
   MysqlSslMode ssl_mode = MysqlSslMode::disabled;  // the default applied (see above)
   std::string ssl_ca;    // PEM CA certificate(s); empty: none (system CAs for VERIFY_IDENTITY)
   std::string ssl_cert;  // PEM client certificate; empty: none

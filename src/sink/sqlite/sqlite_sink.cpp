@@ -59,12 +59,10 @@ class SqliteSink final : public Sink {
         !prepare("ROLLBACK", &rollback_) || !prepare(by_id, &by_id_) || !prepare(by_client, &by_client_))
       return Status::permanent(fmt::format("{}: {}", path_, errmsg(db_)));
     // A second, read-only handle for ping() and max_id() from other threads.
-    if (sqlite3_open_v2(path_.c_str(), &ping_db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr) !=
-        SQLITE_OK)
+    if (sqlite3_open_v2(path_.c_str(), &ping_db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK)
       return Status::permanent(fmt::format("cannot open {}: {}", path_, errmsg(ping_db_)));
     sqlite3_busy_timeout(ping_db_, 2000);
-    if (sqlite3_open_v2(path_.c_str(), &lease_db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
-        SQLITE_OK)
+    if (sqlite3_open_v2(path_.c_str(), &lease_db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK)
       return Status::permanent(fmt::format("cannot open {}: {}", path_, errmsg(lease_db_)));
     sqlite3_busy_timeout(lease_db_, 5000);
     return {};
@@ -83,10 +81,8 @@ class SqliteSink final : public Sink {
       sqlite3_bind_int64(insert_, 3, e.at_us);
       sqlite3_bind_text(insert_, 4, e.name.data(), static_cast<int>(e.name.size()), SQLITE_STATIC);
       sqlite3_bind_int64(insert_, 5, e.value);
-      if (e.client_id.empty())
-        sqlite3_bind_null(insert_, 6);
-      else
-        sqlite3_bind_text(insert_, 6, e.client_id.data(), static_cast<int>(e.client_id.size()), SQLITE_STATIC);
+      if (e.client_id.empty()) sqlite3_bind_null(insert_, 6);
+      else sqlite3_bind_text(insert_, 6, e.client_id.data(), static_cast<int>(e.client_id.size()), SQLITE_STATIC);
       if (auto st = step_once(insert_); !st.ok()) {
         if (st.kind() == ErrorKind::invalid) refused_row_ = row;
         step_once(rollback_);
@@ -113,20 +109,18 @@ class SqliteSink final : public Sink {
     if (!lease_db_) return Status::transient("not open");
     if (sqlite3_exec(lease_db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
       return Status::transient(fmt::format("{}: {}", path_, errmsg(lease_db_)));
-    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::system_clock::now().time_since_epoch())
-                            .count();
+    const auto now_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
     std::vector<LeaseRow> rows;
     sqlite3_stmt* st = nullptr;
-    const std::string select =
-        fmt::format("SELECT instance, holder, renewed_at FROM {} WHERE tbl=?", kInstancesTable);
+    const std::string select = fmt::format("SELECT instance, holder, renewed_at FROM {} WHERE tbl=?", kInstancesTable);
     int rc = sqlite3_prepare_v2(lease_db_, select.c_str(), -1, &st, nullptr);
     if (rc == SQLITE_OK) {
       sqlite3_bind_text(st, 1, options_.table.data(), static_cast<int>(options_.table.size()), SQLITE_STATIC);
       while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const auto* h = reinterpret_cast<const char*>(sqlite3_column_text(st, 1));
-        rows.push_back({static_cast<unsigned>(sqlite3_column_int64(st, 0)), h ? h : "",
-                        sqlite3_column_int64(st, 2)});
+        rows.push_back({static_cast<unsigned>(sqlite3_column_int64(st, 0)), h ? h : "", sqlite3_column_int64(st, 2)});
       }
     }
     sqlite3_finalize(st);
@@ -239,8 +233,7 @@ class SqliteSink final : public Sink {
       const auto client_len = static_cast<std::size_t>(sqlite3_column_bytes(by_id_, 4));
       same = sqlite3_column_int64(by_id_, 0) == e.received_us && sqlite3_column_int64(by_id_, 1) == e.at_us &&
              std::string_view(name ? name : "", name_len) == e.name && sqlite3_column_int64(by_id_, 3) == e.value &&
-             (client_null ? e.client_id.empty()
-                          : std::string_view(client ? client : "", client_len) == e.client_id);
+             (client_null ? e.client_id.empty() : std::string_view(client ? client : "", client_len) == e.client_id);
     }
     sqlite3_reset(by_id_);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Status::transient(fmt::format("{}: {}", path_, errmsg(db_)));
@@ -277,10 +270,8 @@ class SqliteSink final : public Sink {
       case SQLITE_BUSY:
       case SQLITE_LOCKED:
       case SQLITE_IOERR:
-      case SQLITE_FULL:
-        return Status::transient(msg);
-      default:
-        return Status::permanent(msg);
+      case SQLITE_FULL: return Status::transient(msg);
+      default: return Status::permanent(msg);
     }
   }
 
@@ -291,19 +282,13 @@ class SqliteSink final : public Sink {
       case SQLITE_CONSTRAINT_CHECK:
       case SQLITE_CONSTRAINT_TRIGGER:
       case SQLITE_CONSTRAINT_UNIQUE:  // a unique index of the user's own (id conflicts do nothing)
-      case SQLITE_CONSTRAINT:
-        return "constraint";
-      case SQLITE_CONSTRAINT_NOTNULL:
-        return "null";
-      case SQLITE_CONSTRAINT_FOREIGNKEY:
-        return "foreign_key";
+      case SQLITE_CONSTRAINT: return "constraint";
+      case SQLITE_CONSTRAINT_NOTNULL: return "null";
+      case SQLITE_CONSTRAINT_FOREIGNKEY: return "foreign_key";
       case SQLITE_CONSTRAINT_DATATYPE:
-      case SQLITE_MISMATCH:
-        return "incorrect_value";
-      case SQLITE_TOOBIG:
-        return "data_too_long";
-      default:
-        return nullptr;
+      case SQLITE_MISMATCH: return "incorrect_value";
+      case SQLITE_TOOBIG: return "data_too_long";
+      default: return nullptr;
     }
   }
 
@@ -317,7 +302,7 @@ class SqliteSink final : public Sink {
   sqlite3_stmt* by_id_ = nullptr;
   sqlite3_stmt* by_client_ = nullptr;
   WriteReport report_;
-  const char* rejection_ = "other";  // the class of the last refused row (writer thread)
+  const char* rejection_ = "other";   // the class of the last refused row (writer thread)
   std::size_t refused_row_ = kNoRow;  // the row that refusal was about (writer thread)
   std::mutex ping_mu_;
   sqlite3* ping_db_ = nullptr;

@@ -36,27 +36,22 @@ constexpr const char* kContentTypeAttribute = "user.kiroku.content_type";
 constexpr std::size_t kMaxContentType = 256;  // as valid_content_type allows
 constexpr const char* kIncoming = ".incoming";
 
-
 // The Status of a failed system call on an object file.
 Status io_status(std::string_view what, int err) {
   std::string m = std::string(what) + ": " + errno_text(err);
   switch (err) {
-    case ENOENT:
-      return Status::not_found(std::move(m));
+    case ENOENT: return Status::not_found(std::move(m));
     case ENOTDIR:
     case EISDIR:
     case ENAMETOOLONG:
-    case ELOOP:
-      return Status::invalid(std::move(m));
+    case ELOOP: return Status::invalid(std::move(m));
     case ENOSPC:
     case EDQUOT:
     case EMFILE:
     case ENFILE:
     case EINTR:
-    case EAGAIN:
-      return Status::transient(std::move(m));
-    default:
-      return Status::permanent(std::move(m));
+    case EAGAIN: return Status::transient(std::move(m));
+    default: return Status::permanent(std::move(m));
   }
 }
 
@@ -71,9 +66,8 @@ std::string hex(std::uint64_t v) {
 }
 
 std::chrono::system_clock::time_point mtime_of(const struct stat& st) {
-  return std::chrono::system_clock::time_point(
-      std::chrono::duration_cast<std::chrono::system_clock::duration>(
-          std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+  return std::chrono::system_clock::time_point(std::chrono::duration_cast<std::chrono::system_clock::duration>(
+      std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
 }
 
 // ETag of an open object file: its recorded SHA-256, or size and mtime.
@@ -248,7 +242,8 @@ void remove_emptied_dirs(Fd dir, const KeyPlace& place) {
     Fd up(::openat(dir.get(), "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (up.get() < 0) return;
     const std::string name(place.dirs[i]);
-    struct stat here {}, named {};
+    struct stat here {
+    }, named{};
     if (::fstat(dir.get(), &here) != 0 || ::fstatat(up.get(), name.c_str(), &named, AT_SYMLINK_NOFOLLOW) != 0 ||
         here.st_dev != named.st_dev || here.st_ino != named.st_ino)
       return;
@@ -271,8 +266,7 @@ FileStore::FileStore(fs::path root, Fd root_fd, const StoreOptions& options)
 
 FileStore::~FileStore() = default;
 
-Result<std::unique_ptr<FileStore>> FileStore::open(const fs::path& dir,
-                                                   const StoreOptions& options) {
+Result<std::unique_ptr<FileStore>> FileStore::open(const fs::path& dir, const StoreOptions& options) {
   if (Status s = validate_store_options(options); !s) return s;
   if (dir.empty()) return Status::invalid("store: the directory is empty");
   std::error_code ec;
@@ -280,8 +274,7 @@ Result<std::unique_ptr<FileStore>> FileStore::open(const fs::path& dir,
   if (ec) return Status::invalid("store: cannot create " + dir.string() + ": " + ec.message());
   fs::path root = fs::canonical(dir, ec);
   if (ec) return Status::invalid("store: cannot resolve " + dir.string() + ": " + ec.message());
-  if (!fs::is_directory(root, ec))
-    return Status::invalid("store: " + root.string() + " is not a directory");
+  if (!fs::is_directory(root, ec)) return Status::invalid("store: " + root.string() + " is not a directory");
   fs::path incoming = root / kIncoming;
   fs::create_directories(incoming, ec);
   if (ec) return Status::invalid("store: cannot create " + incoming.string() + ": " + ec.message());
@@ -290,8 +283,7 @@ Result<std::unique_ptr<FileStore>> FileStore::open(const fs::path& dir,
   // Temporary files a crash left behind; an hour old so that another
   // process's upload in progress is left alone.
   auto cutoff = fs::file_time_type::clock::now() - std::chrono::hours(1);
-  for (auto it = fs::directory_iterator(incoming, ec); !ec && it != fs::directory_iterator();
-       it.increment(ec)) {
+  for (auto it = fs::directory_iterator(incoming, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
     std::error_code e;
     if (it->is_regular_file(e) && it->last_write_time(e) < cutoff) fs::remove(it->path(), e);
   }
@@ -543,8 +535,7 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
     if (fd < 0) {
       if (Status s = open_temp(); !s) return s;
     }
-    if (!write_all(fd, bytes.data(), bytes.size()))
-      return io_status("write '" + key + "'", errno);
+    if (!write_all(fd, bytes.data(), bytes.size())) return io_status("write '" + key + "'", errno);
     return {};
   }
 
@@ -559,8 +550,8 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
   Result<PutResult> commit_object() {
     if (expected_size && *expected_size != size) {
       discard_temp();
-      return Status::invalid("upload of " + std::to_string(size) + " bytes, " +
-                             std::to_string(*expected_size) + " expected");
+      return Status::invalid("upload of " + std::to_string(size) + " bytes, " + std::to_string(*expected_size) +
+                             " expected");
     }
     if (fd < 0) {  // an empty object
       if (Status s = open_temp(); !s) return s;
@@ -580,8 +571,7 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
       static std::once_flag warned;
       const int err = errno;
       std::call_once(warned, [&] {
-        spdlog::warn("file store: cannot keep Content-Type (xattr {}): {}", kContentTypeAttribute,
-                     errno_text(err));
+        spdlog::warn("file store: cannot keep Content-Type (xattr {}): {}", kContentTypeAttribute, errno_text(err));
       });
     }
     const KeyPlace place = place_of(store->layout_, key);
@@ -611,8 +601,7 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
   }
 };
 
-Result<std::unique_ptr<Upload>> FileStore::begin_put(std::string_view key,
-                                                     std::optional<std::uint64_t> expected_size,
+Result<std::unique_ptr<Upload>> FileStore::begin_put(std::string_view key, std::optional<std::uint64_t> expected_size,
                                                      std::function<void()> when_writable,
                                                      std::string_view content_type) {
   if (Status s = validate_file_key(key); !s) return s;
@@ -698,8 +687,7 @@ struct FileStore::DownloadState : std::enable_shared_from_this<DownloadState> {
     fd = ::openat(dir->get(), leaf.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
       int err = errno;
-      if (err == ENOENT || err == ELOOP || err == ENOTDIR)
-        return Status::not_found("no object '" + key + "'");
+      if (err == ENOENT || err == ELOOP || err == ENOTDIR) return Status::not_found("no object '" + key + "'");
       return io_status("open '" + key + "'", err);
     }
     struct stat st {};
@@ -840,8 +828,7 @@ namespace {
 
 class FileDownload final : public Download {
  public:
-  explicit FileDownload(std::shared_ptr<FileStore::DownloadState> state)
-      : state_(std::move(state)) {}
+  explicit FileDownload(std::shared_ptr<FileStore::DownloadState> state) : state_(std::move(state)) {}
   void cancel() override { state_->cancel(); }
 
  private:
@@ -850,8 +837,7 @@ class FileDownload final : public Download {
 
 }  // namespace
 
-Result<std::unique_ptr<Download>> FileStore::get(std::string_view key,
-                                                 std::optional<ByteRange> range, GetSink sink) {
+Result<std::unique_ptr<Download>> FileStore::get(std::string_view key, std::optional<ByteRange> range, GetSink sink) {
   if (Status s = validate_file_key(key); !s) return s;
   if (range && range->suffix == 0 && range->last && *range->last < range->first)
     return Status::invalid("range ends before it starts");
@@ -867,7 +853,6 @@ Result<std::unique_ptr<Download>> FileStore::get(std::string_view key,
 }
 
 // --- head, remove --------------------------------------------------------------------------
-
 
 void FileStore::head(std::string_view key, std::function<void(Result<ObjectMeta>)> done) {
   Status valid = validate_file_key(key);
@@ -1018,8 +1003,7 @@ void FileStore::list(ListRequest request, std::function<void(Result<ListPage>)> 
   threads_.post([this, request = std::move(request), done = std::move(done)]() mutable {
     if (Status s = validate_key_prefix(request.prefix, "prefix"); !s) return done(s);
     if (Status s = validate_key_prefix(request.after, "after"); !s) return done(s);
-    if (request.limit < 1 || request.limit > 1000)
-      return done(Status::invalid("limit must be 1..1000"));
+    if (request.limit < 1 || request.limit > 1000) return done(Status::invalid("limit must be 1..1000"));
     std::vector<Walk> walks;
     walks.reserve(layout_.partition_count());
     using Head = std::pair<std::string, std::size_t>;  // key, partition

@@ -40,16 +40,13 @@ class FileStore final : public ObjectStore {
  public:
   // Creates dir if missing and checks it is a writable directory; invalid
   // naming the problem otherwise (or bad options).
-  static Result<std::unique_ptr<FileStore>> open(const std::filesystem::path& dir,
-                                                 const StoreOptions& options);
+  static Result<std::unique_ptr<FileStore>> open(const std::filesystem::path& dir, const StoreOptions& options);
   ~FileStore() override;
 
-  Result<std::unique_ptr<Upload>> begin_put(std::string_view key,
-                                            std::optional<std::uint64_t> expected_size,
+  Result<std::unique_ptr<Upload>> begin_put(std::string_view key, std::optional<std::uint64_t> expected_size,
                                             std::function<void()> when_writable,
                                             std::string_view content_type = {}) override;
-  Result<std::unique_ptr<Download>> get(std::string_view key, std::optional<ByteRange> range,
-                                        GetSink sink) override;
+  Result<std::unique_ptr<Download>> get(std::string_view key, std::optional<ByteRange> range, GetSink sink) override;
   void head(std::string_view key, std::function<void(Result<ObjectMeta>)> done) override;
   void remove(std::string_view key, std::function<void(Status)> done) override;
   void list(ListRequest request, std::function<void(Result<ListPage>)> done) override;

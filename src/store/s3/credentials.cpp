@@ -299,10 +299,10 @@ class WebIdentitySource final : public CredentialSource {
     pugi::xml_document doc;
     if (!doc.load_buffer(answer->body.data(), answer->body.size()))
       return Status::transient(what + ": the answer is not XML");
-    pugi::xml_node c = doc.child("AssumeRoleWithWebIdentityResponse")
-                           .child("AssumeRoleWithWebIdentityResult")
-                           .child("Credentials");
-    TimedCredentials out{{c.child_value("AccessKeyId"), c.child_value("SecretAccessKey"), c.child_value("SessionToken")}, {}};
+    pugi::xml_node c =
+        doc.child("AssumeRoleWithWebIdentityResponse").child("AssumeRoleWithWebIdentityResult").child("Credentials");
+    TimedCredentials out{
+        {c.child_value("AccessKeyId"), c.child_value("SecretAccessKey"), c.child_value("SessionToken")}, {}};
     if (out.credentials.access_key_id.empty() || out.credentials.secret_access_key.empty())
       return Status::transient(what + ": the answer has no Credentials");
     if (std::string_view e = c.child_value("Expiration"); !e.empty()) {
@@ -346,8 +346,9 @@ class ContainerSource final : public CredentialSource {
   Result<TimedCredentials> fetch() override {
     if (url_.empty()) return Status::not_found("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / _FULL_URI are not set");
     if (!allowed_container_host(url_))
-      return Status::invalid("AWS_CONTAINER_CREDENTIALS_FULL_URI must be https, or http to a loopback address, "
-                             "169.254.170.2, 169.254.170.23 or fd00:ec2::23");
+      return Status::invalid(
+          "AWS_CONTAINER_CREDENTIALS_FULL_URI must be https, or http to a loopback address, "
+          "169.254.170.2, 169.254.170.23 or fd00:ec2::23");
     HttpCall call;
     call.url = url_;
     call.headers = {"Accept: application/json"};
@@ -406,8 +407,7 @@ class InstanceMetadataSource final : public CredentialSource {
     auto roles = http_call(get_role);
     if (!roles.ok()) return roles.status();
     if (roles->status == 404) return Status::invalid("the instance has no IAM role");
-    if (roles->status != 200)
-      return Status::transient("GET " + base + ": HTTP " + std::to_string(roles->status));
+    if (roles->status != 200) return Status::transient("GET " + base + ": HTTP " + std::to_string(roles->status));
     std::string_view role = trim(roles->body);
     role = trim(role.substr(0, role.find('\n')));
     if (role.empty() || role.find_first_of("/?#% ") != std::string_view::npos)
@@ -512,8 +512,7 @@ Result<std::shared_ptr<CredentialsProvider>> CredentialsProvider::resolve(
   for (auto& source : chain) {
     auto got = source->fetch();
     if (got.ok()) {
-      std::shared_ptr<CredentialsProvider> p(
-          new CredentialsProvider(std::move(source), std::move(*got), policy));
+      std::shared_ptr<CredentialsProvider> p(new CredentialsProvider(std::move(source), std::move(*got), policy));
       return p;
     }
     tried += (tried.empty() ? "" : "; ") + source->name() + ": " + got.status().message();

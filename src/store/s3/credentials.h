@@ -89,8 +89,8 @@ class CredentialsProvider {
  public:
   // Asks the sources in order and keeps the first that gives credentials; if
   // they expire, its refresher thread asks that source again (only that one).
-  static Result<std::shared_ptr<CredentialsProvider>> resolve(
-      std::vector<std::unique_ptr<CredentialSource>> chain, RefreshPolicy policy = {});
+  static Result<std::shared_ptr<CredentialsProvider>> resolve(std::vector<std::unique_ptr<CredentialSource>> chain,
+                                                              RefreshPolicy policy = {});
   // Fixed credentials (never refreshed).
   static std::shared_ptr<CredentialsProvider> fixed(Credentials credentials);
 
@@ -110,8 +110,7 @@ class CredentialsProvider {
   int fetches() const;
 
  private:
-  CredentialsProvider(std::unique_ptr<CredentialSource> source, TimedCredentials first,
-                      RefreshPolicy policy);
+  CredentialsProvider(std::unique_ptr<CredentialSource> source, TimedCredentials first, RefreshPolicy policy);
   void refresh_loop();
 
   std::unique_ptr<CredentialSource> source_;

@@ -51,24 +51,18 @@ enum class Method { get, head, put, post, del };
 
 const char* method_name(Method m) {
   switch (m) {
-    case Method::get:
-      return "GET";
-    case Method::head:
-      return "HEAD";
-    case Method::put:
-      return "PUT";
-    case Method::post:
-      return "POST";
-    case Method::del:
-      return "DELETE";
+    case Method::get: return "GET";
+    case Method::head: return "HEAD";
+    case Method::put: return "PUT";
+    case Method::post: return "POST";
+    case Method::del: return "DELETE";
   }
   return "GET";
 }
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() &&
-         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
     s.remove_suffix(1);
   }
   return s;
@@ -102,10 +96,8 @@ bool retryable_curl_code(CURLcode rc) {
     case CURLE_HTTP2_STREAM:
     case CURLE_AGAIN:
     case CURLE_UPLOAD_FAILED:
-    case CURLE_WEIRD_SERVER_REPLY:
-      return true;
-    default:
-      return false;
+    case CURLE_WEIRD_SERVER_REPLY: return true;
+    default: return false;
   }
 }
 
@@ -130,8 +122,7 @@ Result<Endpoint> parse_endpoint(const S3Config& config) {
   } else if (url.substr(0, 8) == "https://") {
     scheme = "https://";
   } else {
-    return Status::invalid("S3 endpoint '" + redact_url(config.endpoint) +
-                           "' must start with http:// or https://");
+    return Status::invalid("S3 endpoint '" + redact_url(config.endpoint) + "' must start with http:// or https://");
   }
   std::string_view rest = url.substr(scheme.size());
   std::size_t slash = rest.find('/');
@@ -179,22 +170,22 @@ struct S3Client::Transfer {
   RequestId id = 0;
   Op op = Op::head;
   Method method = Method::get;
-  std::string what;  // "S3 GET bucket/key", starts every message
-  std::string path;  // decoded request path
-  std::string key;   // the object's key (empty for a listing)
+  std::string what;                                        // "S3 GET bucket/key", starts every message
+  std::string path;                                        // decoded request path
+  std::string key;                                         // the object's key (empty for a listing)
   std::vector<std::pair<std::string, std::string>> query;  // decoded
-  std::span<const std::byte> upload;  // request body (caller-owned or owned_body)
+  std::span<const std::byte> upload;                       // request body (caller-owned or owned_body)
   std::string owned_body;
   std::string payload_hash;
   std::string content_type;  // PUT, POST: sent (not signed) when not empty
   std::optional<ByteRange> range;
-  BodySource source;            // streamed request body (body_size bytes)
+  BodySource source;  // streamed request body (body_size bytes)
   std::uint64_t body_size = 0;
   std::uint64_t source_read = 0;  // bytes taken from source, across attempts
-  std::span<std::byte> buffer;  // Op::get_to_buffer
-  ObjectStream stream;          // Op::get_to_stream
-  int part_number = 0;          // Op::upload_part
-  Status preset;                // failed before it was sent
+  std::span<std::byte> buffer;    // Op::get_to_buffer
+  ObjectStream stream;            // Op::get_to_stream
+  int part_number = 0;            // Op::upload_part
+  Status preset;                  // failed before it was sent
   std::function<void(Transfer&, Status)> finish;
 
   // Across attempts.
@@ -248,8 +239,7 @@ struct S3Client::Loop {
   Status init() {
     multi = curl_multi_init();
     if (!multi) return Status::permanent("S3 client: curl_multi_init failed");
-    curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
-                      static_cast<long>(config.max_connections));
+    curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, static_cast<long>(config.max_connections));
     curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, static_cast<long>(config.max_connections));
     return Status();
   }
@@ -296,8 +286,7 @@ struct S3Client::Loop {
     } else if (t->path.empty()) {
       t->path = "/";
     }
-    t->what =
-        std::string("S3 ") + method_name(method) + " " + config.bucket + "/" + std::string(key);
+    t->what = std::string("S3 ") + method_name(method) + " " + config.bucket + "/" + std::string(key);
     if (key.empty() && op != Op::list) t->preset = Status::invalid(t->what + ": empty key");
     return t;
   }
@@ -475,13 +464,11 @@ struct S3Client::Loop {
     SigningParams params;
     params.region = config.region;
     params.service = "s3";
-    params.unix_time = std::chrono::duration_cast<std::chrono::seconds>(
-                           std::chrono::system_clock::now().time_since_epoch())
-                           .count();
+    params.unix_time =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
     params.path_mode = PathMode::s3;
     params.content_sha256_header = true;
-    SigningRequest request{method_name(t->method), t->path, params_scratch, fields,
-                           t->payload_hash};
+    SigningRequest request{method_name(t->method), t->path, params_scratch, fields, t->payload_hash};
     // The provider's newest credentials, for this attempt (a refresh never
     // touches a request already signed).
     if (auto now_credentials = credentials->current(); now_credentials != signing) {
@@ -539,8 +526,7 @@ struct S3Client::Loop {
     curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
     curl_easy_setopt(easy, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
-                     static_cast<long>(config.connect_timeout.count()));
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config.connect_timeout.count()));
     long stall_s = static_cast<long>((config.stall_timeout.count() + 999) / 1000);
     curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, std::max(1L, stall_s));
@@ -556,12 +542,8 @@ struct S3Client::Loop {
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Loop::on_write);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, t);
     switch (t->method) {
-      case Method::get:
-        curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
-        break;
-      case Method::head:
-        curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
-        break;
+      case Method::get: curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L); break;
+      case Method::head: curl_easy_setopt(easy, CURLOPT_NOBODY, 1L); break;
       case Method::put:
         curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE,
@@ -569,12 +551,9 @@ struct S3Client::Loop {
         break;
       case Method::post:
         curl_easy_setopt(easy, CURLOPT_POST, 1L);
-        curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                         static_cast<curl_off_t>(t->upload.size()));
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->upload.size()));
         break;
-      case Method::del:
-        curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, "DELETE");
-        break;
+      case Method::del: curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, "DELETE"); break;
     }
     if (t->method == Method::put || t->method == Method::post) {
       curl_easy_setopt(easy, CURLOPT_READFUNCTION, &Loop::on_read);
@@ -817,8 +796,7 @@ struct S3Client::Loop {
 
     if (t->range_sent && t->http_status != 206) {
       // A full answer to a range request is fine only if it is what was asked.
-      bool whole = t->range_offset == 0 &&
-                   (t->range_remaining == 0 || t->info.content_length <= t->range_remaining);
+      bool whole = t->range_offset == 0 && (t->range_remaining == 0 || t->info.content_length <= t->range_remaining);
       if (!whole) {
         t->abort_reason = Status::permanent(t->what + ": the server ignored the Range header");
         return false;
@@ -830,8 +808,7 @@ struct S3Client::Loop {
       t->first_info = t->info;
       if (t->op == Op::get_to_buffer && t->first_info.content_length > t->buffer.size()) {
         t->abort_reason = Status::invalid(t->what + ": " + std::to_string(t->info.content_length) +
-                                          " bytes do not fit the " +
-                                          std::to_string(t->buffer.size()) + "-byte buffer");
+                                          " bytes do not fit the " + std::to_string(t->buffer.size()) + "-byte buffer");
         return false;
       }
       if (t->op == Op::get_to_stream && t->stream.on_start) t->stream.on_start(t->first_info);
@@ -842,12 +819,12 @@ struct S3Client::Loop {
   static size_t on_write(char* data, size_t size, size_t n, void* user) {
     auto* t = static_cast<Transfer*>(user);
     std::size_t len = size * n;
-    bool to_sink = (t->op == Op::get_to_buffer || t->op == Op::get_to_stream) &&
-                   t->http_status >= 200 && t->http_status < 300;
+    bool to_sink =
+        (t->op == Op::get_to_buffer || t->op == Op::get_to_stream) && t->http_status >= 200 && t->http_status < 300;
     if (!to_sink) {
       if (t->body.size() + len > kMaxAnswerBody) {
-        t->abort_reason = Status::permanent(t->what + ": answer larger than " +
-                                            std::to_string(kMaxAnswerBody) + " bytes");
+        t->abort_reason =
+            Status::permanent(t->what + ": answer larger than " + std::to_string(kMaxAnswerBody) + " bytes");
         return 0;
       }
       t->body.append(data, len);
@@ -966,8 +943,8 @@ void S3Client::settle_by_head(Transfer& t, Completion<PutObjectResult> done) {
     if (!r.ok()) {
       // The write succeeded; a missing object right after it is not a 404 to pass on.
       ErrorKind kind = r.status().kind() == ErrorKind::not_found ? ErrorKind::permanent : r.status().kind();
-      return done(Status(kind, what + ": the answer had no ETag and the HEAD after it failed: " +
-                                   r.status().message()));
+      return done(
+          Status(kind, what + ": the answer had no ETag and the HEAD after it failed: " + r.status().message()));
     }
     if (r->etag.empty()) {
       return done(Status::permanent(what + ": neither the answer nor a HEAD after it gave an ETag"));
@@ -985,8 +962,8 @@ std::function<void(S3Client::Transfer&, Status)> S3Client::put_finish(Completion
   };
 }
 
-RequestId S3Client::put_object(std::string_view key, std::span<const std::byte> body,
-                               Completion<PutObjectResult> done, std::string_view content_type) {
+RequestId S3Client::put_object(std::string_view key, std::span<const std::byte> body, Completion<PutObjectResult> done,
+                               std::string_view content_type) {
   auto t = loop_->make(Op::put_object, Method::put, key);
   t->content_type = std::string(content_type);
   t->upload = body;
@@ -996,8 +973,7 @@ RequestId S3Client::put_object(std::string_view key, std::span<const std::byte> 
 }
 
 RequestId S3Client::put_object_stream(std::string_view key, std::uint64_t size, BodySource body,
-                                      Completion<PutObjectResult> done,
-                                      std::string_view content_type) {
+                                      Completion<PutObjectResult> done, std::string_view content_type) {
   auto t = loop_->make(Op::put_object, Method::put, key);
   t->content_type = std::string(content_type);
   if (!body.read) t->preset = Status::invalid(t->what + ": no body source");
@@ -1009,7 +985,7 @@ RequestId S3Client::put_object_stream(std::string_view key, std::uint64_t size, 
 }
 
 RequestId S3Client::create_multipart_upload(std::string_view key, Completion<std::string> done,
-                                           std::string_view content_type) {
+                                            std::string_view content_type) {
   auto t = loop_->make(Op::create_upload, Method::post, key);
   t->content_type = std::string(content_type);
   t->query.emplace_back("uploads", "");
@@ -1046,8 +1022,7 @@ RequestId S3Client::upload_part(std::string_view key, std::string_view upload_id
 }
 
 RequestId S3Client::complete_multipart_upload(std::string_view key, std::string_view upload_id,
-                                              std::vector<CompletedPart> parts,
-                                              Completion<PutObjectResult> done) {
+                                              std::vector<CompletedPart> parts, Completion<PutObjectResult> done) {
   auto t = loop_->make(Op::complete_upload, Method::post, key);
   if (upload_id.empty()) t->preset = Status::invalid(t->what + ": no upload id");
   t->query.emplace_back("uploadId", std::string(upload_id));
@@ -1060,16 +1035,14 @@ RequestId S3Client::complete_multipart_upload(std::string_view key, std::string_
   t->finish = [done = std::move(done)](Transfer& tr, Status s) mutable {
     if (!s.ok()) return done(std::move(s));
     auto etag = parse_complete_multipart_upload(tr.body);
-    if (!etag.ok())
-      return done(Status(etag.status().kind(), tr.what + ": " + etag.status().message()));
+    if (!etag.ok()) return done(Status(etag.status().kind(), tr.what + ": " + etag.status().message()));
     if (etag->empty()) return settle_by_head(tr, std::move(done));
     done(PutObjectResult{std::move(*etag), std::nullopt});
   };
   return submit(std::move(t));
 }
 
-RequestId S3Client::abort_multipart_upload(std::string_view key, std::string_view upload_id,
-                                           StatusCompletion done) {
+RequestId S3Client::abort_multipart_upload(std::string_view key, std::string_view upload_id, StatusCompletion done) {
   auto t = loop_->make(Op::abort_upload, Method::del, key);
   if (upload_id.empty()) t->preset = Status::invalid(t->what + ": no upload id");
   t->query.emplace_back("uploadId", std::string(upload_id));
@@ -1077,8 +1050,8 @@ RequestId S3Client::abort_multipart_upload(std::string_view key, std::string_vie
   return submit(std::move(t));
 }
 
-RequestId S3Client::get_object(std::string_view key, std::optional<ByteRange> range,
-                               std::span<std::byte> buffer, Completion<GetObjectResult> done) {
+RequestId S3Client::get_object(std::string_view key, std::optional<ByteRange> range, std::span<std::byte> buffer,
+                               Completion<GetObjectResult> done) {
   auto t = loop_->make(Op::get_to_buffer, Method::get, key);
   t->range = range;
   t->buffer = buffer;
@@ -1089,8 +1062,8 @@ RequestId S3Client::get_object(std::string_view key, std::optional<ByteRange> ra
   return submit(std::move(t));
 }
 
-RequestId S3Client::get_object(std::string_view key, std::optional<ByteRange> range,
-                               ObjectStream stream, Completion<ObjectInfo> done) {
+RequestId S3Client::get_object(std::string_view key, std::optional<ByteRange> range, ObjectStream stream,
+                               Completion<ObjectInfo> done) {
   auto t = loop_->make(Op::get_to_stream, Method::get, key);
   t->range = range;
   if (!stream.on_data && t->preset.ok()) t->preset = Status::invalid(t->what + ": no on_data");
@@ -1135,8 +1108,7 @@ RequestId S3Client::list_objects_v2(ListObjectsRequest request, Completion<ListO
   t->finish = [done = std::move(done)](Transfer& tr, Status s) {
     if (!s.ok()) return done(std::move(s));
     auto page = parse_list_objects_v2(tr.body);
-    if (!page.ok())
-      return done(Status(page.status().kind(), tr.what + ": " + page.status().message()));
+    if (!page.ok()) return done(Status(page.status().kind(), tr.what + ": " + page.status().message()));
     done(std::move(*page));
   };
   return submit(std::move(t));

@@ -174,8 +174,8 @@ class S3Client {
 
   // PUT of a whole object from body (caller-owned, valid until done runs).
   // content_type, when not empty, is stored with the object (and served by GET).
-  RequestId put_object(std::string_view key, std::span<const std::byte> body,
-                       Completion<PutObjectResult> done, std::string_view content_type = {});
+  RequestId put_object(std::string_view key, std::span<const std::byte> body, Completion<PutObjectResult> done,
+                       std::string_view content_type = {});
 
   // PUT of a whole object of `size` bytes read from `body` as they come, so
   // no buffer has to hold the object. Always UNSIGNED-PAYLOAD. Retried only
@@ -201,18 +201,16 @@ class S3Client {
   // retried when S3 says so); any other 200 means complete, and one without
   // an ETag to read (RGW: <ETag></ETag>) is settled by a HEAD of the object.
   RequestId complete_multipart_upload(std::string_view key, std::string_view upload_id,
-                                      std::vector<CompletedPart> parts,
-                                      Completion<PutObjectResult> done);
+                                      std::vector<CompletedPart> parts, Completion<PutObjectResult> done);
 
   // Aborts the upload and drops its parts. not_found if there is no such upload.
-  RequestId abort_multipart_upload(std::string_view key, std::string_view upload_id,
-                                   StatusCompletion done);
+  RequestId abort_multipart_upload(std::string_view key, std::string_view upload_id, StatusCompletion done);
 
   // GET of the object (or a range of it) into buffer (caller-owned, valid
   // until done runs). An answer larger than the buffer fails (invalid) and
   // the transfer stops there; an InvalidRange answer is invalid too.
-  RequestId get_object(std::string_view key, std::optional<ByteRange> range,
-                       std::span<std::byte> buffer, Completion<GetObjectResult> done);
+  RequestId get_object(std::string_view key, std::optional<ByteRange> range, std::span<std::byte> buffer,
+                       Completion<GetObjectResult> done);
 
   // GET of the object (or a range of it) streamed to `stream`; done gets the
   // first answer's ObjectInfo after the last chunk was consumed.

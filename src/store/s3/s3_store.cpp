@@ -10,9 +10,9 @@
 #include "store/s3/s3_store.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <deque>
-#include <array>
 #include <map>
 #include <utility>
 
@@ -22,8 +22,7 @@ namespace kiroku {
 namespace {
 
 std::string unquote(std::string etag) {
-  if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"')
-    etag = etag.substr(1, etag.size() - 2);
+  if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"') etag = etag.substr(1, etag.size() - 2);
   return etag;
 }
 
@@ -43,8 +42,7 @@ Status check_settled(const s3::PutObjectResult& r, std::uint64_t size, const std
 
 }  // namespace
 
-S3Store::S3Store(const StoreOptions& options, S3StoreOptions s3_options,
-                 std::unique_ptr<s3::S3Client> client)
+S3Store::S3Store(const StoreOptions& options, S3StoreOptions s3_options, std::unique_ptr<s3::S3Client> client)
     : options_(options),
       s3_options_(s3_options),
       layout_(options.hash_prefix_chars),
@@ -57,9 +55,10 @@ S3Store::~S3Store() {
   threads_.drop_delayed();
   std::lock_guard lock(background_mutex_);
   if (background_ > 0)
-    spdlog::warn("s3 store: {} failed multipart uploads were not aborted before the stop; their parts "
-                 "stay until an abort or the bucket's lifecycle rule removes them",
-                 background_);
+    spdlog::warn(
+        "s3 store: {} failed multipart uploads were not aborted before the stop; their parts "
+        "stay until an abort or the bucket's lifecycle rule removes them",
+        background_);
 }
 
 void S3Store::background_begins() {
@@ -89,8 +88,7 @@ std::size_t S3Store::settle(std::chrono::steady_clock::time_point deadline) {
 Result<std::unique_ptr<S3Store>> S3Store::create(s3::S3Config config, const StoreOptions& options,
                                                  S3StoreOptions s3_options) {
   if (Status s = validate_store_options(options); !s) return s;
-  if (options.part_size < (5u << 20))
-    return Status::invalid("store part size must be at least 5 MiB for S3");
+  if (options.part_size < (5u << 20)) return Status::invalid("store part size must be at least 5 MiB for S3");
   if (s3_options.stream_put_max > S3StoreOptions::kMaxStreamPut)
     return Status::invalid("stream_put_max must be at most 5 GiB (S3's limit for one PUT)");
   if (s3_options.stream_get_max > S3StoreOptions::kMaxObject)
@@ -130,8 +128,8 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
   // One PUT whose body is read from `full` as it fills (S3StoreOptions::
   // stream_put_max); fixed at begin_put.
   bool streamed = false;
-  std::size_t front_sent = 0;   // bytes of full.front() the streamed PUT has read
-  bool stream_stored = false;   // the streamed PUT succeeded
+  std::size_t front_sent = 0;  // bytes of full.front() the streamed PUT has read
+  bool stream_stored = false;  // the streamed PUT succeeded
   std::string stream_etag;
   bool creating = false;
   std::string upload_id;
@@ -197,8 +195,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
       if (!failed.ok()) return failed;
       if (closed) return Status::invalid("upload already finished");
       if (expected_size && data.size() > *expected_size - size) {
-        fail_locked(Status::invalid("upload longer than the " + std::to_string(*expected_size) +
-                                    " bytes announced"));
+        fail_locked(Status::invalid("upload longer than the " + std::to_string(*expected_size) + " bytes announced"));
         step_needed = true;
         data = {};
       }
@@ -261,8 +258,8 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
       closed = finishing = true;
       done = std::move(d);
       if (expected_size && *expected_size != size) {
-        fail_locked(Status::invalid("upload of " + std::to_string(size) + " bytes, " +
-                                    std::to_string(*expected_size) + " expected"));
+        fail_locked(Status::invalid("upload of " + std::to_string(size) + " bytes, " + std::to_string(*expected_size) +
+                                    " expected"));
       } else if (current && fill > 0) {
         full.push_back({++parts_made, std::move(current), fill});
       }
@@ -360,12 +357,10 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
             sending.emplace(number, std::make_pair(std::move(p.part), s3::RequestId{0}));
             actions.push_back([self, number, body, id = upload_id] {
               s3::RequestId rid = self->store->client_->upload_part(
-                  self->stored_key, id, number, body, [self, number](Result<s3::CompletedPart> r) {
-                    self->on_part_sent(number, std::move(r));
-                  });
+                  self->stored_key, id, number, body,
+                  [self, number](Result<s3::CompletedPart> r) { self->on_part_sent(number, std::move(r)); });
               std::lock_guard guard(self->mutex);
-              if (auto it = self->sending.find(number); it != self->sending.end())
-                it->second.second = rid;
+              if (auto it = self->sending.find(number); it != self->sending.end()) it->second.second = rid;
             });
           }
           if (streamed && !full.empty() && !ended) {
@@ -375,8 +370,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
                 s3::RequestId rid = self->store->client_->put_object_stream(
                     self->stored_key, *self->expected_size,
                     s3::BodySource{[self](std::span<std::byte> out) { return self->read_body(out); }},
-                    [self](Result<s3::PutObjectResult> r) { self->on_stream_sent(std::move(r)); },
-                    self->content_type);
+                    [self](Result<s3::PutObjectResult> r) { self->on_stream_sent(std::move(r)); }, self->content_type);
                 {
                   std::lock_guard guard(self->mutex);
                   self->single_id = rid;
@@ -397,15 +391,13 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
             if (!full.empty()) body = {full.front().part.bytes().data(), full.front().size};
             actions.push_back([self, body] {
               s3::RequestId rid = self->store->client_->put_object(
-                  self->stored_key, body,
-                  [self](Result<s3::PutObjectResult> r) { self->on_single_sent(std::move(r)); },
+                  self->stored_key, body, [self](Result<s3::PutObjectResult> r) { self->on_single_sent(std::move(r)); },
                   self->content_type);
               std::lock_guard guard(self->mutex);
               self->single_id = rid;
             });
           }
-          if (closed && multipart && !upload_id.empty() && full.empty() && sending.empty() &&
-              !completing && !ended) {
+          if (closed && multipart && !upload_id.empty() && full.empty() && sending.empty() && !completing && !ended) {
             completing = true;
             std::sort(completed.begin(), completed.end(),
                       [](const auto& a, const auto& b) { return a.part_number < b.part_number; });
@@ -614,15 +606,11 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
   }
 };
 
-
-Result<std::unique_ptr<Upload>> S3Store::begin_put(std::string_view key,
-                                                   std::optional<std::uint64_t> expected_size,
-                                                   std::function<void()> when_writable,
-                                                   std::string_view content_type) {
+Result<std::unique_ptr<Upload>> S3Store::begin_put(std::string_view key, std::optional<std::uint64_t> expected_size,
+                                                   std::function<void()> when_writable, std::string_view content_type) {
   if (Status s = validate_key(key); !s) return s;
   if (expected_size && *expected_size > std::uint64_t(pool_.part_size()) * 10000)
-    return Status::invalid("object larger than 10,000 parts of " +
-                           std::to_string(pool_.part_size()) + " bytes");
+    return Status::invalid("object larger than 10,000 parts of " + std::to_string(pool_.part_size()) + " bytes");
   auto state = std::make_shared<UploadState>();
   state->store = this;
   state->key = std::string(key);
@@ -632,8 +620,7 @@ Result<std::unique_ptr<Upload>> S3Store::begin_put(std::string_view key,
   state->content_type = content_type.empty() ? "application/octet-stream" : std::string(content_type);
   state->when_writable = std::move(when_writable);
   state->cap = options_.parts_per_transfer;
-  state->streamed = expected_size && *expected_size > pool_.part_size() &&
-                    *expected_size <= s3_options_.stream_put_max;
+  state->streamed = expected_size && *expected_size > pool_.part_size() && *expected_size <= s3_options_.stream_put_max;
   return std::unique_ptr<Upload>(new UploadHandle<S3Store::UploadState>(std::move(state)));
 }
 
@@ -673,8 +660,8 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
   bool streamed = false;
   bool stream_started = false, stream_done = false, stream_paused = false;
   s3::RequestId stream_id = 0;
-  std::size_t stream_skip = 0;    // bytes of a chunk given again after a pause, already copied
-  std::uint64_t stream_got = 0;   // bytes copied into slots
+  std::size_t stream_skip = 0;   // bytes of a chunk given again after a pause, already copied
+  std::uint64_t stream_got = 0;  // bytes copied into slots
 
   void schedule() {
     {
@@ -775,9 +762,8 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
         } else if (!head_sent) {
           head_sent = true;
           actions.push_back([self] {
-            self->store->client_->head_object(self->stored_key, [self](Result<s3::ObjectInfo> r) {
-              self->on_head(std::move(r));
-            });
+            self->store->client_->head_object(self->stored_key,
+                                              [self](Result<s3::ObjectInfo> r) { self->on_head(std::move(r)); });
           });
         } else if (head_done) {
           if (!started) {
@@ -809,9 +795,7 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
             actions.push_back([self, offset, n, buffer] {
               s3::RequestId rid = self->store->client_->get_object(
                   self->stored_key, s3::ByteRange{offset, n}, buffer,
-                  [self, offset](Result<s3::GetObjectResult> r) {
-                    self->on_got(offset, std::move(r));
-                  });
+                  [self, offset](Result<s3::GetObjectResult> r) { self->on_got(offset, std::move(r)); });
               std::lock_guard guard(self->mutex);
               for (auto& s : self->window)
                 if (s.offset == offset && !s.ready) s.id = rid;
@@ -822,9 +806,8 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
             actions.push_back([self, range = s3::ByteRange{start.offset, start.length}] {
               s3::RequestId rid = self->store->client_->get_object(
                   self->stored_key, range,
-                  s3::ObjectStream{{}, [self](std::span<const std::byte> chunk) {
-                                     return self->on_stream_data(chunk);
-                                   }},
+                  s3::ObjectStream{{},
+                                   [self](std::span<const std::byte> chunk) { return self->on_stream_data(chunk); }},
                   [self](Result<s3::ObjectInfo> r) { self->on_stream_done(std::move(r)); });
               {
                 std::lock_guard guard(self->mutex);
@@ -881,9 +864,8 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
       head_done = true;
       if (!r.ok()) {
         if (failed.ok())
-          failed = r.status().kind() == ErrorKind::not_found
-                       ? Status::not_found("no object '" + key + "'")
-                       : r.status();
+          failed =
+              r.status().kind() == ErrorKind::not_found ? Status::not_found("no object '" + key + "'") : r.status();
       } else {
         etag = r->etag;
         start.object = {key, r->size, unquote(r->etag), r->last_modified, r->content_type};
@@ -896,8 +878,7 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
         }
         next_fetch = start.offset;
         end = start.offset + start.length;
-        streamed = start.length > store->pool_.part_size() &&
-                   start.length <= store->s3_options_.stream_get_max;
+        streamed = start.length > store->pool_.part_size() && start.length <= store->s3_options_.stream_get_max;
       }
     }
     schedule();
@@ -913,11 +894,9 @@ struct S3Store::DownloadState : std::enable_shared_from_this<DownloadState> {
         if (!r.ok()) {
           if (failed.ok()) failed = r.status();
         } else if (r->bytes != s.size) {
-          if (failed.ok())
-            failed = Status::permanent("S3 GET of '" + key + "' returned a short range");
+          if (failed.ok()) failed = Status::permanent("S3 GET of '" + key + "' returned a short range");
         } else if (!r->info.etag.empty() && !etag.empty() && r->info.etag != etag) {
-          if (failed.ok())
-            failed = Status::permanent("object '" + key + "' changed during the download");
+          if (failed.ok()) failed = Status::permanent("object '" + key + "' changed during the download");
         }
         break;
       }
@@ -977,8 +956,7 @@ class S3Download final : public Download {
 
 }  // namespace
 
-Result<std::unique_ptr<Download>> S3Store::get(std::string_view key, std::optional<ByteRange> range,
-                                               GetSink sink) {
+Result<std::unique_ptr<Download>> S3Store::get(std::string_view key, std::optional<ByteRange> range, GetSink sink) {
   if (Status s = validate_key(key); !s) return s;
   if (range && range->suffix == 0 && range->last && *range->last < range->first)
     return Status::invalid("range ends before it starts");
@@ -1000,16 +978,16 @@ void S3Store::head(std::string_view key, std::function<void(Result<ObjectMeta>)>
     threads_.post([done = std::move(done), s] { done(s); });
     return;
   }
-  client_->head_object(layout_.stored_key(key), [this, key = std::string(key),
-                                                 done = std::move(done)](Result<s3::ObjectInfo> r) {
-    Result<ObjectMeta> out = Status::not_found("no object '" + key + "'");
-    if (r.ok()) {
-      out = ObjectMeta{key, r->size, unquote(r->etag), r->last_modified, r->content_type};
-    } else if (r.status().kind() != ErrorKind::not_found) {
-      out = r.status();
-    }
-    threads_.post([done, out = std::move(out)]() mutable { done(std::move(out)); });
-  });
+  client_->head_object(layout_.stored_key(key),
+                       [this, key = std::string(key), done = std::move(done)](Result<s3::ObjectInfo> r) {
+                         Result<ObjectMeta> out = Status::not_found("no object '" + key + "'");
+                         if (r.ok()) {
+                           out = ObjectMeta{key, r->size, unquote(r->etag), r->last_modified, r->content_type};
+                         } else if (r.status().kind() != ErrorKind::not_found) {
+                           out = r.status();
+                         }
+                         threads_.post([done, out = std::move(out)]() mutable { done(std::move(out)); });
+                       });
 }
 
 void S3Store::remove(std::string_view key, std::function<void(Status)> done) {
@@ -1081,8 +1059,8 @@ struct S3Store::ListState : std::enable_shared_from_this<ListState> {
         std::size_t best = partitions.size();
         for (std::size_t i = 0; i < partitions.size(); ++i) {
           if (partitions[i].items.empty()) continue;
-          if (best == partitions.size() || user_key(i, partitions[i].items.front()) <
-                                               user_key(best, partitions[best].items.front()))
+          if (best == partitions.size() ||
+              user_key(i, partitions[i].items.front()) < user_key(best, partitions[best].items.front()))
             best = i;
         }
         if (best == partitions.size()) {
@@ -1091,17 +1069,15 @@ struct S3Store::ListState : std::enable_shared_from_this<ListState> {
         }
         auto object = std::move(partitions[best].items.front());
         partitions[best].items.pop_front();
-        page.objects.push_back(ObjectMeta{std::string(user_key(best, object)), object.size,
-                                          unquote(object.etag), object.last_modified, {}});
+        page.objects.push_back(ObjectMeta{
+            std::string(user_key(best, object)), object.size, unquote(object.etag), object.last_modified, {}});
       }
       if (finish) finished = true;
     }
     for (std::size_t i : fetch) send(i);
     if (finish) {
-      Result<ListPage> out =
-          failed.ok() ? Result<ListPage>(std::move(page)) : Result<ListPage>(failed);
-      store->threads_.post(
-          [done = std::move(done), out = std::move(out)]() mutable { done(std::move(out)); });
+      Result<ListPage> out = failed.ok() ? Result<ListPage>(std::move(page)) : Result<ListPage>(failed);
+      store->threads_.post([done = std::move(done), out = std::move(out)]() mutable { done(std::move(out)); });
     }
   }
 
@@ -1118,8 +1094,7 @@ struct S3Store::ListState : std::enable_shared_from_this<ListState> {
       std::lock_guard lock(mutex);
       r.continuation_token = partitions[i].token;
     }
-    if (r.continuation_token.empty() && !request.after.empty())
-      r.start_after = partition + request.after;
+    if (r.continuation_token.empty() && !request.after.empty()) r.start_after = partition + request.after;
     r.max_keys = page_keys;
     auto self = shared_from_this();
     store->client_->list_objects_v2(std::move(r), [self, i](Result<s3::ListObjectsPage> got) {
@@ -1147,8 +1122,7 @@ struct S3Store::ListState : std::enable_shared_from_this<ListState> {
 void S3Store::list(ListRequest request, std::function<void(Result<ListPage>)> done) {
   Status s = validate_key_prefix(request.prefix, "prefix");
   if (s) s = validate_key_prefix(request.after, "after");
-  if (s && (request.limit < 1 || request.limit > 1000))
-    s = Status::invalid("limit must be 1..1000");
+  if (s && (request.limit < 1 || request.limit > 1000)) s = Status::invalid("limit must be 1..1000");
   if (!s) {
     threads_.post([done = std::move(done), s] { done(s); });
     return;

@@ -64,12 +64,10 @@ class S3Store final : public ObjectStore {
                                                  S3StoreOptions s3_options = {});
   ~S3Store() override;
 
-  Result<std::unique_ptr<Upload>> begin_put(std::string_view key,
-                                            std::optional<std::uint64_t> expected_size,
+  Result<std::unique_ptr<Upload>> begin_put(std::string_view key, std::optional<std::uint64_t> expected_size,
                                             std::function<void()> when_writable,
                                             std::string_view content_type = {}) override;
-  Result<std::unique_ptr<Download>> get(std::string_view key, std::optional<ByteRange> range,
-                                        GetSink sink) override;
+  Result<std::unique_ptr<Download>> get(std::string_view key, std::optional<ByteRange> range, GetSink sink) override;
   void head(std::string_view key, std::function<void(Result<ObjectMeta>)> done) override;
   void remove(std::string_view key, std::function<void(Status)> done) override;
   void list(ListRequest request, std::function<void(Result<ListPage>)> done) override;
@@ -89,8 +87,7 @@ class S3Store final : public ObjectStore {
   struct ListState;
 
  private:
-  S3Store(const StoreOptions& options, S3StoreOptions s3_options,
-          std::unique_ptr<s3::S3Client> client);
+  S3Store(const StoreOptions& options, S3StoreOptions s3_options, std::unique_ptr<s3::S3Client> client);
 
   // Failed uploads whose cleanup runs on (UploadState::in_background).
   void background_begins();

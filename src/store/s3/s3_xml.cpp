@@ -29,12 +29,10 @@ std::string_view text(const pugi::xml_node& node) {
 }
 
 std::string_view trim(std::string_view s) {
-  while (!s.empty() &&
-         (s.front() == ' ' || s.front() == '\n' || s.front() == '\r' || s.front() == '\t')) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\n' || s.front() == '\r' || s.front() == '\t')) {
     s.remove_prefix(1);
   }
-  while (!s.empty() &&
-         (s.back() == ' ' || s.back() == '\n' || s.back() == '\r' || s.back() == '\t')) {
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\n' || s.back() == '\r' || s.back() == '\t')) {
     s.remove_suffix(1);
   }
   return s;
@@ -47,10 +45,8 @@ Status malformed(std::string_view document, std::string_view why) {
 }
 
 // Loads the document; on success `root` is its element.
-Status load(pugi::xml_document& doc, std::string_view xml, std::string_view document,
-            pugi::xml_node& root) {
-  pugi::xml_parse_result r =
-      doc.load_buffer(xml.data(), xml.size(), pugi::parse_default, pugi::encoding_utf8);
+Status load(pugi::xml_document& doc, std::string_view xml, std::string_view document, pugi::xml_node& root) {
+  pugi::xml_parse_result r = doc.load_buffer(xml.data(), xml.size(), pugi::parse_default, pugi::encoding_utf8);
   if (!r) return malformed(document, std::string("XML error: ") + r.description());
   root = doc.document_element();
   if (!root) return malformed(document, "no root element");
@@ -66,13 +62,12 @@ ErrorDocument read_error(const pugi::xml_node& root) {
 }
 
 // A root that is not the expected one: an <Error> becomes its Status.
-Status unexpected_root(const pugi::xml_node& root, std::string_view document,
-                       std::string_view expected) {
+Status unexpected_root(const pugi::xml_node& root, std::string_view document, std::string_view expected) {
   if (local_name(root) == "Error") {
     return error_status(200, read_error(root), std::string("S3 ") + std::string(document));
   }
-  return malformed(document, std::string("root element <") + root.name() + ">, expected <" +
-                                 std::string(expected) + ">");
+  return malformed(document,
+                   std::string("root element <") + root.name() + ">, expected <" + std::string(expected) + ">");
 }
 
 bool parse_u64(std::string_view s, std::uint64_t& out) {
@@ -95,23 +90,12 @@ bool parse_fixed(std::string_view s, std::size_t pos, std::size_t len, int& out)
 void append_escaped(std::string_view s, std::string& out) {
   for (char c : s) {
     switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        out.push_back(c);
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&apos;"; break;
+      default: out.push_back(c);
     }
   }
 }
@@ -250,9 +234,8 @@ Status error_status(int http_status, const ErrorDocument& error, std::string_vie
     return Status::denied(std::string(what) + ": the store refused the credentials: " + m.substr(what.size() + 2));
   }
   if (code == "NoSuchBucket" || code == "AccessDenied" || code == "AccountProblem" || code == "AllAccessDisabled" ||
-      code == "InvalidBucketName" || code == "PermanentRedirect" ||
-      code == "AuthorizationHeaderMalformed" || code == "RequestTimeTooSkewed" ||
-      code == "NotImplemented") {
+      code == "InvalidBucketName" || code == "PermanentRedirect" || code == "AuthorizationHeaderMalformed" ||
+      code == "RequestTimeTooSkewed" || code == "NotImplemented") {
     return Status::permanent(std::move(m));
   }
   if (code == "NoSuchKey" || code == "NoSuchUpload" || code == "NoSuchVersion" ||
@@ -277,13 +260,11 @@ Status build_complete_multipart_upload(std::span<const CompletedPart> parts, std
   int previous = 0;
   for (const CompletedPart& p : parts) {
     if (p.part_number < 1 || p.part_number > 10000) {
-      return Status::invalid("part number " + std::to_string(p.part_number) +
-                             " is outside 1..10000");
+      return Status::invalid("part number " + std::to_string(p.part_number) + " is outside 1..10000");
     }
     if (p.part_number <= previous) {
-      return Status::invalid("part numbers must be strictly ascending (" +
-                             std::to_string(previous) + " then " + std::to_string(p.part_number) +
-                             ")");
+      return Status::invalid("part numbers must be strictly ascending (" + std::to_string(previous) + " then " +
+                             std::to_string(p.part_number) + ")");
     }
     if (p.etag.empty()) {
       return Status::invalid("part " + std::to_string(p.part_number) + " has no ETag");
@@ -308,10 +289,9 @@ Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view s) 
   using namespace std::chrono;
   // YYYY-MM-DDTHH:MM:SS
   int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
-  if (s.size() < 20 || !parse_fixed(s, 0, 4, y) || s[4] != '-' || !parse_fixed(s, 5, 2, mo) ||
-      s[7] != '-' || !parse_fixed(s, 8, 2, d) || (s[10] != 'T' && s[10] != 't') ||
-      !parse_fixed(s, 11, 2, h) || s[13] != ':' || !parse_fixed(s, 14, 2, mi) || s[16] != ':' ||
-      !parse_fixed(s, 17, 2, sec)) {
+  if (s.size() < 20 || !parse_fixed(s, 0, 4, y) || s[4] != '-' || !parse_fixed(s, 5, 2, mo) || s[7] != '-' ||
+      !parse_fixed(s, 8, 2, d) || (s[10] != 'T' && s[10] != 't') || !parse_fixed(s, 11, 2, h) || s[13] != ':' ||
+      !parse_fixed(s, 14, 2, mi) || s[16] != ':' || !parse_fixed(s, 17, 2, sec)) {
     return Status::invalid("not an ISO 8601 time: '" + std::string(s) + "'");
   }
   std::size_t pos = 19;

@@ -72,9 +72,8 @@ bool is_retryable(int http_status, std::string_view code);
 // The Status for an S3 error answer: transient when retryable, not_found for
 // a missing key or upload, denied for refused credentials (InvalidAccessKeyId,
 // SignatureDoesNotMatch, ExpiredToken, ...; the message says "the store refused
-// the credentials"), permanent for permissions and a missing bucket, invalid for other 4xx (and for other codes inside a 2xx
-// answer), permanent for anything else. `what` starts the message
-// (e.g. "S3 GET bucket/key").
+// the credentials"), permanent for permissions and a missing bucket, invalid for other 4xx (and for other codes inside
+// a 2xx answer), permanent for anything else. `what` starts the message (e.g. "S3 GET bucket/key").
 Status error_status(int http_status, const ErrorDocument& error, std::string_view what);
 
 // Writes the <CompleteMultipartUpload> body for parts into out (replacing it).

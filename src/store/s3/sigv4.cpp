@@ -16,8 +16,8 @@ constexpr char kHexLower[] = "0123456789abcdef";
 constexpr char kHexUpper[] = "0123456789ABCDEF";
 
 bool is_unreserved(unsigned char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '.' || c == '_' || c == '~';
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+         c == '_' || c == '~';
 }
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
@@ -36,11 +36,10 @@ void sha256(const void* data, std::size_t size, unsigned char out[32]) {
   EVP_Digest(data, size, out, &len, EVP_sha256(), nullptr);
 }
 
-void hmac_sha256(const unsigned char* key, std::size_t key_size, std::string_view data,
-                 unsigned char out[32]) {
+void hmac_sha256(const unsigned char* key, std::size_t key_size, std::string_view data, unsigned char out[32]) {
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key, static_cast<int>(key_size),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
+  HMAC(EVP_sha256(), key, static_cast<int>(key_size), reinterpret_cast<const unsigned char*>(data.data()), data.size(),
+       out, &len);
 }
 
 // Appends the value with leading/trailing whitespace removed and every inner
@@ -145,20 +144,18 @@ Status Signer::check(const SigningRequest& request, const SigningParams& params)
   if (params.region.empty() || params.service.empty()) {
     return Status::invalid("sigv4: no region or service");
   }
-  bool has_host =
-      std::any_of(request.headers.begin(), request.headers.end(), [](const HttpField& h) {
-        if (h.name.size() != 4) return false;
-        for (std::size_t i = 0; i < 4; ++i) {
-          if (to_lower(h.name[i]) != "host"[i]) return false;
-        }
-        return true;
-      });
+  bool has_host = std::any_of(request.headers.begin(), request.headers.end(), [](const HttpField& h) {
+    if (h.name.size() != 4) return false;
+    for (std::size_t i = 0; i < 4; ++i) {
+      if (to_lower(h.name[i]) != "host"[i]) return false;
+    }
+    return true;
+  });
   if (!has_host) return Status::invalid("sigv4: the request has no Host header");
   return Status();
 }
 
-const std::array<unsigned char, 32>& Signer::signing_key(std::string_view date,
-                                                         const SigningParams& params) {
+const std::array<unsigned char, 32>& Signer::signing_key(std::string_view date, const SigningParams& params) {
   scratch_.clear();
   scratch_.append(date).append("/").append(params.region).append("/").append(params.service);
   if (scratch_ == key_scope_) return key_;
@@ -204,14 +201,12 @@ void Signer::build_canonical_request(const SigningRequest& request, const Signin
   };
   for (const QueryParam& p : request.query) add_param(p);
   for (const QueryParam& p : extra_query) add_param(p);
-  std::sort(param_entries_.begin(), param_entries_.end(),
-            [this](const TextEntry& a, const TextEntry& b) {
-              auto an = slice(param_text_, a.name_offset, a.name_size);
-              auto bn = slice(param_text_, b.name_offset, b.name_size);
-              if (an != bn) return an < bn;
-              return slice(param_text_, a.value_offset, a.value_size) <
-                     slice(param_text_, b.value_offset, b.value_size);
-            });
+  std::sort(param_entries_.begin(), param_entries_.end(), [this](const TextEntry& a, const TextEntry& b) {
+    auto an = slice(param_text_, a.name_offset, a.name_size);
+    auto bn = slice(param_text_, b.name_offset, b.name_size);
+    if (an != bn) return an < bn;
+    return slice(param_text_, a.value_offset, a.value_size) < slice(param_text_, b.value_offset, b.value_size);
+  });
   for (std::size_t i = 0; i < param_entries_.size(); ++i) {
     const TextEntry& e = param_entries_[i];
     if (i > 0) out.push_back('&');
@@ -228,12 +223,11 @@ void Signer::build_canonical_request(const SigningRequest& request, const Signin
     std::string_view name = slice(header_text_, first.name_offset, first.name_size);
     out.append(name).push_back(':');
     std::size_t j = i;
-    for (; j < header_entries_.size() && slice(header_text_, header_entries_[j].name_offset,
-                                               header_entries_[j].name_size) == name;
+    for (; j < header_entries_.size() &&
+           slice(header_text_, header_entries_[j].name_offset, header_entries_[j].name_size) == name;
          ++j) {
       if (j > i) out.push_back(',');
-      out.append(
-          slice(header_text_, header_entries_[j].value_offset, header_entries_[j].value_size));
+      out.append(slice(header_text_, header_entries_[j].value_offset, header_entries_[j].value_size));
     }
     out.push_back('\n');
     i = j;
@@ -243,8 +237,8 @@ void Signer::build_canonical_request(const SigningRequest& request, const Signin
   out.append(request.payload_hash);
 }
 
-void Signer::build_string_to_sign(std::string_view amz_date, std::string_view scope,
-                                  std::string_view canonical_request, std::string& out) const {
+void Signer::build_string_to_sign(std::string_view amz_date, std::string_view scope, std::string_view canonical_request,
+                                  std::string& out) const {
   unsigned char digest[32];
   sha256(canonical_request.data(), canonical_request.size(), digest);
   out.clear();
@@ -291,8 +285,7 @@ void collect_headers(std::span<const HttpField> a, std::span<const HttpField> b,
 
 }  // namespace
 
-Status Signer::sign_headers(const SigningRequest& request, const SigningParams& params,
-                            SignedHeaders& out) {
+Status Signer::sign_headers(const SigningRequest& request, const SigningParams& params, SignedHeaders& out) {
   if (Status s = check(request, params); !s) return s;
   out.amz_date = format_amz_date(params.unix_time);
   if (out.amz_date.empty()) return Status::invalid("sigv4: signing time out of range");
@@ -301,13 +294,12 @@ Status Signer::sign_headers(const SigningRequest& request, const SigningParams& 
   HttpField extra[3];
   std::size_t n_extra = 0;
   extra[n_extra++] = {"x-amz-date", out.amz_date};
-  if (params.content_sha256_header)
-    extra[n_extra++] = {"x-amz-content-sha256", request.payload_hash};
+  if (params.content_sha256_header) extra[n_extra++] = {"x-amz-content-sha256", request.payload_hash};
   if (!credentials_.session_token.empty() && params.sign_session_token) {
     extra[n_extra++] = {"x-amz-security-token", credentials_.session_token};
   }
-  collect_headers(request.headers, std::span<const HttpField>(extra, n_extra), header_text_,
-                  header_entries_, signed_headers_);
+  collect_headers(request.headers, std::span<const HttpField>(extra, n_extra), header_text_, header_entries_,
+                  signed_headers_);
   build_canonical_request(request, params, {}, out.canonical_request);
 
   scope_.clear();
@@ -329,8 +321,7 @@ Status Signer::sign_headers(const SigningRequest& request, const SigningParams& 
   return Status();
 }
 
-Status Signer::presign(const SigningRequest& request, const SigningParams& params,
-                       PresignedQuery& out) {
+Status Signer::presign(const SigningRequest& request, const SigningParams& params, PresignedQuery& out) {
   if (Status s = check(request, params); !s) return s;
   if (params.expires.count() <= 0) return Status::invalid("sigv4: presign expiry must be positive");
   out.amz_date = format_amz_date(params.unix_time);
@@ -356,8 +347,7 @@ Status Signer::presign(const SigningRequest& request, const SigningParams& param
     extra[n_extra++] = {"X-Amz-Security-Token", credentials_.session_token};
   }
   extra[n_extra++] = {"X-Amz-SignedHeaders", signed_headers_};
-  build_canonical_request(request, params, std::span<const QueryParam>(extra, n_extra),
-                          out.canonical_request);
+  build_canonical_request(request, params, std::span<const QueryParam>(extra, n_extra), out.canonical_request);
   build_string_to_sign(out.amz_date, scope_, out.canonical_request, out.string_to_sign);
 
   const auto& key = signing_key(date, params);

@@ -115,8 +115,7 @@ class Signer {
 
   // Signs with an Authorization header. Errors (invalid): no Host header,
   // no credentials, an empty payload hash, a time that cannot be formatted.
-  Status sign_headers(const SigningRequest& request, const SigningParams& params,
-                      SignedHeaders& out);
+  Status sign_headers(const SigningRequest& request, const SigningParams& params, SignedHeaders& out);
 
   // Signs in the query string (X-Amz-Algorithm ... X-Amz-Signature), for a
   // URL that works without headers until `params.expires` has passed.
@@ -134,10 +133,9 @@ class Signer {
   // parameters and the header entries collected beforehand.
   void build_canonical_request(const SigningRequest& request, const SigningParams& params,
                                std::span<const QueryParam> extra_query, std::string& out);
-  void build_string_to_sign(std::string_view amz_date, std::string_view scope,
-                            std::string_view canonical_request, std::string& out) const;
-  const std::array<unsigned char, 32>& signing_key(std::string_view date,
-                                                   const SigningParams& params);
+  void build_string_to_sign(std::string_view amz_date, std::string_view scope, std::string_view canonical_request,
+                            std::string& out) const;
+  const std::array<unsigned char, 32>& signing_key(std::string_view date, const SigningParams& params);
 
   Credentials credentials_;
   std::string key_scope_;  // "date/region/service" of key_
