@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <future>
+#include <optional>
 #include <thread>
 
 #include "app/file_api.h"
@@ -39,17 +40,18 @@ int config_error(std::string_view option, std::string_view reason) {
 }
 
 // The largest id in the segments a previous run left (read whole: ids are not
-// assumed to be in order across segments).
-std::uint64_t max_spooled_id(const Spool& spool) {
+// assumed to be in order across segments); nullopt if one could not be read.
+std::optional<std::uint64_t> max_spooled_id(const Spool& spool) {
   std::vector<std::byte> scratch;
   std::uint64_t max = 0;
   for (const auto& seg : spool.leftover()) {
-    (void)read_segment(seg.path, scratch, [&max](std::string_view records, std::size_t) {
+    auto r = read_segment(seg.path, scratch, [&max](std::string_view records, std::size_t) {
       RecordReader reader(records);
       EventView e;
       while (reader.next(e)) max = std::max(max, e.id);
       return Status{};
     });
+    if (!r.ok() && r.status().kind() != ErrorKind::not_found) return std::nullopt;
   }
   return max;
 }
@@ -145,7 +147,9 @@ int serve(const ServeConfig& cfg) {
     id_floor_ms = lease.id_floor_unix_ms();
   }
   if (spool) {
-    if (const std::uint64_t m = max_spooled_id(*spool); m > 0) id_floor_ms = std::max(id_floor_ms, id_unix_ms(m));
+    const std::optional<std::uint64_t> m = max_spooled_id(*spool);
+    if (!m) id_floor_ms = std::max(id_floor_ms, lease.id_floor_unix_ms());  // a segment unreadable now
+    else if (*m > 0) id_floor_ms = std::max(id_floor_ms, id_unix_ms(*m));
   }
 
   // Metrics.
