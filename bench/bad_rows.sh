@@ -56,11 +56,7 @@ one_run() {
   out=$(BAD_EVERY="$bad_every" wrk -t1 -c64 -d"${secs}s" -s "$work/requests.lua" "http://127.0.0.1:$kiroku_port")
   t_end=$(now)
   echo "$out" >> "$work/wrk.txt"
-  read -r rps bad errs < <(echo "$out" | awk '
-    /Requests\/sec/ {rps = $2}
-    /Non-2xx/ {bad = $NF}
-    /Socket errors/ {gsub(",", ""); errs = $4 + $6 + $8 + $10}
-    END {printf "%s %d %d\n", rps, bad, errs}')
+  read -r rps _ bad errs < <(echo "$out" | wrk_summary)
   drained=""
   for _ in $(seq 1 600); do
     q=$(curl -fs "http://127.0.0.1:$kiroku_port/metrics" | awk '$1 == "kiroku_queue_events" && !n++ {print $2}')

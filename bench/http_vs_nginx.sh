@@ -35,12 +35,7 @@ wrk_round() {
   local out
   out=$(wrk -t1 -c64 -d"${secs}s" "$1")
   echo "$out" >> "$work/wrk.txt"
-  echo "$out" | awk '
-    /Requests\/sec/ {rps = $2}
-    /requests in/ {done = $1}
-    /Non-2xx/ {bad = $NF}
-    /Socket errors/ {gsub(",", ""); errs = $4 + $6 + $8 + $10}
-    END {printf "%s %d %d %d\n", rps, done, bad, errs}'
+  echo "$out" | wrk_summary
 }
 
 # CPU seconds a process used, and wall seconds, during the rounds against it.

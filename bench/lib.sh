@@ -129,6 +129,17 @@ cpu_seconds() {
   sed 's/^.*) //' "/proc/$1/stat" | awk -v t="$tck" '{printf "%.2f\n", ($12 + $13) / t}'
 }
 
+# wrk_summary: reads wrk's output on stdin and prints "requests/s completed
+# non-2xx socket-errors".
+wrk_summary() {
+  awk '
+    /Requests\/sec/ {rps = $2}
+    /requests in/ {done = $1}
+    /Non-2xx/ {bad = $NF}
+    /Socket errors/ {gsub(",", ""); errs = $4 + $6 + $8 + $10}
+    END {printf "%s %d %d %d\n", rps, done, bad, errs}'
+}
+
 # now: seconds since the epoch, to the microsecond.
 now() { date +%s.%6N; }
 

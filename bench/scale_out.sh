@@ -52,14 +52,8 @@ stop_pid() {
   forget_pid "$1"
 }
 
-# wrk_round URL: requests/s, non-2xx answers, socket errors.
-wrk_round() {
-  wrk -t1 -c64 -d"${secs}s" "$1" | tee -a "$work/wrk.txt" | awk '
-    /Requests\/sec/ {rps = $2}
-    /Non-2xx/ {bad = $NF}
-    /Socket errors/ {gsub(",", ""); errs = $4 + $6 + $8 + $10}
-    END {printf "%s %d %d\n", rps, bad, errs}'
-}
+# wrk_round URL: requests/s, completed, non-2xx answers, socket errors.
+wrk_round() { wrk -t1 -c64 -d"${secs}s" "$1" | tee -a "$work/wrk.txt" | wrk_summary; }
 
 start_nginx "$work/nginx"
 nginx_addr="127.0.0.1:$nginx_port"
@@ -70,8 +64,8 @@ ref_lb_pid=$lb_pid
 # nginx alone and haproxy -> nginx: what haproxy itself costs here.
 direct=(); via=()
 for _ in $(seq 1 "$rounds"); do
-  read -r rps _ _ < <(wrk_round "http://$nginx_addr/?name=bench&value=1"); direct+=("$rps")
-  read -r rps _ _ < <(wrk_round "http://127.0.0.1:$ref_port/?name=bench&value=1"); via+=("$rps")
+  read -r rps _ _ _ < <(wrk_round "http://$nginx_addr/?name=bench&value=1"); direct+=("$rps")
+  read -r rps _ _ _ < <(wrk_round "http://127.0.0.1:$ref_port/?name=bench&value=1"); via+=("$rps")
 done
 echo "direct ${direct[*]}" > "$work/reference.txt"
 echo "via ${via[*]}" >> "$work/reference.txt"
@@ -88,10 +82,10 @@ for n in $counts; do
   sleep 1.5  # every server seen healthy (rise 2 x inter 500 ms)
   k_rps=(); r_rps=(); non2xx=0; errors=0; k_cpu=0; k_wall=0; lb_cpu=0
   for _ in $(seq 1 "$rounds"); do
-    read -r rps _ _ < <(wrk_round "http://127.0.0.1:$ref_port/?name=bench&value=1"); r_rps+=("$rps")
+    read -r rps _ _ _ < <(wrk_round "http://127.0.0.1:$ref_port/?name=bench&value=1"); r_rps+=("$rps")
     c0=0; for p in "${pids[@]}"; do c0=$(awk -v a="$c0" -v b="$(cpu_seconds "$p")" 'BEGIN {print a + b}'); done
     l0=$(cpu_seconds "$lb_pid"); t0=$(now)
-    read -r rps bad errs < <(wrk_round "http://127.0.0.1:$lb_port/?name=bench&value=1")
+    read -r rps _ bad errs < <(wrk_round "http://127.0.0.1:$lb_port/?name=bench&value=1")
     c1=0; for p in "${pids[@]}"; do c1=$(awk -v a="$c1" -v b="$(cpu_seconds "$p")" 'BEGIN {print a + b}'); done
     k_cpu=$(awk -v s="$k_cpu" -v a="$c0" -v b="$c1" 'BEGIN {print s + b - a}')
     lb_cpu=$(awk -v s="$lb_cpu" -v a="$l0" -v b="$(cpu_seconds "$lb_pid")" 'BEGIN {print s + b - a}')
