@@ -8,8 +8,6 @@
 #include "app/file_api.h"
 
 #include <fmt/format.h>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
 #include <cctype>
 #include <charconv>
 #include <ctime>
@@ -26,7 +24,6 @@
 namespace kiroku {
 namespace {
 
-namespace asio = boost::asio;
 using http::Method;
 
 constexpr std::string_view kFilesPrefix = "/files/";
@@ -143,7 +140,7 @@ struct Conditions {
 class UploadReader : public http::BodyReader, public std::enable_shared_from_this<UploadReader> {
  public:
   UploadReader(FileApi& api, const http::Request& req)
-      : api_(api), shard_(req.shard), ctx_(api.server().shard_context(req.shard)), started_us_(now_us()) {}
+      : api_(api), shard_(req.shard), runtime_(api.runtime()), started_us_(now_us()) {}
 
   ~UploadReader() override {
     if (counted_) api_.operation_done();
@@ -154,11 +151,12 @@ class UploadReader : public http::BodyReader, public std::enable_shared_from_thi
   Status start(const std::string& key, std::optional<std::uint64_t> size, std::string_view content_type) {
     if (Status st = check_content_type(content_type); !st.ok()) return st;
     std::weak_ptr<UploadReader> weak = weak_from_this();
-    asio::io_context& ctx = ctx_;
+    Runtime& runtime = runtime_;
+    const unsigned shard = shard_;
     auto up = api_.store().begin_put(
         key, size,
-        [weak, &ctx] {
-          asio::post(ctx, [weak] {
+        [weak, &runtime, shard] {
+          runtime.post(shard, [weak] {
             if (auto self = weak.lock(); self && !self->over_) self->writable();
           });
         },
@@ -218,7 +216,7 @@ class UploadReader : public http::BodyReader, public std::enable_shared_from_thi
     auto self = shared_from_this();
     auto answer = std::make_shared<http::Deferred>(std::move(later));
     upload_->finish([self, answer](Result<PutResult> r) {
-      asio::post(self->ctx_, [self, answer, r = std::move(r)] {
+      self->runtime_.post(self->shard_, [self, answer, r = std::move(r)] {
         self->api_.record(self->shard_, FileOp::put, self->started_us_, self->bytes_, r.ok());
         if (!r.ok()) {
           send_error(*answer, r.status());
@@ -232,7 +230,7 @@ class UploadReader : public http::BodyReader, public std::enable_shared_from_thi
 
   FileApi& api_;
   const unsigned shard_;
-  asio::io_context& ctx_;
+  Runtime& runtime_;
   const std::int64_t started_us_;
   std::unique_ptr<Upload> upload_;
   http::BodyControl control_;
@@ -378,7 +376,7 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
   DownloadStream(FileApi& api, const http::Request& req, bool ranged, http::Deferred later)
       : api_(api),
         shard_(req.shard),
-        ctx_(api.server().shard_context(req.shard)),
+        runtime_(api.runtime()),
         ranged_(ranged),
         later_(std::move(later)),
         started_us_(now_us()),
@@ -388,13 +386,13 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
     key_ = key;
     auto self = shared_from_this();
     GetSink sink;
-    sink.on_start = [self](const GetStart& s) { asio::post(self->ctx_, [self, s] { self->on_start(s); }); };
+    sink.on_start = [self](const GetStart& s) { self->runtime_.post(self->shard_, [self, s] { self->on_start(s); }); };
     sink.on_chunk = [self](Chunk c) {
-      asio::post(self->ctx_, [self, c = std::move(c)]() mutable { self->on_chunk(std::move(c)); });
+      self->runtime_.post(self->shard_, [self, c = std::move(c)]() mutable { self->on_chunk(std::move(c)); });
     };
     sink.on_done = [self](Status st) {
       FileApi& api = self->api_;
-      asio::post(self->ctx_, [self, st = std::move(st)]() mutable { self->on_done(std::move(st)); });
+      self->runtime_.post(self->shard_, [self, st = std::move(st)]() mutable { self->on_done(std::move(st)); });
       api.operation_done();
     };
     api_.operation_started();
@@ -403,7 +401,7 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
       // The sink was dropped unused: nothing will call back. A Deferred is
       // not answered inside the handler's call, hence the post.
       api_.operation_done();
-      asio::post(ctx_, [self, st = dl.status()] {
+      runtime_.post(shard_, [self, st = dl.status()] {
         self->over_ = true;
         self->api_.record(self->shard_, FileOp::get, self->started_us_, 0, false);
         send_error(self->later_, st);
@@ -522,7 +520,7 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
 
   FileApi& api_;
   const unsigned shard_;
-  asio::io_context& ctx_;
+  Runtime& runtime_;
   bool ranged_;
   http::Deferred later_;
   const std::int64_t started_us_;
@@ -594,7 +592,7 @@ std::optional<ByteRange> parse_range_header(std::string_view v) {
 // ---------------------------------------------------------------------------
 // FileApi
 
-FileApi::FileApi(ObjectStore& store, http::HttpServer& server, Registry* registry) : store_(store), server_(server) {
+FileApi::FileApi(ObjectStore& store, Runtime& runtime, Registry* registry) : store_(store), runtime_(runtime) {
   if (!registry) return;
   auto& ops =
       registry->counter("kiroku_object_operations_total", "object store operations by result", {"op", "result"});
@@ -725,12 +723,11 @@ void FileApi::download(const http::Request& req, http::Reply& reply, std::string
 
 void FileApi::head(const http::Request& req, http::Reply& reply, std::string key) {
   auto answer = std::make_shared<http::Deferred>(reply.defer());
-  asio::io_context& ctx = server_.shard_context(req.shard);
   const unsigned shard = req.shard;
   const std::int64_t t0 = now_us();
   operation_started();
-  store_.head(key, [this, answer, &ctx, shard, t0, conditions = Conditions(req)](Result<ObjectMeta> r) {
-    asio::post(ctx, [this, answer, shard, t0, conditions, r = std::move(r)] {
+  store_.head(key, [this, answer, shard, t0, conditions = Conditions(req)](Result<ObjectMeta> r) {
+    runtime_.post(shard, [this, answer, shard, t0, conditions, r = std::move(r)] {
       record(shard, FileOp::head, t0, 0, r.ok());
       if (!r.ok()) {
         send_error(*answer, r.status());
@@ -749,12 +746,11 @@ void FileApi::head(const http::Request& req, http::Reply& reply, std::string key
 
 void FileApi::remove(const http::Request& req, http::Reply& reply, std::string key) {
   auto answer = std::make_shared<http::Deferred>(reply.defer());
-  asio::io_context& ctx = server_.shard_context(req.shard);
   const unsigned shard = req.shard;
   const std::int64_t t0 = now_us();
   operation_started();
-  store_.remove(key, [this, answer, &ctx, shard, t0](Status st) {
-    asio::post(ctx, [this, answer, shard, t0, st = std::move(st)] {
+  store_.remove(key, [this, answer, shard, t0](Status st) {
+    runtime_.post(shard, [this, answer, shard, t0, st = std::move(st)] {
       record(shard, FileOp::remove, t0, 0, st.ok());
       if (!st.ok()) send_error(*answer, st);
       else answer->send(204, {}, {});
@@ -791,11 +787,10 @@ void FileApi::list(const http::Request& req, http::Reply& reply) {
     }
   }
   auto answer = std::make_shared<http::Deferred>(reply.defer());
-  asio::io_context& ctx = server_.shard_context(req.shard);
   const unsigned shard = req.shard;
   const std::int64_t t0 = now_us();
   operation_started();
-  store_.list(std::move(lr), [this, answer, &ctx, shard, t0](Result<ListPage> r) {
+  store_.list(std::move(lr), [this, answer, shard, t0](Result<ListPage> r) {
     // The JSON is built here, on the store thread, not on the IO thread.
     std::string body;
     Status st;
@@ -809,7 +804,7 @@ void FileApi::list(const http::Request& req, http::Reply& reply) {
     } else {
       st = r.status();
     }
-    asio::post(ctx, [this, answer, shard, t0, st = std::move(st), body = std::move(body)] {
+    runtime_.post(shard, [this, answer, shard, t0, st = std::move(st), body = std::move(body)] {
       record(shard, FileOp::list, t0, 0, st.ok());
       if (!st.ok()) send_error(*answer, st);
       else answer->send(200, "application/json", body);

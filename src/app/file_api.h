@@ -28,6 +28,7 @@
 #include <string_view>
 
 #include "http/server.h"
+#include "runtime/runtime.h"
 #include "store/object_store.h"
 
 namespace kiroku {
@@ -41,8 +42,8 @@ enum class FileOp : std::uint8_t { put, get, head, remove, list, count_ };
 
 class FileApi {
  public:
-  // `store` and `server` must outlive every request; `registry` may be null.
-  FileApi(ObjectStore& store, http::HttpServer& server, Registry* registry);
+  // `store` and `runtime` must outlive every request; `registry` may be null.
+  FileApi(ObjectStore& store, Runtime& runtime, Registry* registry);
 
   // PUT /files/{key} and POST /files: a reader for the body, or nullptr after
   // answering at once (bad key, bad Content-Type).
@@ -64,7 +65,7 @@ class FileApi {
   void track(Download* d);
   void untrack(Download* d);
   ObjectStore& store() { return store_; }
-  http::HttpServer& server() { return server_; }
+  Runtime& runtime() { return runtime_; }
 
  private:
   void download(const http::Request& req, http::Reply& reply, std::string key);
@@ -73,7 +74,7 @@ class FileApi {
   void list(const http::Request& req, http::Reply& reply);
 
   ObjectStore& store_;
-  http::HttpServer& server_;
+  Runtime& runtime_;
   struct OpMetrics {
     Counter* ok = nullptr;
     Counter* errors = nullptr;

@@ -11,15 +11,15 @@
 #include <chrono>
 
 #include "app/file_api.h"
+#include "app/ingest_api.h"
 #include "common/text.h"
 #include "ingest/batch_writer.h"
-#include "ingest/collector.h"
 #include "ops/dashboard.h"
 #include "ops/metrics.h"
 #include "ops/profiler.h"
+#include "runtime/runtime.h"
 
 #include <algorithm>
-#include <boost/asio/post.hpp>
 #include <charconv>
 #include <limits>
 #include <memory>
@@ -197,17 +197,18 @@ void Router::cpu_profile(const http::Request& req, http::Reply& reply) {
     reply.error(400, "seconds: must be an integer from 1 to 300");
     return;
   }
-  if (!deps_.profiler || !server_) {
+  if (!deps_.profiler || !deps_.runtime) {
     reply.error(503, "profiling is not available");
     return;
   }
   // The profile is taken on the profiler's thread; the answer goes back to
   // this connection's IO thread (posted, so it runs after handle() returns).
   auto later = std::make_shared<http::Deferred>();
-  auto& ctx = server_->shard_context(req.shard);
-  Status st = deps_.profiler->cpu_profile(seconds, [later, &ctx](Result<std::string> r) {
+  Runtime& runtime = *deps_.runtime;
+  const unsigned shard = req.shard;
+  Status st = deps_.profiler->cpu_profile(seconds, [later, &runtime, shard](Result<std::string> r) {
     auto bytes = std::make_shared<Result<std::string>>(std::move(r));
-    boost::asio::post(ctx, [later, bytes] {
+    runtime.post(shard, [later, bytes] {
       if (bytes->ok())
         later->send(200, kProfileContentType, bytes->value(),
                     "Content-Disposition: attachment; filename=\"cpu.pprof\"\r\n");
@@ -234,14 +235,14 @@ void Router::handle(const http::Request& req, http::Reply& reply) {
         reply.error(405, "use GET", "Allow: GET\r\n");
         break;
       }
-      deps_.collector->handle_query(req, reply, route == Route::pixel ? Answer::pixel : Answer::no_content);
+      deps_.ingest->query(req, reply, route == Route::pixel ? IngestApi::Form::pixel : IngestApi::Form::no_content);
       break;
     case Route::events:
       if (req.method != M::post) {
         reply.error(405, "use POST with NDJSON or a JSON array", "Allow: POST\r\n");
         break;
       }
-      deps_.collector->handle_batch(req, reply);
+      deps_.ingest->batch(req, reply);
       break;
     case Route::healthz:
       if (!read) reply.error(405, "use GET", "Allow: GET, HEAD\r\n");

@@ -9,8 +9,9 @@
 
 namespace kiroku {
 
-class Collector;
+class IngestApi;
 class BatchWriter;
+class Runtime;
 class Registry;
 class Counter;
 class Histogram;
@@ -37,7 +38,8 @@ enum class Route : std::uint8_t {
 class Spool;
 
 struct RouterDeps {
-  Collector* collector = nullptr;
+  Runtime* runtime = nullptr;  // answers from other threads are posted here
+  IngestApi* ingest = nullptr;
   BatchWriter* writer = nullptr;
   Registry* registry = nullptr;
   Profiler* profiler = nullptr;
@@ -64,12 +66,6 @@ class Router final : public http::Handler {
   // Counts the answer by route and status class, times it, samples the access log.
   void answered(const http::Request& req, int status, std::uint64_t took_us) override;
 
-  // The collector is built after the server (it needs the shards).
-  void set_collector(Collector* c) { deps_.collector = c; }
-  void set_server(http::HttpServer* s) { server_ = s; }
-  // The file API is built after the server (it posts to the shards).
-  void set_files(FileApi* f) { deps_.files = f; }
-
   // On a stop signal: /readyz answers 503 from now on. Any thread.
   void set_draining() { draining_.store(true); }
 
@@ -81,7 +77,6 @@ class Router final : public http::Handler {
   void cpu_profile(const http::Request& req, http::Reply& reply);
 
   RouterDeps deps_;
-  http::HttpServer* server_ = nullptr;
   std::atomic<bool> draining_{false};
   std::vector<Counter*> requests_;             // by Route x status class (kStatusClasses)
   Histogram* latency_ = nullptr;               // request head to answer

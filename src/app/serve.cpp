@@ -13,11 +13,11 @@
 #include <thread>
 
 #include "app/file_api.h"
+#include "app/ingest_api.h"
 #include "app/router.h"
 #include "common/event.h"
 #include "http/server.h"
 #include "ingest/batch_writer.h"
-#include "ingest/collector.h"
 #include "ingest/dead_letter.h"
 #include "ingest/id.h"
 #include "ingest/instance_lease.h"
@@ -25,6 +25,7 @@
 #include "ops/metrics.h"
 #include "ops/process_stats.h"
 #include "ops/profiler.h"
+#include "runtime/runtime.h"
 #include "sink/sink.h"
 #include "store/object_store.h"
 
@@ -190,10 +191,6 @@ int serve(const ServeConfig& cfg) {
   cm.rejected_full = rejected.with({"full"});
   cm.spool_errors = rejected.with({"spool_error"});
 
-  Collector* collector_ptr = nullptr;
-  hooks.on_done = [&collector_ptr](unsigned shard, std::uint64_t seq, bool ok) {
-    if (collector_ptr) collector_ptr->on_batch_done(shard, seq, ok);
-  };
   BatchWriter writer(*sink, spool.get(), cfg.queue_max_bytes, hooks, dead_letter.get());
   if (!sink_open) writer.open_sink_first();
   if (spool && !spool->leftover().empty()) {
@@ -207,8 +204,8 @@ int serve(const ServeConfig& cfg) {
     spdlog::info("spool: replaying {} segments ({} bytes) left by the previous run", spool->leftover().size(), bytes);
   }
 
-  // The object store of the file API; it outlives the server (chunks still
-  // queued on a shard go back to its pool when the server is destroyed).
+  // The object store of the file API; it outlives the runtime (chunks still
+  // queued on a shard go back to its pool when the runtime is destroyed).
   StoreOptions store_options;
   store_options.part_size = cfg.part_size;
   store_options.part_count = cfg.store_buffers;
@@ -236,8 +233,26 @@ int serve(const ServeConfig& cfg) {
     }
   }
 
+  // The shards: one loop and thread per core, started once everything that
+  // runs on them is built. After the store: tasks still queued at the stop
+  // hold the store's part buffers, which go back to it when dropped.
+  Runtime runtime(cfg.threads);
+  CollectorOptions co;
+  co.durability = cfg.durability;
+  co.batch_max = cfg.batch_max;
+  co.flush_interval = cfg.flush_interval;
+  co.sink_wait_timeout = cfg.sink_wait_timeout;
+  co.instance = static_cast<unsigned>(lease.number());
+  co.id_floor_unix_ms = id_floor_ms;
+  IngestApi ingest(co, runtime, writer, spool.get(), cm);
+  Collector& collector = ingest.collector();
+  FileApi files(*store, runtime, &registry);
+
   Profiler profiler;
   RouterDeps deps;
+  deps.runtime = &runtime;
+  deps.ingest = &ingest;
+  deps.files = &files;
   deps.profiler = &profiler;
   deps.auth_token = cfg.auth_token;
   deps.access_log_sample = cfg.access_log_sample;
@@ -249,7 +264,6 @@ int serve(const ServeConfig& cfg) {
 
   http::ServerOptions so;
   so.listen = cfg.listen;
-  so.threads = cfg.threads;
   so.max_connections = cfg.max_connections;
   // Connections must leave descriptors for the spool, the database and the
   // object store: past the limit they are closed at once instead.
@@ -263,25 +277,11 @@ int serve(const ServeConfig& cfg) {
   so.idle_timeout = cfg.idle_timeout;
   so.read_timeout = cfg.read_timeout;
   so.write_timeout = cfg.write_timeout;
-  http::HttpServer server(so, router);
+  http::HttpServer server(runtime, so, router);
   if (Status st = server.bind(); !st.ok()) {
     std::fprintf(stderr, "kiroku: %s\n", st.message().c_str());
     return 2;
   }
-
-  CollectorOptions co;
-  co.durability = cfg.durability;
-  co.batch_max = cfg.batch_max;
-  co.flush_interval = cfg.flush_interval;
-  co.sink_wait_timeout = cfg.sink_wait_timeout;
-  co.instance = static_cast<unsigned>(lease.number());
-  co.id_floor_unix_ms = id_floor_ms;
-  Collector collector(co, server, writer, spool.get(), cm);
-  collector_ptr = &collector;
-  router.set_collector(&collector);
-  router.set_server(&server);
-  FileApi files(*store, server, &registry);
-  router.set_files(&files);
 
   // Gauges read at scrape time.
   registry.callback_gauge("kiroku_queue_events", "events accepted and not yet committed",
@@ -341,7 +341,8 @@ int serve(const ServeConfig& cfg) {
   registry.callback_gauge("kiroku_instance_confirmed", "1 when the database confirmed the instance number",
                           [&] { return lease.confirmed() ? 1.0 : 0.0; });
 
-  writer.start();
+  runtime.start();
+  writer.start([&collector](unsigned shard, std::uint64_t seq, bool ok) { collector.on_batch_done(shard, seq, ok); });
   collector.start();
   lease.start([&collector, &sink](unsigned n) {
     std::int64_t floor = 0;
@@ -377,9 +378,11 @@ int serve(const ServeConfig& cfg) {
   collector.flush_all();
   const std::uint64_t left = writer.drain_and_stop(deadline);
   lease.release();
-  server.stop();
+  server.close_connections();
   if (const std::size_t n = files.shut_down(deadline); n > 0)
     spdlog::warn("stopped with {} object store operations still running", n);
+  server.stop();
+  runtime.stop();
   const auto accepted = cm.accepted->value();
   const auto committed = hooks.committed_events->value();
   if (left == 0) {

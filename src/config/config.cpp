@@ -232,16 +232,6 @@ std::optional<std::string> toml_scalar(const toml::node& n) {
 
 }  // namespace
 
-const char* to_string(Durability d) {
-  switch (d) {
-    case Durability::none: return "none";
-    case Durability::process: return "process";
-    case Durability::fsync: return "fsync";
-    case Durability::sink: return "sink";
-  }
-  return "?";
-}
-
 bool parse_duration(std::string_view s, std::chrono::milliseconds& out) {
   std::size_t i = 0;
   while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;

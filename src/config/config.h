@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/durability.h"
 #include "common/status.h"
 
 namespace CLI {
@@ -19,10 +20,6 @@ class App;
 }
 
 namespace kiroku {
-
-enum class Durability { none, process, fsync, sink };
-
-const char* to_string(Durability d);
 
 struct ServeConfig {
   // HTTP

@@ -5,7 +5,7 @@
 //      timer that enforces timeouts and refreshes the Date header.
 //   2. Connection: read -> parse -> handle -> write, in order, one request at
 //      a time, with pipelined requests taken from the same read buffer.
-//   3. HttpServer: binding, threads, graceful stop.
+//   3. HttpServer: binding, graceful stop (the threads are the Runtime's).
 #include "http/server.h"
 
 #include "common/memory.h"
@@ -28,8 +28,10 @@
 #include <boost/beast/http/error.hpp>
 #include <chrono>
 #include <ctime>
+#include <future>
 #include <limits>
 #include <optional>
+#include <thread>
 
 namespace kiroku::http {
 
@@ -147,7 +149,7 @@ std::uint64_t raise_open_file_limit() {
 class Shard {
  public:
   Shard(HttpServer& owner, unsigned i)
-      : server(owner), index(i), ctx(1), acceptor(ctx), sweep_timer(ctx), accept_pause(ctx) {
+      : server(owner), index(i), ctx(owner.runtime_.context(i)), acceptor(ctx), sweep_timer(ctx), accept_pause(ctx) {
     refresh_date();
   }
 
@@ -168,7 +170,7 @@ class Shard {
 
   HttpServer& server;
   const unsigned index;
-  asio::io_context ctx;
+  asio::io_context& ctx;
   tcp::acceptor acceptor;
   asio::steady_timer sweep_timer;
   asio::steady_timer accept_pause;
@@ -1044,8 +1046,9 @@ void Shard::close_all() {
 // ---------------------------------------------------------------------------
 // HttpServer
 
-HttpServer::HttpServer(ServerOptions options, Handler& handler) : options_(std::move(options)), handler_(handler) {
-  for (unsigned i = 0; i < options_.threads; ++i) shards_.push_back(std::make_unique<Shard>(*this, i));
+HttpServer::HttpServer(Runtime& runtime, ServerOptions options, Handler& handler)
+    : runtime_(runtime), options_(std::move(options)), handler_(handler) {
+  for (unsigned i = 0; i < runtime_.shards(); ++i) shards_.push_back(std::make_unique<Shard>(*this, i));
 }
 
 HttpServer::~HttpServer() { stop(); }
@@ -1087,23 +1090,8 @@ void HttpServer::start() {
   for (auto& s : shards_) {
     Shard* sh = s.get();
     asio::post(sh->ctx, [sh] { sh->start_accepting(); });
-    threads_.emplace_back([sh] {
-      pthread_setname_np(pthread_self(), fmt::format("kiroku-io-{}", sh->index).c_str());
-      auto guard = asio::make_work_guard(sh->ctx);
-      for (;;) {
-        try {
-          sh->ctx.run();
-          break;
-        } catch (const std::exception& e) {
-          // A handler escaped with an exception: log it, keep the shard up.
-          spdlog::error("shard {}: {}", sh->index, e.what());
-        }
-      }
-    });
   }
 }
-
-asio::io_context& HttpServer::shard_context(unsigned shard) { return shards_.at(shard)->ctx; }
 
 void HttpServer::stop_accepting() {
   for (auto& s : shards_) {
@@ -1112,18 +1100,38 @@ void HttpServer::stop_accepting() {
   }
 }
 
-void HttpServer::stop() {
-  if (threads_.empty()) return;
-  for (auto& s : shards_) {
-    Shard* sh = s.get();
-    asio::post(sh->ctx, [sh] {
+void HttpServer::close_connections() {
+  if (!runtime_.running()) {
+    // Nothing runs the loops: close from here.
+    for (auto& s : shards_) {
+      s->drain();
+      s->close_all();
+    }
+    return;
+  }
+  std::vector<std::promise<void>> closed(shards_.size());
+  for (std::size_t i = 0; i < shards_.size(); ++i) {
+    Shard* sh = shards_[i].get();
+    asio::post(sh->ctx, [sh, p = &closed[i]] {
       sh->drain();
       sh->close_all();
-      sh->ctx.stop();
+      p->set_value();
     });
   }
-  for (auto& t : threads_) t.join();
-  threads_.clear();
+  for (auto& p : closed) p.get_future().wait();
+}
+
+void HttpServer::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  close_connections();
+  if (!runtime_.running()) return;
+  // Closing cancels the connections' operations: their handlers, which hold
+  // the connections, run next on the shards. None may outlive the shards.
+  for (int i = 0; i < 200 && counters_.open_connections.load() > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (const auto n = counters_.open_connections.load(); n > 0)
+    spdlog::warn("{} connections still held at stop (an answer not sent)", n);
 }
 
 }  // namespace kiroku::http

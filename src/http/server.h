@@ -1,7 +1,7 @@
 // server.h - the HTTP/1.1 engine: shard-per-core listeners and connections.
 //
-// Each shard is one thread with its own io_context and its own SO_REUSEPORT
-// acceptor; a connection lives on the shard that accepted it. Requests are
+// Each shard of the Runtime (one thread, one io_context) gets its own
+// SO_REUSEPORT acceptor; a connection lives on the shard that accepted it. Requests are
 // parsed with Beast's basic_parser straight out of a per-connection read
 // buffer, and answers are formatted into a per-connection write buffer; both
 // are reused, so a keep-alive request allocates nothing on the IO thread in
@@ -22,9 +22,8 @@
 #include <thread>
 #include <vector>
 
-#include <boost/asio/io_context.hpp>
-
 #include "common/status.h"
+#include "runtime/runtime.h"
 
 namespace kiroku::http {
 
@@ -90,7 +89,7 @@ class BodyReader {
 
 // An answer that a handler sends later (after a commit or an fsync). Holding
 // it keeps the connection alive; send() must be called on the shard thread
-// that produced it (post to shard_context(request.shard)). Sending twice or
+// that produced it (Runtime::post to request.shard). Sending twice or
 // never is a bug: a Deferred destroyed unsent answers 500. send() and end()
 // never call back into the handler (pipelined requests wait for a later turn). It may be
 // destroyed on any thread: the connection is then finished on its own.
@@ -183,7 +182,6 @@ class Handler {
 
 struct ServerOptions {
   std::string listen = "127.0.0.1:8080";
-  unsigned threads = 1;
   unsigned max_connections = 10000;
   // The whole request head: request line, fields and the empty line (431 beyond).
   std::size_t max_header_bytes = 8 * 1024;
@@ -209,8 +207,9 @@ class Shard;
 
 class HttpServer {
  public:
-  HttpServer(ServerOptions options, Handler& handler);
-  ~HttpServer();
+  // One listener per shard of `runtime`, which outlives the server.
+  HttpServer(Runtime& runtime, ServerOptions options, Handler& handler);
+  ~HttpServer();  // stop()
 
   // Opens the listening sockets (one per shard, SO_REUSEPORT). Port 0 picks a
   // free port once and every shard shares it. Errors are permanent.
@@ -218,18 +217,21 @@ class HttpServer {
   // The bound address, "127.0.0.1:8080".
   std::string local_address() const;
 
-  // Starts one thread per shard; returns at once.
+  // Starts accepting on every shard (once the runtime runs); returns at once.
   void start();
   unsigned shards() const { return static_cast<unsigned>(shards_.size()); }
-  boost::asio::io_context& shard_context(unsigned shard);
+  Runtime& runtime() { return runtime_; }
 
   // Graceful stop, step 1: close the listening sockets; open connections
   // finish the request in progress and close (idle ones at once).
   void stop_accepting();
   // Connections still open (any thread).
   std::int64_t open_connections() const { return counters_.open_connections.load(); }
-  // Step 2: stop the shard threads and join them (after the handler's own
-  // work on the shard contexts is done). Remaining connections are closed.
+  // Step 2: closes the remaining connections; returns once every shard did.
+  void close_connections();
+  // Step 3: close_connections(), then waits (up to 2 s) until the answers
+  // still held (Deferred) are gone too; stop the runtime after this.
+  // Idempotent; the destructor calls it.
   void stop();
 
   const ServerCounters& counters() const { return counters_; }
@@ -237,12 +239,13 @@ class HttpServer {
  private:
   friend class Shard;
   friend class Connection;
+  Runtime& runtime_;
   ServerOptions options_;
   Handler& handler_;
   ServerCounters counters_;
   std::vector<std::unique_ptr<Shard>> shards_;
-  std::vector<std::thread> threads_;
   std::string bound_;
+  bool stopped_ = false;
 };
 
 // Status line text for a code ("Not Found").

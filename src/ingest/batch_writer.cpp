@@ -53,7 +53,8 @@ void BatchWriter::open_sink_first() {
   healthy_ = false;
 }
 
-void BatchWriter::start() {
+void BatchWriter::start(OnDone on_done) {
+  on_done_ = std::move(on_done);
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "kiroku-writer");
     run();
@@ -152,7 +153,7 @@ void BatchWriter::run() {
     if (b.events && b.events->bytes.capacity() > kMaxKeptBufferBytes) note_large_free();
     b.events.reset();
     release_noted_memory();
-    if (hooks_.on_done && b.shard != kReplayShard) hooks_.on_done(b.shard, b.seq, ok);
+    if (on_done_ && b.shard != kReplayShard) on_done_(b.shard, b.seq, ok);
     if (!ok) {
       // Only at a stop past its deadline: put the batch back for the count.
       std::lock_guard lock(mu_);

@@ -72,9 +72,6 @@ struct Batch {
 
 // What the writer reports to the rest of the server (metrics may be null).
 struct BatchWriterHooks {
-  // A batch is committed (or, at a stop past the deadline, abandoned: ok
-  // false). Called on the writer thread; must not block.
-  std::function<void(unsigned shard, std::uint64_t seq, bool ok)> on_done;
   Histogram* accept_to_durable = nullptr;  // microseconds, per event
   Histogram* flush_duration = nullptr;     // microseconds, per transaction
   Histogram* batch_events = nullptr;       // events per transaction
@@ -100,7 +97,11 @@ class BatchWriter {
   // start): the writer opens it before its first write. Before start().
   void open_sink_first();
 
-  void start();
+  // A shard's batch is committed (or, at a stop past the deadline,
+  // abandoned: ok false). Called on the writer thread; must not block.
+  using OnDone = std::function<void(unsigned shard, std::uint64_t seq, bool ok)>;
+  // Starts the writer thread, which reports each shard batch to `on_done`.
+  void start(OnDone on_done = {});
 
   // Queues a batch; any thread; never blocks on the sink.
   void submit(Batch batch);
@@ -156,6 +157,7 @@ class BatchWriter {
   Spool* spool_;
   const std::uint64_t queue_max_bytes_;
   BatchWriterHooks hooks_;
+  OnDone on_done_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -1,11 +1,9 @@
 // collector.cpp - per-shard batches, spool appends, group commit, answers.
 #include "ingest/collector.h"
 
+#include <pthread.h>
 #include <unistd.h>
-#include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 
-#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <condition_variable>
 #include <cstring>
@@ -14,7 +12,6 @@
 #include <mutex>
 #include <thread>
 
-#include "common/text.h"
 #include "ingest/id.h"
 #include "ingest/json_events.h"
 #include "ingest/parse.h"
@@ -25,62 +22,45 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The 1x1 transparent GIF of GET /pixel.gif (43 bytes).
-constexpr char kPixel[] =
-    "GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff\x21\xf9\x04\x01\x00\x00\x00\x00"
-    "\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b";
-constexpr std::string_view kPixelView(kPixel, sizeof kPixel - 1);
-static_assert(kPixelView.size() == 43);
-
-void send_answer(auto& r, Answer answer, std::size_t n) {
-  switch (answer) {
-    case Answer::no_content: r.send(204, {}, {}); break;
-    case Answer::pixel: r.send(200, "image/gif", kPixelView, "Cache-Control: no-store\r\n"); break;
-    case Answer::accepted: {
-      char body[48];
-      const auto end = fmt::format_to_n(body, sizeof body, "{{\"accepted\":{}}}\n", n);
-      r.send(202, "application/json", std::string_view(body, end.size));
-      break;
-    }
-  }
+Taken reported(Outcome o, std::size_t events = 0, std::string_view error = {}) {
+  Taken t;
+  t.outcome = o;
+  t.events = static_cast<std::uint32_t>(events);
+  t.error = error;
+  return t;
 }
 
-void send_json_error(http::Deferred& d, int status, std::string_view msg, std::string_view headers = {}) {
-  d.send(status, "application/json", json_error_body(msg), headers);
+Taken held() {
+  Taken t;
+  t.held = true;
+  return t;
 }
 
-void send_json_error(http::Reply& r, int status, std::string_view msg, std::string_view headers = {}) {
-  r.error(status, msg, headers);
-}
-
-// The answer to a request whose events could not be written to the spool.
-void answer_spool_error(auto& r, const Status& st) {
-  if (st.kind() == ErrorKind::full) send_json_error(r, 503, "spool disk full; retry later", "Retry-After: 5\r\n");
-  else send_json_error(r, 500, "spool write failed; nothing was stored");
+Outcome spool_error_outcome(const Status& st) {
+  return st.kind() == ErrorKind::full ? Outcome::disk_full : Outcome::spool_failed;
 }
 
 }  // namespace
 
 // A request waiting for its events to become durable.
 struct Waiter {
-  http::Deferred reply;
-  Answer answer;
+  std::uint32_t ticket;
   std::uint32_t count;
 };
 
 struct Collector::Shard {
-  Shard(unsigned i, boost::asio::io_context& context, const CollectorOptions& o)
-      : index(i), ctx(context), timer(context), ids(o.instance, i, o.id_floor_unix_ms) {}
+  Shard(unsigned i, Runtime& runtime, const CollectorOptions& o)
+      : index(i), timer(runtime, i), ids(o.instance, i, o.id_floor_unix_ms) {}
 
   const unsigned index;
-  boost::asio::io_context& ctx;
-  boost::asio::steady_timer timer;
+  Timer timer;
   IdGenerator ids;
   std::unique_ptr<EventBuffer> current;
   std::uint64_t seq = 0;
   SegmentWriter segment;
   QueryBuffers query;
   JsonEventParser json;
+  std::string error;  // Taken::error of a refused batch
   bool stopped = false;
   std::atomic<std::uint64_t> pending{0};  // events in `current`, for other threads
 
@@ -162,7 +142,7 @@ class Collector::Syncer {
           ::close(fd);
         }
         s->job_fds.clear();
-        boost::asio::post(s->ctx, [this, s, error] { c_.on_synced(*s, error); });
+        c_.runtime_.post(s->index, [this, s, error] { c_.on_synced(*s, error); });
       }
       batch.clear();
     }
@@ -176,12 +156,12 @@ class Collector::Syncer {
   std::thread thread_;
 };
 
-Collector::Collector(CollectorOptions options, http::HttpServer& server, BatchWriter& writer, Spool* spool,
-                     CollectorMetrics metrics)
-    : options_(options), server_(server), writer_(writer), spool_(spool), metrics_(metrics) {
+Collector::Collector(CollectorOptions options, Runtime& runtime, BatchWriter& writer, Spool* spool,
+                     CollectorMetrics metrics, Answers& answers)
+    : options_(options), runtime_(runtime), writer_(writer), spool_(spool), metrics_(metrics), answers_(answers) {
   if (options_.durability == Durability::none || options_.durability == Durability::sink) spool_ = nullptr;
-  for (unsigned i = 0; i < server_.shards(); ++i) {
-    auto s = std::make_unique<Shard>(i, server_.shard_context(i), options_);
+  for (unsigned i = 0; i < runtime_.shards(); ++i) {
+    auto s = std::make_unique<Shard>(i, runtime_, options_);
     s->current = writer_.take_buffer();
     s->current->bytes.reserve(std::min<std::size_t>(options_.batch_max, 16384) * 64);
     s->sync_fds.reserve(4);
@@ -201,15 +181,14 @@ Collector::~Collector() {
 void Collector::start() {
   for (auto& s : shards_) {
     Shard* sp = s.get();
-    boost::asio::post(sp->ctx, [this, sp] { arm_timer(*sp); });
+    runtime_.post(sp->index, [this, sp] { arm_timer(*sp); });
   }
 }
 
 void Collector::arm_timer(Shard& s) {
   if (s.stopped) return;
-  s.timer.expires_after(options_.flush_interval);
-  s.timer.async_wait([this, &s](boost::system::error_code ec) {
-    if (ec || s.stopped) return;
+  s.timer.after(options_.flush_interval, [this, &s] {
+    if (s.stopped) return;
     flush_shard(s);
     expire_waiters(s);
     arm_timer(s);
@@ -222,47 +201,42 @@ std::uint64_t Collector::pending_in_shards() const {
   return n;
 }
 
-bool Collector::admit(Shard& s, std::size_t bytes, http::Reply& reply) {
+Outcome Collector::admit(Shard& s, std::size_t bytes) {
+  Outcome o = Outcome::accepted;
   if (spool_) {
-    if (spool_->would_exceed(bytes)) {
-      if (metrics_.rejected_full) metrics_.rejected_full->inc(s.index);
-      reply.error(503, "spool full: the database is not keeping up; retry later", "Retry-After: 5\r\n");
-      return false;
-    }
+    if (spool_->would_exceed(bytes)) o = Outcome::spool_full;
   } else if (writer_.backlog_full()) {
-    if (metrics_.rejected_full) metrics_.rejected_full->inc(s.index);
-    reply.error(503, "backlog full: the database is not keeping up; retry later", "Retry-After: 2\r\n");
-    return false;
+    o = Outcome::backlog_full;
   }
-  return true;
+  if (o != Outcome::accepted && metrics_.rejected_full) metrics_.rejected_full->inc(s.index);
+  return o;
 }
 
-void Collector::handle_query(const http::Request& req, http::Reply& reply, Answer answer) {
-  Shard& s = *shards_[req.shard];
+Taken Collector::take_query(unsigned shard, std::string_view query, std::int64_t received_us, Holder& holder) {
+  Shard& s = *shards_[shard];
   EventInput in;
-  if (auto err = parse_event_query(req.query, s.query, in)) {
+  if (auto err = parse_event_query(query, s.query, in)) {
     if (metrics_.rejected_invalid) metrics_.rejected_invalid->inc(s.index);
-    reply.error(400, err.message);
-    return;
+    return reported(Outcome::invalid, 0, err.message);
   }
   const std::size_t size = record_size(in.name.size(), in.client_id.size());
-  if (!admit(s, size, reply)) return;
-  const std::int64_t now_us = req.received_us;
-  EventView e{s.ids.next(now_us / 1000), now_us, in.at_us.value_or(now_us), in.value, in.name, in.client_id};
+  if (Outcome o = admit(s, size); o != Outcome::accepted) return reported(o);
+  EventView e{
+      s.ids.next(received_us / 1000), received_us, in.at_us.value_or(received_us), in.value, in.name, in.client_id};
   const std::size_t before = s.current->bytes.size();
   s.current->append(e);
-  commit(s, reply, before, 1, answer);
+  return commit(s, holder, before, 1);
 }
 
-void Collector::handle_batch(const http::Request& req, http::Reply& reply) {
-  Shard& s = *shards_[req.shard];
+Taken Collector::take_batch(unsigned shard, std::string_view body, std::int64_t received_us, Holder& holder) {
+  Shard& s = *shards_[shard];
   const std::size_t before = s.current->bytes.size();
   const std::size_t count_before = s.current->count;
   const std::int64_t oldest_before = s.current->oldest_received_us;
-  const std::int64_t now_us = req.received_us;
   std::size_t n = 0;
-  std::string err = s.json.parse(req.body, [&](const EventInput& in) {
-    EventView e{s.ids.next(now_us / 1000), now_us, in.at_us.value_or(now_us), in.value, in.name, in.client_id};
+  s.error = s.json.parse(body, [&](const EventInput& in) {
+    EventView e{
+        s.ids.next(received_us / 1000), received_us, in.at_us.value_or(received_us), in.value, in.name, in.client_id};
     s.current->append(e);
     ++n;
     return true;
@@ -272,25 +246,22 @@ void Collector::handle_batch(const http::Request& req, http::Reply& reply) {
     s.current->count = count_before;
     s.current->oldest_received_us = oldest_before;
   };
-  if (!err.empty()) {
+  if (!s.error.empty()) {
     rollback();
     if (metrics_.rejected_invalid) metrics_.rejected_invalid->inc(s.index);
-    reply.error(400, err);
-    return;
+    return reported(Outcome::invalid, 0, s.error);
   }
-  if (n == 0) {
-    send_answer(reply, Answer::accepted, 0);
-    return;
-  }
+  if (n == 0) return reported(Outcome::accepted);
   // Admission is decided on the whole batch, after parsing.
-  if (!admit(s, s.current->bytes.size() - before, reply)) {
+  if (Outcome o = admit(s, s.current->bytes.size() - before); o != Outcome::accepted) {
     rollback();
-    return;
+    return reported(o);
   }
-  commit(s, reply, before, n, Answer::accepted);
+  return commit(s, holder, before, n);
 }
 
-void Collector::commit(Shard& s, http::Reply& reply, std::size_t before, std::size_t n, Answer answer) {
+Taken Collector::commit(Shard& s, Holder& holder, std::size_t before, std::size_t n) {
+  const auto events = static_cast<std::uint32_t>(n);
   if (spool_) {
     if (!s.segment.is_open()) {
       auto w = spool_->create(s.index);
@@ -299,34 +270,34 @@ void Collector::commit(Shard& s, http::Reply& reply, std::size_t before, std::si
         s.current->count -= n;
         if (s.current->count == 0) s.current->oldest_received_us = 0;
         spool_failed(s, w.status(), 1);
-        answer_spool_error(reply, w.status());
-        return;
+        return reported(spool_error_outcome(w.status()));
       }
       s.segment = std::move(*w);
       ++s.segment_gen;
     }
     // Answered once the loop turn's events are written (run_write).
-    s.write_waiting.push_back({reply.defer(), answer, static_cast<std::uint32_t>(n)});
+    s.write_waiting.push_back({holder.hold(), events});
     s.pending.store(s.current->count, std::memory_order_relaxed);
     schedule_write(s);
     if (s.current->count >= options_.batch_max) flush_shard(s);
-    return;
+    return held();
   }
   s.pending.store(s.current->count, std::memory_order_relaxed);
   if (metrics_.accepted) metrics_.accepted->add(s.index, n);
+  Taken t = reported(Outcome::accepted, n);
   if (options_.durability == Durability::sink) {
-    s.waiting_current.push_back({reply.defer(), answer, static_cast<std::uint32_t>(n)});
-  } else {
-    send_answer(reply, answer, n);
+    s.waiting_current.push_back({holder.hold(), events});
+    t = held();
   }
   if (s.current->count >= options_.batch_max) flush_shard(s);
+  return t;
 }
 
 void Collector::schedule_write(Shard& s) {
   if (s.write_scheduled) return;
   s.write_scheduled = true;
   // Posted: it runs after the reads this turn of the loop already has.
-  boost::asio::post(s.ctx, [this, &s] { run_write(s); });
+  runtime_.post(s.index, [this, &s] { run_write(s); });
 }
 
 void Collector::run_write(Shard& s) {
@@ -345,7 +316,7 @@ void Collector::run_write(Shard& s) {
     if (s.current->count == 0) s.current->oldest_received_us = 0;
     s.pending.store(s.current->count, std::memory_order_relaxed);
     spool_failed(s, st, s.write_running.size());
-    for (auto& w : s.write_running) answer_spool_error(w.reply, st);
+    for (auto& w : s.write_running) answers_.answer(s.index, w.ticket, spool_error_outcome(st), 0);
     s.write_running.clear();
     // The segment refuses further appends after a failure: start a new one.
     flush_shard(s);
@@ -375,10 +346,8 @@ void Collector::run_write(Shard& s) {
   } else if (options_.durability == Durability::fsync) {
     st = s.segment.sync();
   }
-  for (auto& w : s.write_running) {
-    if (st.ok()) send_answer(w.reply, w.answer, w.count);
-    else send_json_error(w.reply, 500, "fsync of the spool failed; the events may be lost on a machine crash");
-  }
+  for (auto& w : s.write_running)
+    answers_.answer(s.index, w.ticket, st.ok() ? Outcome::accepted : Outcome::sync_failed, w.count);
   s.write_running.clear();
   if (!st.ok()) spdlog::error("spool fsync failed: {}", st.message());
 }
@@ -394,7 +363,7 @@ void Collector::start_sync(Shard& s) {
 void Collector::on_synced(Shard& s, int error) {
   s.sync_in_flight = false;
   if (error == 0) {
-    for (auto& w : s.sync_running) send_answer(w.reply, w.answer, w.count);
+    for (auto& w : s.sync_running) answers_.answer(s.index, w.ticket, Outcome::accepted, w.count);
     s.sync_running.clear();
     start_sync(s);
   } else {
@@ -403,8 +372,7 @@ void Collector::on_synced(Shard& s, int error) {
     // events stay in the batch and are stored.
     spdlog::error("spool fsync failed: {}", std::strerror(error));
     for (auto* list : {&s.sync_running, &s.sync_waiting})
-      for (auto& w : *list)
-        send_json_error(w.reply, 500, "fsync of the spool failed; the events may be lost on a machine crash");
+      for (auto& w : *list) answers_.answer(s.index, w.ticket, Outcome::sync_failed, w.count);
     s.sync_running.clear();
     s.sync_waiting.clear();
     for (int fd : s.sync_fds) ::close(fd);
@@ -446,14 +414,12 @@ void Collector::flush_shard(Shard& s) {
 void Collector::on_batch_done(unsigned shard, std::uint64_t seq, bool ok) {
   if (options_.durability != Durability::sink || shard >= shards_.size()) return;
   Shard* s = shards_[shard].get();
-  boost::asio::post(s->ctx, [s, seq, ok] {
+  runtime_.post(shard, [this, s, seq, ok] {
     while (!s->waiting_commit.empty() && s->waiting_commit.front().seq <= seq) {
       auto h = std::move(s->waiting_commit.front());
       s->waiting_commit.pop_front();
-      for (auto& w : h.waiters) {
-        if (ok && h.seq == seq) send_answer(w.reply, w.answer, w.count);
-        else send_json_error(w.reply, 503, "not stored: the server stopped before the database commit");
-      }
+      const Outcome o = ok && h.seq == seq ? Outcome::accepted : Outcome::not_committed;
+      for (auto& w : h.waiters) answers_.answer(s->index, w.ticket, o, w.count);
     }
   });
 }
@@ -463,16 +429,14 @@ void Collector::expire_waiters(Shard& s) {
   while (!s.waiting_commit.empty() && s.waiting_commit.front().at < limit) {
     auto h = std::move(s.waiting_commit.front());
     s.waiting_commit.pop_front();
-    for (auto& w : h.waiters)
-      send_json_error(w.reply, 503, "the database did not commit in time; the events may still be stored later",
-                      "Retry-After: 5\r\n");
+    for (auto& w : h.waiters) answers_.answer(s.index, w.ticket, Outcome::commit_timeout, w.count);
   }
 }
 
 void Collector::set_instance(unsigned instance, std::int64_t floor_unix_ms) {
   for (auto& s : shards_) {
     Shard* sp = s.get();
-    boost::asio::post(sp->ctx, [sp, instance, floor_unix_ms] { sp->ids.set_instance(instance, floor_unix_ms); });
+    runtime_.post(sp->index, [sp, instance, floor_unix_ms] { sp->ids.set_instance(instance, floor_unix_ms); });
   }
 }
 
@@ -482,7 +446,7 @@ void Collector::flush_all() {
     Shard* sp = s.get();
     auto p = std::make_shared<std::promise<void>>();
     done.push_back(p->get_future());
-    boost::asio::post(sp->ctx, [this, sp, p] {
+    runtime_.post(sp->index, [this, sp, p] {
       flush_shard(*sp);
       if (sp->segment.is_open()) spool_->remove(sp->segment.seal());
       p->set_value();

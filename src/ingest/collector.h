@@ -1,33 +1,74 @@
 // collector.h - takes events from requests into per-shard batches.
 //
-// Each shard (IO thread) owns its batch, id generator and spool segment, so
-// accepting an event takes no lock: validate, assign an id, append the
-// record to the batch, answer. Every --flush-interval, or at --batch-max
+// Each shard (a Runtime loop) owns its batch, id generator and spool segment,
+// so accepting an event takes no lock: validate, assign an id, append the
+// record to the batch, report. Every --flush-interval, or at --batch-max
 // events, the shard hands the batch to the BatchWriter and starts a new one.
-// What a 2xx means depends on --durability (PRODUCT.md): none answers at
-// once; process after the spool write, done once per loop turn for every
+// What `accepted` means depends on --durability (PRODUCT.md): none reports it
+// at once; process after the spool write, done once per loop turn for every
 // request the turn handled (group commit); fsync after an fdatasync that
-// covers that write, run on a syncer thread so that the IO thread goes on
+// covers that write, run on a syncer thread so that the loop goes on
 // meanwhile (one sync in flight per shard; what is written during it waits
-// for the next); sink after the database commit.
+// for the next); sink after the database commit. The collector knows no
+// HTTP: it reports Outcomes, and the caller (app/ingest_api) answers.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
-#include "config/config.h"
-#include "http/server.h"
+#include "common/durability.h"
 #include "ingest/batch_writer.h"
 #include "ingest/spool.h"
+#include "runtime/runtime.h"
 
 namespace kiroku {
 
 class Counter;
 
-// How an accepted request is answered.
-enum class Answer : std::uint8_t { no_content, pixel, accepted };
+// What became of an ingestion request.
+enum class Outcome : std::uint8_t {
+  accepted,        // as durable as --durability promises
+  invalid,         // bad input; Taken::error says what
+  spool_full,      // the spool is at --spool-max-bytes
+  backlog_full,    // no spool (none, sink) and the writer's queue is full
+  disk_full,       // the spool's disk is full: nothing was kept
+  spool_failed,    // the spool write failed otherwise: nothing was kept
+  sync_failed,     // fsync: the spool's fdatasync failed (the events are kept)
+  not_committed,   // sink: the server stopped before the commit
+  commit_timeout,  // sink: no commit within --sink-wait-timeout (may still come)
+};
+
+// A request the collector keeps until its events are durable.
+class Holder {
+ public:
+  // Called at most once, during take_*: the outcome will come later through
+  // Answers::answer with the returned ticket.
+  virtual std::uint32_t hold() = 0;
+
+ protected:
+  ~Holder() = default;
+};
+
+// Where held requests learn their outcome; called on the request's shard.
+class Answers {
+ public:
+  virtual void answer(unsigned shard, std::uint32_t ticket, Outcome outcome, std::uint32_t events) = 0;
+
+ protected:
+  ~Answers() = default;
+};
+
+// The outcome of take_*, unless the request was held.
+struct Taken {
+  bool held = false;
+  Outcome outcome = Outcome::accepted;
+  std::uint32_t events = 0;
+  std::string_view error;  // Outcome::invalid: valid until the shard's next take_*
+};
 
 struct CollectorOptions {
   Durability durability = Durability::process;
@@ -47,17 +88,19 @@ struct CollectorMetrics {
 
 class Collector {
  public:
-  // `spool` is required for process and fsync, ignored otherwise.
-  Collector(CollectorOptions options, http::HttpServer& server, BatchWriter& writer, Spool* spool,
-            CollectorMetrics metrics);
+  // One batch per shard of `runtime`. `spool` is required for process and
+  // fsync, ignored otherwise. Held requests are answered through `answers`.
+  Collector(CollectorOptions options, Runtime& runtime, BatchWriter& writer, Spool* spool, CollectorMetrics metrics,
+            Answers& answers);
   ~Collector();
 
-  // Starts the per-shard flush timers (after server.bind, before or after start).
+  // Starts the per-shard flush timers.
   void start();
 
-  // Request handlers; on the request's shard thread.
-  void handle_query(const http::Request& req, http::Reply& reply, Answer answer);
-  void handle_batch(const http::Request& req, http::Reply& reply);
+  // One event from a query string (name, value, at, id), or the JSON events
+  // of a POST body, received at `received_us`; on `shard`'s thread.
+  Taken take_query(unsigned shard, std::string_view query, std::int64_t received_us, Holder& holder);
+  Taken take_batch(unsigned shard, std::string_view body, std::int64_t received_us, Holder& holder);
 
   // The writer's commit report (any thread).
   void on_batch_done(unsigned shard, std::uint64_t seq, bool ok);
@@ -79,8 +122,9 @@ class Collector {
   void arm_timer(Shard& s);
   // The records of `n` events are in s.current from `before`: answers, or
   // has them written to the spool first (process, fsync).
-  void commit(Shard& s, http::Reply& reply, std::size_t before, std::size_t n, Answer answer);
-  bool admit(Shard& s, std::size_t bytes, http::Reply& reply);
+  Taken commit(Shard& s, Holder& holder, std::size_t before, std::size_t n);
+  // The outcome refusing `bytes` more, or accepted.
+  Outcome admit(Shard& s, std::size_t bytes);
   void schedule_write(Shard& s);
   // Writes the events of the requests in write_waiting to the spool (and
   // syncs for fsync), then answers them; on failure drops their events.
@@ -94,10 +138,11 @@ class Collector {
   void expire_waiters(Shard& s);
 
   CollectorOptions options_;
-  http::HttpServer& server_;
+  Runtime& runtime_;
   BatchWriter& writer_;
   Spool* spool_;
   CollectorMetrics metrics_;
+  Answers& answers_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::unique_ptr<Syncer> syncer_;  // fsync only
 };

@@ -21,7 +21,6 @@
 // sequence of answers, at most one engine error (400, 413, 431) last.
 #pragma once
 
-#include <boost/asio/post.hpp>
 #include <charconv>
 #include <cstdint>
 #include <memory>
@@ -88,7 +87,7 @@ class ConnectionHandler final : public http::Handler {
     return std::make_shared<Reader>(*this, req, reply.body_control());
   }
 
-  std::vector<http::HttpServer*> servers;
+  std::vector<Runtime*> runtimes;  // one shard each, one per server
   std::mutex mu;
   std::vector<http_detail::Answer> answers;
 
@@ -103,8 +102,7 @@ class ConnectionHandler final : public http::Handler {
       std::size_t n = data.size();
       if (pause_ && n > 3) {
         n = 3;
-        auto& ctx = h_.server_of(req_);
-        boost::asio::post(ctx, [c = control_] { c.resume(); });
+        h_.runtime_of(req_).post(req_.shard, [c = control_] { c.resume(); });
       }
       body_.append(data.substr(0, n));
       FUZZ_REQUIRE(body_.size() <= kStreamBodyLimit);
@@ -129,10 +127,10 @@ class ConnectionHandler final : public http::Handler {
     std::string body_;
   };
 
-  boost::asio::io_context& server_of(const http::Request& req) {
-    // The request's shard of the server whose thread runs this call.
-    for (http::HttpServer* s : servers)
-      if (s->shard_context(req.shard).get_executor().running_in_this_thread()) return s->shard_context(req.shard);
+  Runtime& runtime_of(const http::Request& req) {
+    // The runtime of the server whose thread runs this call.
+    for (Runtime* r : runtimes)
+      if (r->on_shard(req.shard)) return *r;
     broken("a handler call off every shard thread", __FILE__, __LINE__);
   }
 
@@ -142,7 +140,7 @@ class ConnectionHandler final : public http::Handler {
       answers.push_back({req.method, status, body});
     }
     if (may_defer && req.target.find("defer") != std::string_view::npos) {
-      boost::asio::post(server_of(req), [d = reply.defer(), status, body = std::move(body)]() mutable {
+      runtime_of(req).post(req.shard, [d = reply.defer(), status, body = std::move(body)]() mutable {
         d.send(status, "text/plain", body);
       });
       return;
@@ -152,6 +150,7 @@ class ConnectionHandler final : public http::Handler {
 };
 
 struct ConnectionServers {
+  std::vector<std::unique_ptr<Runtime>> runtimes;
   ConnectionHandler handler;
   std::vector<std::unique_ptr<http::HttpServer>> servers;
   std::vector<std::uint16_t> ports;
@@ -164,22 +163,23 @@ inline ConnectionServers& connection_servers() {
     for (const std::size_t cap : kReadCaps) {
       http::ServerOptions o;
       o.listen = "127.0.0.1:0";
-      o.threads = 1;
       o.max_header_bytes = kMaxHeaderBytes;
       o.max_read_bytes = cap;
       o.idle_timeout = std::chrono::seconds(5);
       o.read_timeout = std::chrono::seconds(5);
       o.write_timeout = std::chrono::seconds(5);
-      auto server = std::make_unique<http::HttpServer>(o, cs->handler);
+      cs->runtimes.push_back(std::make_unique<Runtime>(1));
+      cs->handler.runtimes.push_back(cs->runtimes.back().get());
+      auto server = std::make_unique<http::HttpServer>(*cs->runtimes.back(), o, cs->handler);
       FUZZ_REQUIRE(server->bind().ok());
       const std::string addr = server->local_address();
       const std::string_view port = std::string_view(addr).substr(addr.rfind(':') + 1);
       std::uint16_t p = 0;
       FUZZ_REQUIRE(std::from_chars(port.data(), port.data() + port.size(), p).ec == std::errc());
       cs->ports.push_back(p);
-      cs->handler.servers.push_back(server.get());
       cs->servers.push_back(std::move(server));
     }
+    for (auto& r : cs->runtimes) r->start();
     for (auto& server : cs->servers) server->start();
     return cs;
   }();

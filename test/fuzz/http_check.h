@@ -19,7 +19,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <boost/asio/post.hpp>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -76,15 +75,15 @@ class EchoHandler final : public http::Handler {
       answers.push_back({req.method, status, body});
     }
     if (req.target.find("defer") != std::string_view::npos) {
-      boost::asio::post(
-          server->shard_context(req.shard),
-          [d = reply.defer(), status, body = std::move(body)]() mutable { d.send(status, "text/plain", body); });
+      runtime->post(req.shard, [d = reply.defer(), status, body = std::move(body)]() mutable {
+        d.send(status, "text/plain", body);
+      });
       return;
     }
     reply.send(status, "text/plain", body);
   }
 
-  http::HttpServer* server = nullptr;
+  Runtime* runtime = nullptr;
   std::mutex mu;
   std::vector<Answer> answers;
 
@@ -93,6 +92,7 @@ class EchoHandler final : public http::Handler {
 };
 
 struct FuzzServer {
+  Runtime runtime{1};
   EchoHandler handler;
   std::unique_ptr<http::HttpServer> server;
   std::uint16_t port = 0;
@@ -104,17 +104,17 @@ inline FuzzServer& fuzz_server() {
     auto* fs = new FuzzServer;
     http::ServerOptions o;
     o.listen = "127.0.0.1:0";
-    o.threads = 1;
     o.max_header_bytes = kMaxHeaderBytes;
     o.idle_timeout = std::chrono::seconds(5);
     o.read_timeout = std::chrono::seconds(5);
     o.write_timeout = std::chrono::seconds(5);
-    fs->server = std::make_unique<http::HttpServer>(o, fs->handler);
-    fs->handler.server = fs->server.get();
+    fs->server = std::make_unique<http::HttpServer>(fs->runtime, o, fs->handler);
+    fs->handler.runtime = &fs->runtime;
     FUZZ_REQUIRE(fs->server->bind().ok());
     const std::string addr = fs->server->local_address();
     const std::string_view port = std::string_view(addr).substr(addr.rfind(':') + 1);
     FUZZ_REQUIRE(std::from_chars(port.data(), port.data() + port.size(), fs->port).ec == std::errc());
+    fs->runtime.start();
     fs->server->start();
     return fs;
   }();

@@ -11,13 +11,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <boost/asio/post.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <new>
 #include <string>
 
+#include "app/ingest_api.h"
 #include "app/router.h"
 #include "http/server.h"
 #include "ingest/batch_writer.h"
@@ -112,15 +112,7 @@ TEST_P(AllocTest, SteadyStateRequestsAllocateNothingOnTheIoThread) {
   if (GetParam() == Durability::process) spool = std::move(*Spool::open({(dir / "spool").string()}));
   Registry registry(1);
   BatchWriter writer(*sink, spool.get(), 64 << 20, {});
-  RouterDeps deps;
-  deps.writer = &writer;
-  deps.registry = &registry;
-  Router router(deps);
-  http::ServerOptions opts;
-  opts.listen = "127.0.0.1:0";
-  opts.threads = 1;
-  http::HttpServer server(opts, router);
-  ASSERT_TRUE(server.bind().ok());
+  Runtime runtime(1);
   CollectorOptions co;
   co.durability = GetParam();
   // No hand-over during the measurement (hand-overs are per-batch work), and
@@ -130,15 +122,26 @@ TEST_P(AllocTest, SteadyStateRequestsAllocateNothingOnTheIoThread) {
   co.flush_interval = std::chrono::minutes(10);
   CollectorMetrics cm;
   cm.accepted = registry.counter("accepted", "").with({});
-  Collector collector(co, server, writer, spool.get(), cm);
-  router.set_collector(&collector);
-  writer.start();
+  IngestApi ingest(co, runtime, writer, spool.get(), cm);
+  Collector& collector = ingest.collector();
+  RouterDeps deps;
+  deps.runtime = &runtime;
+  deps.ingest = &ingest;
+  deps.writer = &writer;
+  deps.registry = &registry;
+  Router router(deps);
+  http::ServerOptions opts;
+  opts.listen = "127.0.0.1:0";
+  http::HttpServer server(runtime, opts, router);
+  ASSERT_TRUE(server.bind().ok());
+  runtime.start();
+  writer.start([&collector](unsigned shard, std::uint64_t seq, bool ok) { collector.on_batch_done(shard, seq, ok); });
   collector.start();
   server.start();
 
   auto io_thread_allocations = [&] {
     std::promise<std::uint64_t> p;
-    boost::asio::post(server.shard_context(0), [&] { p.set_value(t_allocations); });
+    runtime.post(0, [&p] { p.set_value(t_allocations); });
     return p.get_future().get();
   };
 
@@ -163,6 +166,7 @@ TEST_P(AllocTest, SteadyStateRequestsAllocateNothingOnTheIoThread) {
   collector.flush_all();
   writer.drain_and_stop(std::chrono::steady_clock::now() + std::chrono::seconds(10));
   server.stop();
+  runtime.stop();
   std::filesystem::remove_all(dir);
 }
 

@@ -21,6 +21,7 @@
 #include "app/spool_cmd.h"
 #include "ingest/batch_writer.h"
 #include "ingest/spool.h"
+#include "support/fake_sink.h"
 
 namespace kiroku {
 namespace {
@@ -49,55 +50,7 @@ class TempDir {
   std::string path_;
 };
 
-// A sink that refuses every batch holding a name starting with "bad" (like a
-// CHECK constraint) and stores the others; or refuses everything.
-class FakeSink final : public Sink {
- public:
-  Status open() override { return {}; }
-  Status write(std::string_view records, std::size_t count) override {
-    ++writes;
-    refused = kNoRow;
-    std::size_t n = 0;
-    RecordReader reader(records);
-    EventView e;
-    std::vector<std::uint64_t> ids;
-    while (reader.next(e)) {
-      ++n;
-      if (refuse_all || e.name.starts_with("bad")) {
-        if (hint == Hint::right) refused = n - 1;
-        if (hint == Hint::wrong) refused = n % count;  // the next row, or the first
-        return Status::invalid("CHECK constraint failed: name (" + std::string(e.name) + ")");
-      }
-      ids.push_back(e.id);
-    }
-    EXPECT_EQ(n, count);
-    report.clear();
-    for (auto id : ids) {
-      EXPECT_TRUE(stored.insert(id).second || replayed) << "stored twice: " << id;
-      ++report.stored;
-    }
-    return {};
-  }
-  const WriteReport& last_write() const override { return report; }
-  Result<unsigned> lease_instance(std::string_view, int, std::int64_t) override { return 0u; }
-  Status release_instance(unsigned, std::string_view) override { return {}; }
-  Result<std::uint64_t> max_id() override { return std::uint64_t{0}; }
-  Status ping() override { return {}; }
-  PoolStats stats() const override { return {}; }
-  std::string_view kind() const override { return "fake"; }
-  std::string_view rejection_reason() const override { return "constraint"; }
-  std::size_t refused_row() const override { return refused; }
-
-  // Whether a refusal names its row: not at all, truly, or falsely.
-  enum class Hint { none, right, wrong };
-  Hint hint = Hint::none;
-  std::size_t refused = kNoRow;
-  std::size_t writes = 0;
-  bool refuse_all = false;
-  bool replayed = false;
-  std::set<std::uint64_t> stored;
-  WriteReport report;
-};
+using FakeSink = testing::FakeSink;
 
 // `n` events with ids 1..n; those whose index is in `bad` are named "bad...".
 std::unique_ptr<EventBuffer> events(std::size_t n, const std::set<std::size_t>& bad, std::uint64_t first = 1) {
@@ -135,13 +88,11 @@ struct Harness {
     auto f = DeadLetterFile::open({dir.path() + "/dead-letter.ndjson", max_bytes});
     EXPECT_TRUE(f.ok()) << f.status().message();
     dl = std::move(*f);
-    BatchWriterHooks hooks;
-    hooks.on_done = [this](unsigned, std::uint64_t, bool good) {
+    writer = std::make_unique<BatchWriter>(sink, nullptr, 64 << 20, BatchWriterHooks{}, dl.get());
+    writer->start([this](unsigned, std::uint64_t, bool good) {
       ok = good;
       ++done;
-    };
-    writer = std::make_unique<BatchWriter>(sink, nullptr, 64 << 20, hooks, dl.get());
-    writer->start();
+    });
   }
   std::string file() const { return read_file(dl->path()); }
 };
@@ -150,16 +101,17 @@ TEST(Bisection, RefusedRowsAloneInTheDeadLetterFileEveryOtherRowStored) {
   Harness h;
   const std::set<std::size_t> bad = {17, 5003, 9998};
   ASSERT_TRUE(write_batch(*h.writer, events(10'000, bad), h.done, h.ok));
-  EXPECT_EQ(h.sink.stored.size(), 10'000u - bad.size());
-  for (std::size_t i : bad) EXPECT_EQ(h.sink.stored.count(i + 1), 0u);
+  EXPECT_EQ(h.sink.rows(), 10'000u - bad.size());
+  EXPECT_EQ(h.sink.replays(), 0u) << "a row stored twice";
+  for (std::size_t i : bad) EXPECT_EQ(h.sink.stored().count(i + 1), 0u);
   const std::string text = h.file();
   EXPECT_EQ(lines_of(text), 3u) << text;
   for (std::size_t i : bad) EXPECT_NE(text.find("\"id\":" + std::to_string(i + 1) + ","), std::string::npos);
   EXPECT_NE(text.find("\"reason\":\"constraint\""), std::string::npos);
   EXPECT_NE(text.find("\"error\":\"CHECK constraint failed: name (bad17)\""), std::string::npos) << text;
   // 1 whole + about 1.5 tries per level per refused row, log2(10000) = 14 levels.
-  std::printf("FIGURE bisection rows=10000 refused=3 sink_writes=%zu\n", h.sink.writes);
-  EXPECT_LE(h.sink.writes, 70u);
+  std::printf("FIGURE bisection rows=10000 refused=3 sink_writes=%zu\n", h.sink.writes());
+  EXPECT_LE(h.sink.writes(), 70u);
   EXPECT_TRUE(h.writer->sink_healthy());
 }
 
@@ -175,8 +127,9 @@ TEST(Bisection, EveryShapeOfSmallBatch) {
         for (std::size_t i = 0; i < n; ++i)
           if (mask & (1u << i)) bad.insert(i);
         ASSERT_TRUE(write_batch(*h.writer, events(n, bad), h.done, h.ok)) << n << " " << mask;
-        EXPECT_EQ(h.sink.stored.size(), n - bad.size());
-        for (std::size_t i : bad) EXPECT_EQ(h.sink.stored.count(i + 1), 0u);
+        EXPECT_EQ(h.sink.rows(), n - bad.size());
+        EXPECT_EQ(h.sink.replays(), 0u) << "a row stored twice";
+        for (std::size_t i : bad) EXPECT_EQ(h.sink.stored().count(i + 1), 0u);
         EXPECT_EQ(lines_of(h.file()), bad.size());
       }
     }
@@ -191,11 +144,12 @@ std::size_t write_three_refused(FakeSink::Hint hint) {
   h.sink.hint = hint;
   const std::set<std::size_t> bad = {17, 5003, 9998};
   EXPECT_TRUE(write_batch(*h.writer, events(10'000, bad), h.done, h.ok));
-  EXPECT_EQ(h.sink.stored.size(), 10'000u - bad.size());
-  for (std::size_t i : bad) EXPECT_EQ(h.sink.stored.count(i + 1), 0u);
+  EXPECT_EQ(h.sink.rows(), 10'000u - bad.size());
+  EXPECT_EQ(h.sink.replays(), 0u) << "a row stored twice";
+  for (std::size_t i : bad) EXPECT_EQ(h.sink.stored().count(i + 1), 0u);
   EXPECT_EQ(lines_of(h.file()), 3u);
   EXPECT_TRUE(h.writer->sink_healthy());
-  return h.sink.writes;
+  return h.sink.writes();
 }
 
 TEST(Bisection, ARowTheDatabaseNamesCostsThreeTransactions) {
@@ -222,18 +176,17 @@ TEST_P(TableFault, ATableThatRefusesEveryRowKeepsTheBatch) {
   EXPECT_FALSE(h.writer->sink_healthy());
   EXPECT_NE(h.writer->last_error().find("the table is at fault"), std::string::npos) << h.writer->last_error();
   EXPECT_EQ(h.file(), "");
-  EXPECT_TRUE(h.sink.stored.empty());
+  EXPECT_TRUE((h.sink.rows() == 0));
   // The table is fixed: the batch goes through whole.
   h.sink.refuse_all = false;
   for (int i = 0; i < 2000 && h.done.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_TRUE(h.ok.load());
-  EXPECT_EQ(h.sink.stored.size(), 100u);
+  EXPECT_EQ(h.sink.rows(), 100u);
   EXPECT_EQ(h.file(), "");
 }
 
 TEST(Bisection, AFullDeadLetterFileKeepsTheBatchAndRetries) {
-  Harness h(300);          // room for about one line
-  h.sink.replayed = true;  // the stored rows are written again at every retry
+  Harness h(300);  // room for about one line
   EXPECT_FALSE(write_batch(*h.writer, events(50, {3, 30}), h.done, h.ok, 500));
   for (int i = 0; i < 200 && h.writer->sink_healthy(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_FALSE(h.writer->sink_healthy());
@@ -246,18 +199,15 @@ TEST(Bisection, IdsAlreadyDeadLetteredAreNotWrittenTwice) {
   const std::string path = dir.path() + "/dead-letter.ndjson";
   for (int run = 0; run < 2; ++run) {
     FakeSink sink;
-    sink.replayed = true;
     auto f = DeadLetterFile::open({path, 1 << 20});
     ASSERT_TRUE(f.ok());
     std::atomic<int> done{0};
     std::atomic<bool> ok{false};
-    BatchWriterHooks hooks;
-    hooks.on_done = [&](unsigned, std::uint64_t, bool good) {
+    BatchWriter w(sink, nullptr, 64 << 20, BatchWriterHooks{}, f->get());
+    w.start([&](unsigned, std::uint64_t, bool good) {
       ok = good;
       ++done;
-    };
-    BatchWriter w(sink, nullptr, 64 << 20, hooks, f->get());
-    w.start();
+    });
     ASSERT_TRUE(write_batch(w, events(40, {1, 2, 39}), done, ok));
   }
   EXPECT_EQ(lines_of(read_file(path)), 3u);

@@ -1,0 +1,53 @@
+// ingest_api.h - the ingestion endpoints: requests to events, outcomes to answers.
+//
+// GET / and /collect (204), GET /pixel.gif (the GIF) and POST /events (202
+// with {"accepted":n}) go to the Collector; what it reports becomes the
+// status code, the JSON error and Retry-After (PRODUCT.md). A request the
+// collector holds (durability process, fsync, sink) is parked in a per-shard
+// slot until its outcome comes; the slots are reused, so answering
+// allocates nothing in steady state.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "http/server.h"
+#include "ingest/collector.h"
+
+namespace kiroku {
+
+class IngestApi final : public Answers {
+ public:
+  // How an accepted request is answered.
+  enum class Form : std::uint8_t { no_content, pixel, accepted };
+
+  // Builds the collector, which reports to this object.
+  IngestApi(CollectorOptions options, Runtime& runtime, BatchWriter& writer, Spool* spool, CollectorMetrics metrics);
+  ~IngestApi();
+
+  Collector& collector() { return *collector_; }
+
+  // On the request's shard.
+  void query(const http::Request& req, http::Reply& reply, Form form);
+  void batch(const http::Request& req, http::Reply& reply);
+
+  void answer(unsigned shard, std::uint32_t ticket, Outcome outcome, std::uint32_t events) override;
+
+ private:
+  class Hold;
+  struct Parked {
+    http::Deferred reply;
+    Form form = Form::no_content;
+  };
+  struct Slots {
+    std::vector<Parked> parked;
+    std::vector<std::uint32_t> free;
+  };
+  std::uint32_t park(unsigned shard, http::Deferred reply, Form form);
+
+  std::vector<Slots> slots_;  // per shard
+  std::unique_ptr<Collector> collector_;
+};
+
+}  // namespace kiroku
