@@ -17,6 +17,10 @@ bool istarts_with(std::string_view s, std::string_view prefix);
 // `s` without leading and trailing spaces and tabs (RFC 9110 OWS).
 std::string_view trim_ows(std::string_view s);
 
+// True if `s` is an RFC 9110 token (a method, a field name): one or more of
+// letters, digits and !#$%&'*+-.^_`|~.
+bool is_http_token(std::string_view s);
+
 // True if `s` is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
 bool valid_utf8(std::string_view s);
 

@@ -2,6 +2,8 @@
 // a TOML file and defaults (see config.h).
 #include "config/config.h"
 
+#include "common/duration.h"
+
 #include "common/redact.h"
 
 #include <fmt/format.h>
@@ -233,19 +235,9 @@ std::optional<std::string> toml_scalar(const toml::node& n) {
 }  // namespace
 
 bool parse_duration(std::string_view s, std::chrono::milliseconds& out) {
-  std::size_t i = 0;
-  while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
-  if (i == 0 || i > 12) return false;
-  const auto n = to_uint<std::int64_t>(s.substr(0, i));
-  if (!n) return false;
-  const std::string_view unit = s.substr(i);
-  using namespace std::chrono;
-  if (unit == "us") out = duration_cast<milliseconds>(microseconds(*n));
-  else if (unit == "ms") out = milliseconds(*n);
-  else if (unit == "s") out = seconds(*n);
-  else if (unit == "m") out = minutes(*n);
-  else if (unit == "h") out = hours(*n);
-  else return false;
+  auto d = kiroku::parse_duration(s, BareNumber::refused);
+  if (!d.ok()) return false;
+  out = std::chrono::duration_cast<std::chrono::milliseconds>(*d);
   return true;
 }
 

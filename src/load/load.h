@@ -74,9 +74,6 @@ struct LoadOptions {
 // run_load (Status::invalid).
 void add_load_options(CLI::App& subcommand, LoadOptions& options);
 
-// "250us", "500ms", "10s", "1.5s", "2m", "1h"; a bare number is seconds.
-Result<std::chrono::nanoseconds> parse_duration(std::string_view text);
-
 struct LoadReport {
   std::string url;
   double rate = 0;  // the target; 0 for closed loop
@@ -111,6 +108,9 @@ struct LoadReport {
   // Answers per second over `elapsed`.
   double throughput() const;
 };
+
+// invalid, naming the option, for values out of range (run_load checks them).
+Status check_load_options(const LoadOptions& options);
 
 // Runs the load described by `options` and blocks until it is over. Progress
 // lines (one a second) go to `progress` unless it is null or options.quiet.

@@ -607,19 +607,6 @@ TEST(LoadRequestTemplate, RendersPlaceholdersWithoutAllocating) {
   EXPECT_NE(out.find("Content-Length: 20\r\n\r\n{\"v\":12345,\"n\":\"m1\"}"), std::string::npos) << out;
 }
 
-TEST(LoadDuration, Units) {
-  EXPECT_EQ(*parse_duration("500ms"), 500ms);
-  EXPECT_EQ(*parse_duration("10s"), 10s);
-  EXPECT_EQ(*parse_duration("1.5s"), 1500ms);
-  EXPECT_EQ(*parse_duration("1m"), 60s);
-  EXPECT_EQ(*parse_duration("2h"), 7200s);
-  EXPECT_EQ(*parse_duration("250us"), 250us);
-  EXPECT_EQ(*parse_duration("3"), 3s);
-  for (const char* bad : {"", "s", "abc", "10x", "-1s", "1e30h"}) {
-    EXPECT_FALSE(parse_duration(bad).ok()) << bad;
-  }
-}
-
 TEST(LoadOptionsCli, RegistersEveryFlag) {
   CLI::App app;
   LoadOptions o;

@@ -47,6 +47,11 @@
 
 namespace kiroku::s3 {
 
+namespace detail {
+enum class Op : std::uint8_t;
+enum class Method : std::uint8_t;
+}  // namespace detail
+
 struct S3Config {
   // "http://host:port" or "https://host[:port]". Empty: AWS itself,
   // https://{bucket}.s3.{region}.amazonaws.com (virtual-hosted style).
@@ -241,6 +246,8 @@ class S3Client {
  private:
   struct Transfer;
   struct Loop;
+  // A transfer for `key` with path, method and message prefix filled in (s3_transfer.h).
+  std::unique_ptr<Transfer> make(detail::Op op, detail::Method method, std::string_view key) const;
 
   explicit S3Client(S3Config config);
   RequestId submit(std::unique_ptr<Transfer> transfer);

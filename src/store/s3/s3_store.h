@@ -81,7 +81,7 @@ class S3Store final : public ObjectStore {
   const S3StoreStats& stats() const { return stats_; }
   s3::S3Client& client() { return *client_; }
 
-  // The transfers and listings of s3_store.cpp.
+  // The transfers and listings of s3_upload.cpp, s3_download.cpp and s3_list.cpp.
   struct UploadState;
   struct DownloadState;
   struct ListState;

@@ -320,4 +320,9 @@ Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view s) 
   return time_point_cast<system_clock::duration>(tp);
 }
 
+std::string unquote_etag(std::string etag) {
+  if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"') etag = etag.substr(1, etag.size() - 2);
+  return etag;
+}
+
 }  // namespace kiroku::s3

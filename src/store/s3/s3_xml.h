@@ -85,4 +85,7 @@ Status build_complete_multipart_upload(std::span<const CompletedPart> parts, std
 // (fraction optional, 'Z' or "+00:00").
 Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view text);
 
+// An ETag as S3 sends it ("\"abc\"") without its quotes; others as they are.
+std::string unquote_etag(std::string etag);
+
 }  // namespace kiroku::s3
