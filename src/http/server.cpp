@@ -8,6 +8,8 @@
 //   3. HttpServer: binding, graceful stop (the threads are the Runtime's).
 #include "http/server.h"
 
+#include "runtime/op_memory.h"
+
 #include "common/memory.h"
 #include "common/text.h"
 
@@ -19,6 +21,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <array>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -141,6 +144,16 @@ std::uint64_t raise_open_file_limit() {
     if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
   }
   return rl.rlim_cur;
+}
+
+// ---------------------------------------------------------------------------
+// Handler memory
+
+// `handler` with its operation's memory in `m` (a connection has at most one
+// read or readiness wait and one write in flight: op_memory.h).
+template <class Handler>
+auto in(OpMemory& m, Handler&& handler) {
+  return asio::bind_allocator(OpAllocator<int>(m), std::forward<Handler>(handler));
 }
 
 // ---------------------------------------------------------------------------
@@ -479,8 +492,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     std::size_t chunk = reader_ ? kStreamReadChunk : kReadChunk;
     if (const std::size_t cap = shard_.server.options_.max_read_bytes; cap > 0) chunk = std::min(chunk, cap);
-    socket_.async_read_some(rbuf_.prepare(std::min(chunk, room)),
-                            [self = shared_from_this()](error_code ec, std::size_t n) { self->on_read(ec, n); });
+    socket_.async_read_some(
+        rbuf_.prepare(std::min(chunk, room)),
+        in(read_memory_, [self = shared_from_this()](error_code ec, std::size_t n) { self->on_read(ec, n); }));
   }
 
   void on_read(error_code ec, std::size_t n) {
@@ -511,15 +525,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
       do_read();
       return;
     }
-    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code e) {
-      if (self->state_ == State::closed) return;
-      self->parked_ = false;
-      if (e) {
-        self->close();
-        return;
-      }
-      self->do_read();
-    });
+    socket_.async_wait(tcp::socket::wait_read, in(read_memory_, [self = shared_from_this()](error_code e) {
+                         if (self->state_ == State::closed) return;
+                         self->parked_ = false;
+                         if (e) {
+                           self->close();
+                           return;
+                         }
+                         self->do_read();
+                       }));
   }
 
   // Parses and answers every complete request in the read buffer, then
@@ -723,27 +737,32 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void do_write() {
     state_ = State::writing;
     set_deadline(shard_.server.options_.write_timeout);
-    asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this()](error_code ec, std::size_t) {
-      if (self->state_ == State::closed) return;
-      if (ec) {
-        self->close();
-        return;
-      }
-      self->out_.clear();
-      if (self->body_.capacity() > kKeepBodyCapacity) {
-        std::string().swap(self->body_);
-        note_large_free();
-      }
-      if (self->close_after_ && !self->discarding_) {
-        self->close();
-        return;
-      }
-      self->state_ = State::reading;
-      self->process();
-    });
+    asio::async_write(socket_, asio::buffer(out_),
+                      in(write_memory_, [self = shared_from_this()](error_code ec, std::size_t) {
+                        if (self->state_ == State::closed) return;
+                        if (ec) {
+                          self->close();
+                          return;
+                        }
+                        self->out_.clear();
+                        if (self->body_.capacity() > kKeepBodyCapacity) {
+                          std::string().swap(self->body_);
+                          note_large_free();
+                        }
+                        if (self->close_after_ && !self->discarding_) {
+                          self->close();
+                          return;
+                        }
+                        self->state_ = State::reading;
+                        self->process();
+                      }));
   }
 
   Shard& shard_;
+  // Before the socket: destroyed after it, whose destruction ends the
+  // operations that use them.
+  OpMemory read_memory_;
+  OpMemory write_memory_;
   tcp::socket socket_;
   const bool loopback_;
   beast::flat_buffer rbuf_;
@@ -825,24 +844,24 @@ void Connection::stream_write(std::span<const std::byte> data, std::function<voi
   const std::size_t piece = std::min(data.size(), kStreamPiece);
   set_deadline(shard_.server.options_.write_timeout);
   const std::array<asio::const_buffer, 2> bufs{asio::buffer(out_), asio::buffer(data.data(), piece)};
-  asio::async_write(
-      socket_, bufs, whole_piece,
-      [self = shared_from_this(), data, piece, done = std::move(done)](error_code ec, std::size_t) mutable {
-        if (self->state_ == State::closed || ec) {
-          self->close();
-          done(false);
-          return;
-        }
-        self->out_.clear();
-        self->set_deadline(kWaitForHandler);
-        if (piece == data.size()) {
-          done(true);
-          return;
-        }
-        // The rest of this piece; stream_left_ already counts it.
-        self->stream_left_ += data.size() - piece;
-        self->stream_write(data.subspan(piece), std::move(done));
-      });
+  asio::async_write(socket_, bufs, whole_piece,
+                    in(write_memory_, [self = shared_from_this(), data, piece, done = std::move(done)](
+                                          error_code ec, std::size_t) mutable {
+                      if (self->state_ == State::closed || ec) {
+                        self->close();
+                        done(false);
+                        return;
+                      }
+                      self->out_.clear();
+                      self->set_deadline(kWaitForHandler);
+                      if (piece == data.size()) {
+                        done(true);
+                        return;
+                      }
+                      // The rest of this piece; stream_left_ already counts it.
+                      self->stream_left_ += data.size() - piece;
+                      self->stream_write(data.subspan(piece), std::move(done));
+                    }));
 }
 
 void Connection::stream_end() {

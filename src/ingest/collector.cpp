@@ -81,6 +81,7 @@ struct Collector::Shard {
   std::vector<Waiter> sync_running;
   std::vector<int> job_fds;
   bool sync_in_flight = false;
+  OpMemory sync_post_memory;           // the syncer's post of on_synced
   std::atomic<bool> sync_busy{false};  // in flight or waiting, for flush_all
   std::uint64_t segment_gen = 0;       // counts segments created
 
@@ -142,7 +143,9 @@ class Collector::Syncer {
           ::close(fd);
         }
         s->job_fds.clear();
-        c_.runtime_.post(s->index, [this, s, error] { c_.on_synced(*s, error); });
+        // One sync in flight per shard: its completion's memory is the shard's.
+        c_.runtime_.post(
+            s->index, [this, s, error] { c_.on_synced(*s, error); }, s->sync_post_memory);
       }
       batch.clear();
     }

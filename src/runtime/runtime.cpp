@@ -2,6 +2,7 @@
 #include "runtime/runtime.h"
 
 #include <pthread.h>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -63,6 +64,11 @@ void Runtime::stop() {
 
 void Runtime::post(unsigned shard, Task task) {
   asio::post(loops_[shard]->ctx, [t = std::move(task)]() mutable { t(); });
+}
+
+void Runtime::post(unsigned shard, Task task, OpMemory& memory) {
+  asio::post(loops_[shard]->ctx,
+             asio::bind_allocator(OpAllocator<int>(memory), [t = std::move(task)]() mutable { t(); }));
 }
 
 bool Runtime::on_shard(unsigned shard) const { return loops_[shard]->ctx.get_executor().running_in_this_thread(); }

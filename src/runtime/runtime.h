@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/op_memory.h"
 #include "runtime/task.h"
 
 namespace boost::asio {
@@ -41,6 +42,9 @@ class Runtime {
 
   // Runs `task` on `shard`'s thread, after what was posted there before. Any thread.
   void post(unsigned shard, Task task);
+  // The same with the post's memory in `memory`, for a post never in flight
+  // twice (from a thread outside the loops, Asio's post allocates otherwise).
+  void post(unsigned shard, Task task, OpMemory& memory);
   // True on `shard`'s own thread.
   bool on_shard(unsigned shard) const;
 

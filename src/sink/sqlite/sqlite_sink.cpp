@@ -1,7 +1,10 @@
 // sqlite_sink.cpp - batches as one transaction of one reused prepared INSERT.
 #include "sink/sqlite/sqlite_sink.h"
 
+#include "sink/sqlite/sqlite_memory.h"
+
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
 #include <chrono>
@@ -317,6 +320,8 @@ Result<std::unique_ptr<Sink>> make_sqlite_sink(std::string_view url, const SinkO
   std::string_view path = url.substr(scheme.size());
   if (const auto q = path.find('?'); q != std::string_view::npos) path = path.substr(0, q);
   if (path.empty()) return Status::invalid("sqlite:// needs a file path, e.g. sqlite:///var/lib/kiroku/events.db");
+  // Before SQLite's first use; if it was used already (a test), its own malloc stays.
+  if (Status st = install_sqlite_memory(); !st.ok()) spdlog::debug("{}", st.message());
   return std::unique_ptr<Sink>(new SqliteSink(std::string(path), options));
 }
 
