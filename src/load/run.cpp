@@ -133,6 +133,7 @@ class Connection {
   void write_some();
   void on_written(const boost::system::error_code& ec, std::size_t n, std::uint32_t epoch);
   void on_answer(int status, TimePoint now);
+  void server_closed();
   void fail(Failure kind);
   void close_socket();
   void finish();
@@ -448,12 +449,7 @@ void Connection::on_read(const boost::system::error_code& ec, std::size_t n, std
     if (in_flight_ > 0 && parser_.finish() == ResponseParser::Step::answer) {
       on_answer(parser_.status(), now);
     }
-    if (in_flight_ > 0) {
-      fail(Failure::closed);
-    } else {
-      close_socket();
-      pump();
-    }
+    server_closed();
     return;
   }
   if (ec) {
@@ -479,12 +475,7 @@ void Connection::on_read(const boost::system::error_code& ec, std::size_t n, std
     on_answer(parser_.status(), now);
     parser_.start(head_);
     if (!keep_alive) {  // the server closes after this answer; anything after it is lost
-      if (in_flight_ > 0) {
-        fail(Failure::closed);
-      } else {
-        close_socket();
-        pump();
-      }
+      server_closed();
       return;
     }
   }
@@ -513,6 +504,17 @@ void Connection::on_answer(int status, TimePoint now) {
 
 // Every request in flight fails with `kind`; the connection is reopened when
 // something is due.
+// The server closed (or will close) the connection: what is in flight fails
+// as closed; with nothing in flight, reconnect for what is due.
+void Connection::server_closed() {
+  if (in_flight_ > 0) {
+    fail(Failure::closed);
+  } else {
+    close_socket();
+    pump();
+  }
+}
+
 void Connection::fail(Failure kind) {
   Tally& t = worker_.tally();
   Tally::bump(t.by_failure[static_cast<int>(kind)], in_flight_);
