@@ -248,8 +248,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void stream_end();
   // BodyControl::resume.
   void resume_body() {
-    if (!paused_ || state_ == State::closed) return;
-    paused_ = false;
+    if (body_mode_ != Body::paused || state_ == State::closed) return;
+    body_mode_ = Body::streamed;
     auto self = std::move(paused_self_);
     if (state_ == State::reading) process();
   }
@@ -279,6 +279,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   friend class Reply;
   enum class State { reading, waiting_reply, writing, closed };
+  // What becomes of the current request's body: kept in body_ for handle();
+  // streamed to reader_ (paused: reader_ took less than offered, until
+  // resume_body()); or read and dropped (answered before its body).
+  enum class Body { buffered, streamed, paused, discarding };
 
   // Beast's parser, feeding callbacks straight into this connection.
   class Parser final : public beast::http::basic_parser<true> {
@@ -319,7 +323,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       c_.on_head();
     }
     void on_body_init_impl(const boost::optional<std::uint64_t>& length, error_code&) override {
-      if (c_.reader_ || c_.discarding_) return;
+      if (c_.body_mode_ != Body::buffered) return;
       if (length && *length <= c_.body_limit_) c_.body_.reserve(static_cast<std::size_t>(*length));
     }
     std::size_t on_body_impl(beast::string_view body, error_code&) override {
@@ -401,11 +405,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (reply.sent_ || reply.deferred_) {
       // Answered before the body: drop the body, then close.
       reader_.reset();
-      discarding_ = true;
+      body_mode_ = Body::discarding;
       discarded_ = 0;
       close_after_ = true;
       expect_continue_ = false;
     } else if (reader_) {
+      body_mode_ = Body::streamed;
       // A request without keep-alive closes after its answer, which comes
       // once the body is read (end_stream): not before.
       if (rbuf_.max_size() < kStreamReadChunk) rbuf_.max_size(kStreamReadChunk);
@@ -415,15 +420,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   std::size_t on_body(std::string_view data) {
-    if (discarding_) {
-      discarded_ += data.size();
-      return data.size();
-    }
-    if (reader_) {
-      if (paused_) return 0;
-      const std::size_t n = reader_->on_body(data);
-      if (n < data.size()) paused_ = true;
-      return std::min(n, data.size());
+    switch (body_mode_) {
+      case Body::discarding: discarded_ += data.size(); return data.size();
+      case Body::paused: return 0;
+      case Body::streamed: {
+        const std::size_t n = reader_->on_body(data);
+        if (n < data.size()) body_mode_ = Body::paused;
+        return std::min(n, data.size());
+      }
+      case Body::buffered: break;
     }
     body_.append(data);
     return data.size();
@@ -539,7 +544,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Parses and answers every complete request in the read buffer, then
   // writes the answers, then reads again.
   void process() {
-    while (state_ == State::reading && !paused_) {
+    while (state_ == State::reading && body_mode_ != Body::paused) {
       if (rbuf_.size() == 0) break;
       if (!parser_ && close_after_) {
         // The last answer closes the connection: what the client sent after
@@ -553,6 +558,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         // (check_head); Beast's own limit counts per call, not per head.
         parser_->header_limit(std::numeric_limits<std::uint32_t>::max());
         parser_->eager(true);
+        body_mode_ = Body::buffered;
         body_.clear();
         head_consumed_ = 0;
       }
@@ -574,14 +580,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
         fail(ec);
         break;
       }
-      if (discarding_ && discarded_ > kDiscardMax) {
+      if (body_mode_ == Body::discarding && discarded_ > kDiscardMax) {
         close();
         return;
       }
       if (parser_->is_done()) {
-        if (discarding_) finish_discard();
-        else if (reader_) end_stream();
-        else dispatch();
+        if (body_mode_ == Body::discarding) finish_discard();
+        else if (body_mode_ == Body::buffered) dispatch();
+        else end_stream();
         continue;
       }
       maybe_continue();
@@ -594,7 +600,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // The body of a request answered early has been read: the connection closes
   // once the answer is out.
   void finish_discard() {
-    discarding_ = false;
+    body_mode_ = Body::buffered;
     parser_.reset();
     rbuf_.consume(rbuf_.size());
   }
@@ -603,7 +609,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto reader = std::move(reader_);
     if (!req_.keep_alive) close_after_ = true;
     parser_.reset();
-    paused_ = false;
+    body_mode_ = Body::buffered;
     Reply reply(*this);
     try {
       reader->on_end(reply);
@@ -675,8 +681,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     head_error_ = {};
     // After a framing error the rest of the stream cannot be trusted.
     close_after_ = true;
-    discarding_ = false;
-    paused_ = false;
+    body_mode_ = Body::buffered;
     if (reader_) {
       auto reader = std::move(reader_);
       reader->on_abort();
@@ -721,11 +726,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
       do_write();
       return;
     }
-    if (close_after_ && !discarding_) {
+    if (close_after_ && body_mode_ != Body::discarding) {
       close();
       return;
     }
-    if (paused_) {
+    if (body_mode_ == Body::paused) {
       // No read is pending to keep this connection alive while it waits.
       paused_self_ = shared_from_this();
       set_deadline(kWaitForHandler);
@@ -749,7 +754,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                           std::string().swap(self->body_);
                           note_large_free();
                         }
-                        if (self->close_after_ && !self->discarding_) {
+                        if (self->close_after_ && self->body_mode_ != Body::discarding) {
                           self->close();
                           return;
                         }
@@ -771,10 +776,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string body_;
   std::optional<Parser> parser_;
   Request req_;
-  std::shared_ptr<BodyReader> reader_;       // the current request's body is streamed to it
-  bool paused_ = false;                      // reader_ took less than offered: wait for resume_body()
+  std::shared_ptr<BodyReader> reader_;  // the current request's body is streamed to it
+  Body body_mode_ = Body::buffered;
   std::shared_ptr<Connection> paused_self_;  // held while paused
-  bool discarding_ = false;                  // answered before its body: read and drop the body
   bool answered_early_ = false;              // a Deferred was sent before its handler returned
   bool parked_ = false;                      // idle without buffers (park())
   Clock::time_point idle_since_{};

@@ -184,30 +184,6 @@ class Upload {
   virtual void abort() = 0;
 };
 
-// The Upload a store hands out: forwards to the store's shared upload state
-// (`State` has mutex, finishing, write, finish and abort), and aborts when
-// dropped before finish(). The state outlives this handle while parts are in
-// flight.
-template <typename State>
-class UploadHandle final : public Upload {
- public:
-  explicit UploadHandle(std::shared_ptr<State> state) : state_(std::move(state)) {}
-  ~UploadHandle() override {
-    bool finishing;
-    {
-      std::lock_guard lock(state_->mutex);
-      finishing = state_->finishing;
-    }
-    if (!finishing) state_->abort();
-  }
-  Result<std::size_t> write(std::span<const std::byte> data) override { return state_->write(data); }
-  void finish(std::function<void(Result<PutResult>)> done) override { state_->finish(std::move(done)); }
-  void abort() override { state_->abort(); }
-
- private:
-  std::shared_ptr<State> state_;
-};
-
 // A page of a listing; next is empty on the last page, else the key to pass
 // as `after` for the next page.
 struct ListPage {

@@ -22,6 +22,8 @@
 #include <spdlog/spdlog.h>
 
 #include "common/text.h"
+#include "store/read_ahead.h"
+#include "store/upload_parts.h"
 
 namespace kiroku {
 
@@ -293,235 +295,90 @@ Result<std::unique_ptr<FileStore>> FileStore::open(const fs::path& dir, const St
 }
 
 // --- uploads ------------------------------------------------------------------------
+//
+// The parts are written to a temporary file in order as they fill; finish()
+// fsyncs it and renames it into place.
 
-struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
+struct FileStore::UploadState final : UploadParts {
   FileStore* store;
-  std::string key;
   std::string content_type;
-  std::optional<std::uint64_t> expected_size;
-  std::function<void()> when_writable;
-  std::size_t cap;  // parts this upload may hold
 
-  std::mutex mutex;
-  PartPool::Part current;  // being filled by write()
-  std::size_t fill = 0;
-  std::deque<std::pair<PartPool::Part, std::size_t>> full;  // to write, in order
-  std::size_t held = 0;                                     // parts held, all states
-  bool waiting = false;                                     // for the pool
-  PartPool::WaitId wait_id = 0;
-  bool want_writable = false;
-  bool scheduled = false;  // a step() is posted or running
-  bool again = false;
-  bool closed = false;     // finish() or abort() called
-  bool finishing = false;  // finish() called
-  bool ended = false;      // done ran (or abort cleaned up)
-  Status failed;
-  std::function<void(Result<PutResult>)> done;
-  Sha256Stream sha;
-  std::uint64_t size = 0;
-
-  // Touched by step() only (one at a time).
+  // step() only.
   int fd = -1;
   fs::path temp;
 
-  // Posts step() unless one is pending; call without the lock.
-  void schedule() {
-    {
-      std::lock_guard lock(mutex);
-      if (scheduled) {
-        again = true;
-        return;
-      }
-      scheduled = true;
-    }
-    store->threads_.post([self = shared_from_this()] { self->step(); });
-  }
+  UploadState(Setup setup, FileStore* s, std::string type)
+      : UploadParts(std::move(setup)), store(s), content_type(std::move(type)) {}
+  ~UploadState() override { discard_temp(); }
 
-  void notify_writable_locked(std::vector<std::function<void()>>& calls) {
-    if (want_writable && (held < cap || !failed.ok())) {
-      want_writable = false;
-      if (when_writable) calls.push_back(when_writable);
-    }
-  }
-
-  void on_part(PartPool::Part part) {
-    std::vector<std::function<void()>> calls;
-    {
-      std::lock_guard lock(mutex);
-      waiting = false;
-      if (!part) {  // no buffer came within first_buffer_wait
-        if (failed.ok()) failed = no_buffer_status(store->options_);
-        notify_writable_locked(calls);
-      } else if (closed || !failed.ok() || current) {
-        // Not needed any more: given back below, outside the lock.
-      } else {
-        current = std::move(part);
-        fill = 0;
-        ++held;
-        notify_writable_locked(calls);
-      }
-    }
-    part.release();
-    for (auto& c : calls) store->threads_.post(std::move(c));
-  }
-
-  Result<std::size_t> write(std::span<const std::byte> data) {
-    bool post_step = false;
-    std::size_t taken = 0;
-    {
-      std::lock_guard lock(mutex);
-      if (!failed.ok()) return failed;
-      if (closed) return Status::invalid("upload already finished");
-      const std::size_t part_size = store->pool_.part_size();
-      while (taken < data.size()) {
-        if (!current) {
-          if (held >= cap || waiting) {
-            want_writable = true;
-            break;
-          }
-          current = store->pool_.acquire_within(
-              held == 0 && size == 0 ? store->options_.first_buffer_wait : std::chrono::milliseconds(0),
-              store->threads_,
-              [weak = weak_from_this()](PartPool::Part p) {
-                if (auto self = weak.lock()) self->on_part(std::move(p));
-              },
-              &wait_id);
-          if (!current) {
-            waiting = true;
-            want_writable = true;
-            break;
-          }
-          fill = 0;
-          ++held;
-        }
-        std::size_t n = std::min(part_size - fill, data.size() - taken);
-        std::memcpy(current.bytes().data() + fill, data.data() + taken, n);
-        sha.update(data.subspan(taken, n));
-        fill += n;
-        taken += n;
-        size += n;
-        if (fill == part_size) {
-          full.emplace_back(std::move(current), fill);
-          fill = 0;
-          post_step = true;
-        }
-      }
-    }
-    if (post_step) schedule();
-    return taken;
-  }
-
-  void finish(std::function<void(Result<PutResult>)> d) {
-    {
-      std::lock_guard lock(mutex);
-      if (closed) {
-        store->threads_.post([d = std::move(d)] { d(Status::invalid("upload already finished")); });
-        return;
-      }
-      closed = finishing = true;
-      done = std::move(d);
-      if (current && fill > 0) full.emplace_back(std::move(current), fill);
-    }
-    cancel_pool_wait();
-    schedule();
-  }
-
-  void abort() {
+  void step() override {
+    std::deque<FullPart> batch;
+    std::vector<PartPool::Part> drop;
+    bool clean = false, commit = false;
+    std::uint64_t total = 0;
+    std::string sha;
     {
       std::lock_guard lock(mutex);
       if (ended) return;
-      closed = true;
-      if (failed.ok()) failed = Status::invalid("cancelled");
+      if (!failed.ok()) {
+        drop_unsent_locked(drop);
+        clean = true;
+      } else {
+        batch.swap(full);
+        commit = caller == Caller::finishing;
+        total = size;
+        sha = sha_hex;
+      }
     }
-    cancel_pool_wait();
-    schedule();
-  }
+    drop.clear();
+    if (clean) return clean_up();
 
-  void cancel_pool_wait() {
-    PartPool::WaitId id = 0;
+    Status error;
+    for (auto& p : batch) {
+      if (!error.ok()) break;
+      error = write_part(p.part.bytes().first(p.size));
+    }
+    const std::size_t written = batch.size();
+    batch.clear();  // the parts go back to the pool, outside the lock
+    bool notify, failing;
     {
       std::lock_guard lock(mutex);
-      if (waiting) id = wait_id;
+      held -= written;
+      if (!error.ok()) fail_locked(error);
+      failing = !failed.ok();
+      notify = writable_locked();
     }
-    if (id && store->pool_.cancel_wait(id)) {
+    if (notify) notify_writable();
+    if (failing) return schedule();  // the next run cleans up
+    if (!commit) return;
+
+    Result<PutResult> result = commit_object(total, std::move(sha));
+    std::function<void(Result<PutResult>)> answer;
+    {
       std::lock_guard lock(mutex);
-      waiting = false;
+      ended = true;
+      if (!result.ok()) fail_locked(result.status());
+      answer = take_done_locked();
     }
+    if (answer) answer(std::move(result));
   }
 
-  // Writes the full parts, then commits or cleans up once closed.
-  void step() {
-    while (true) {
-      std::deque<std::pair<PartPool::Part, std::size_t>> batch;
-      PartPool::Part spare;
-      bool commit = false, cleanup = false;
-      Status error;
-      {
-        std::lock_guard lock(mutex);
-        if (!failed.ok()) {
-          batch.swap(full);
-          spare = std::move(current);
-          cleanup = !ended;
-        } else {
-          batch.swap(full);
-          if (closed) {
-            spare = std::move(current);
-            commit = true;
-          }
-        }
-      }
-      std::size_t written_parts = batch.size() + (spare ? 1 : 0);
-      if (!cleanup) {
-        for (auto& [part, len] : batch) {
-          if (!error.ok()) break;
-          error = write_part(part.bytes().first(len));
-        }
-      }
-      batch.clear();  // the parts go back to the pool, outside the lock
-      spare.release();
-
-      std::vector<std::function<void()>> calls;
-      std::function<void(Result<PutResult>)> finished;
-      Result<PutResult> result = Status::invalid("cancelled");
-      {
-        std::lock_guard lock(mutex);
-        held -= written_parts;
-        if (!error.ok() && failed.ok()) failed = error;
-        if (!failed.ok()) cleanup = !ended;
-        notify_writable_locked(calls);
-      }
-      if (cleanup) {
-        discard_temp();
-        std::lock_guard lock(mutex);
-        ended = true;
-        result = failed;
-        finished = std::move(done);
-      } else if (!commit) {
-        // Failed earlier and cleaned up; finish() came later.
-        std::lock_guard lock(mutex);
-        if (ended && done) {
-          result = failed;
-          finished = std::move(done);
-        }
-      } else {
-        result = commit_object();
-        std::lock_guard lock(mutex);
-        ended = true;
-        if (!result.ok()) failed = result.status();
-        finished = std::move(done);
-      }
-      for (auto& c : calls) store->threads_.post(std::move(c));
-      if (finished) finished(std::move(result));
-
+  // After a failure or abort(): the temporary file goes; finish() hears the
+  // error now, or when it comes.
+  void clean_up() {
+    discard_temp();
+    std::function<void(Result<PutResult>)> answer;
+    Status error;
+    bool notify;
+    {
       std::lock_guard lock(mutex);
-      if (again && !ended) {
-        again = false;
-        continue;
-      }
-      scheduled = false;
-      again = false;
-      return;
+      ended = true;
+      error = failed;
+      answer = take_done_locked();
+      notify = writable_locked();
     }
+    if (notify) notify_writable();
+    if (answer) answer(std::move(error));
   }
 
   Status open_temp() {
@@ -535,7 +392,7 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
     if (fd < 0) {
       if (Status s = open_temp(); !s) return s;
     }
-    if (!write_all(fd, bytes.data(), bytes.size())) return io_status("write '" + key + "'", errno);
+    if (!write_all(fd, bytes.data(), bytes.size())) return io_status("write '" + setup_.key + "'", errno);
     return {};
   }
 
@@ -547,17 +404,12 @@ struct FileStore::UploadState : std::enable_shared_from_this<UploadState> {
     }
   }
 
-  Result<PutResult> commit_object() {
-    if (expected_size && *expected_size != size) {
-      discard_temp();
-      return Status::invalid("upload of " + std::to_string(size) + " bytes, " + std::to_string(*expected_size) +
-                             " expected");
-    }
+  Result<PutResult> commit_object(std::uint64_t total, std::string sha) {
+    const std::string& key = setup_.key;
     if (fd < 0) {  // an empty object
       if (Status s = open_temp(); !s) return s;
     }
-    PutResult out{key, size, "", sha.finish_hex()};
-    out.etag = out.sha256_hex;
+    PutResult out{key, total, sha, std::move(sha)};
     auto fail = [&](Status s) -> Result<PutResult> {
       discard_temp();
       return s;
@@ -606,87 +458,44 @@ Result<std::unique_ptr<Upload>> FileStore::begin_put(std::string_view key, std::
                                                      std::string_view content_type) {
   if (Status s = validate_file_key(key); !s) return s;
   if (content_type.size() > kMaxContentType) return Status::invalid("Content-Type: longer than 256 bytes");
-  auto state = std::make_shared<UploadState>();
-  state->store = this;
-  state->key = std::string(key);
-  state->content_type = std::string(content_type);
-  state->expected_size = expected_size;
-  state->when_writable = std::move(when_writable);
+  UploadParts::Setup setup;
+  setup.pool = &pool_;
+  setup.threads = &threads_;
+  setup.options = &options_;
+  setup.key = std::string(key);
+  setup.expected_size = expected_size;
+  setup.when_writable = std::move(when_writable);
   // Writes to one file are sequential: one part filling while one is written.
-  state->cap = std::min<std::size_t>(options_.parts_per_transfer, 2);
-  return std::unique_ptr<Upload>(new UploadHandle<FileStore::UploadState>(std::move(state)));
+  setup.cap = std::min<std::size_t>(options_.parts_per_transfer, 2);
+  auto state = std::make_shared<UploadState>(std::move(setup), this, std::string(content_type));
+  return std::unique_ptr<Upload>(new UploadHandle(std::move(state)));
 }
 
 // --- downloads -------------------------------------------------------------------------
+//
+// open() and fetch() run on the store's threads and answer at once: the file
+// is opened and stat'ed, then each slot is filled by pread.
 
-struct FileStore::DownloadState : std::enable_shared_from_this<DownloadState> {
+struct FileStore::DownloadState final : ReadAhead {
   FileStore* store;
-  std::string key;
-  std::optional<ByteRange> range;
-  GetSink sink;
-  std::size_t cap;
+  int fd = -1;  // open() and fetch() only
 
-  std::mutex mutex;
-  std::size_t held = 0;  // parts with the consumer or being read
-  PartPool::Part spare;  // given by the pool while waiting
-  bool waiting = false;
-  PartPool::WaitId wait_id = 0;
-  bool scheduled = false, again = false;
-  bool cancelled = false;
-  bool ended = false;
-  Status no_buffer;  // the first buffer did not come in time
-
-  // step() only.
-  int fd = -1;
-  bool started = false;
-  bool first = true;  // no buffer taken yet
-  std::uint64_t next = 0, end = 0;
-
-  ~DownloadState() {
+  DownloadState(Setup setup, GetSink sink, FileStore* s) : ReadAhead(std::move(setup), std::move(sink)), store(s) {}
+  ~DownloadState() override {
     if (fd >= 0) ::close(fd);
   }
 
-  void schedule() {
-    {
-      std::lock_guard lock(mutex);
-      if (scheduled) {
-        again = true;
-        return;
-      }
-      scheduled = true;
-    }
-    store->threads_.post([self = shared_from_this()] { self->step(); });
-  }
+  void open() override { opened(find()); }
 
-  void end_with(Status s) {
-    PartPool::Part drop;
-    PartPool::WaitId id = 0;
-    {
-      std::lock_guard lock(mutex);
-      if (ended) return;
-      ended = true;
-      drop = std::move(spare);
-      if (waiting) id = wait_id;
-    }
-    if (id) store->pool_.cancel_wait(id);
-    drop.release();
-    if (fd >= 0) {
-      ::close(fd);
-      fd = -1;
-    }
-    auto on_done = std::move(sink.on_done);
-    sink = {};
-    if (on_done) on_done(std::move(s));
-  }
-
-  Status start() {
+  Result<GetStart> find() {
+    const std::string& key = setup_.key;
     const KeyPlace place = place_of(store->layout_, key);
     auto dir = open_parent(store->root_fd_.get(), place, key, false);
     if (!dir.ok()) return dir.status();
     const std::string leaf(place.leaf);
     fd = ::openat(dir->get(), leaf.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
-      int err = errno;
+      const int err = errno;
       if (err == ENOENT || err == ELOOP || err == ENOTDIR) return Status::not_found("no object '" + key + "'");
       return io_status("open '" + key + "'", err);
     }
@@ -695,161 +504,42 @@ struct FileStore::DownloadState : std::enable_shared_from_this<DownloadState> {
     if (!S_ISREG(st.st_mode)) return Status::not_found("no object '" + key + "'");
     GetStart info;
     info.object = {key, std::uint64_t(st.st_size), etag_of(fd, st), mtime_of(st), content_type_of(fd)};
-    auto resolved = resolve_range(range, info.object.size);
-    if (!resolved) {
-      info.range_unsatisfiable = true;
-    } else {
+    if (auto resolved = resolve_range(setup_.range, info.object.size)) {
       info.offset = resolved->offset;
       info.length = resolved->length;
+    } else {
+      info.range_unsatisfiable = true;
     }
-    next = info.offset;
-    end = info.offset + info.length;
-    if (sink.on_start) sink.on_start(info);
-    return {};
+    return info;
   }
 
-  void step() {
-    while (true) {
-      bool stop;
-      Status failed;
-      {
-        std::lock_guard lock(mutex);
-        stop = cancelled;
-        failed = no_buffer;
-      }
-      if (stop) {
-        end_with(Status::invalid("cancelled"));
-      } else if (!failed.ok()) {
-        end_with(std::move(failed));
-      } else if (!ended) {
-        if (!started) {
-          started = true;
-          if (Status s = start(); !s) end_with(std::move(s));
-        }
-        while (!ended && next < end) {
-          PartPool::Part part;
-          {
-            std::lock_guard lock(mutex);
-            if (cancelled || held >= cap || waiting) break;
-            part = std::move(spare);
-            if (!part) {
-              part = store->pool_.acquire_within(
-                  first ? store->options_.first_buffer_wait : std::chrono::milliseconds(0), store->threads_,
-                  [weak = weak_from_this()](PartPool::Part p) {
-                    if (auto self = weak.lock()) self->on_part(std::move(p));
-                  },
-                  &wait_id);
-              if (!part) {
-                waiting = true;
-                break;
-              }
-            }
-            first = false;
-            ++held;
-          }
-          std::size_t want = std::min<std::uint64_t>(part.bytes().size(), end - next);
-          std::size_t got = 0;
-          while (got < want) {
-            ssize_t n = ::pread(fd, part.bytes().data() + got, want - got, off_t(next + got));
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) break;
-            got += std::size_t(n);
-          }
-          if (got < want) {
-            part.release();
-            {
-              std::lock_guard lock(mutex);
-              --held;
-            }
-            end_with(Status::permanent("read of '" + key + "' ended early"));
-            break;
-          }
-          std::span<const std::byte> data(part.bytes().data(), got);
-          std::uint64_t offset = next;
-          next += got;
-          Chunk chunk(std::move(part), data, offset, [weak = weak_from_this()] {
-            if (auto self = weak.lock()) self->on_release();
-          });
-          if (sink.on_chunk) sink.on_chunk(std::move(chunk));
-        }
-        if (!ended && next >= end) end_with(Status());
-      }
-      std::lock_guard lock(mutex);
-      if (again && !ended) {
-        again = false;
-        continue;
-      }
-      scheduled = false;
-      again = false;
-      return;
+  void fetch(std::uint64_t offset, std::span<std::byte> buffer) override {
+    std::size_t got = 0;
+    while (got < buffer.size()) {
+      const ssize_t n = ::pread(fd, buffer.data() + got, buffer.size() - got, off_t(offset + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += std::size_t(n);
     }
-  }
-
-  void on_part(PartPool::Part part) {
-    {
-      std::lock_guard lock(mutex);
-      waiting = false;
-      if (!part) {  // no buffer came within first_buffer_wait
-        if (no_buffer.ok()) no_buffer = no_buffer_status(store->options_);
-      } else if (!ended && !cancelled && !spare) {
-        spare = std::move(part);
-      }
-    }
-    part.release();
-    schedule();
-  }
-
-  void on_release() {
-    {
-      std::lock_guard lock(mutex);
-      --held;
-      if (ended) return;
-    }
-    schedule();
-  }
-
-  void cancel() {
-    PartPool::WaitId id = 0;
-    PartPool::Part drop;
-    {
-      std::lock_guard lock(mutex);
-      if (ended) return;
-      cancelled = true;
-      if (waiting) id = wait_id;
-      drop = std::move(spare);
-    }
-    if (id) store->pool_.cancel_wait(id);
-    drop.release();
-    schedule();
+    filled(offset, got < buffer.size() ? Status::permanent("read of '" + setup_.key + "' ended early") : Status());
   }
 };
-
-namespace {
-
-class FileDownload final : public Download {
- public:
-  explicit FileDownload(std::shared_ptr<FileStore::DownloadState> state) : state_(std::move(state)) {}
-  void cancel() override { state_->cancel(); }
-
- private:
-  std::shared_ptr<FileStore::DownloadState> state_;
-};
-
-}  // namespace
 
 Result<std::unique_ptr<Download>> FileStore::get(std::string_view key, std::optional<ByteRange> range, GetSink sink) {
   if (Status s = validate_file_key(key); !s) return s;
   if (range && range->suffix == 0 && range->last && *range->last < range->first)
     return Status::invalid("range ends before it starts");
-  auto state = std::make_shared<DownloadState>();
-  state->store = this;
-  state->key = std::string(key);
-  state->range = range;
-  state->sink = std::move(sink);
+  ReadAhead::Setup setup;
+  setup.pool = &pool_;
+  setup.threads = &threads_;
+  setup.options = &options_;
+  setup.key = std::string(key);
+  setup.range = range;
   // One chunk with the consumer while the next is read.
-  state->cap = std::min<std::size_t>(options_.parts_per_transfer, 2);
-  state->schedule();
-  return std::unique_ptr<Download>(new FileDownload(std::move(state)));
+  setup.cap = std::min<std::size_t>(options_.parts_per_transfer, 2);
+  auto state = std::make_shared<DownloadState>(std::move(setup), std::move(sink), this);
+  state->begin();
+  return std::unique_ptr<Download>(new DownloadHandle(std::move(state)));
 }
 
 // --- head, remove --------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "store/s3/s3_xml.h"
+#include "store/upload_parts.h"
 
 namespace kiroku {
 namespace {
@@ -21,6 +22,9 @@ namespace {
 // than staying behind as orphaned parts. (A bucket lifecycle rule that
 // aborts incomplete multipart uploads is the backstop.)
 constexpr int kAbortTries = 5;
+
+// S3's limit of parts in one multipart upload.
+constexpr std::size_t kMaxParts = 10000;
 
 // A write settled by a HEAD (its answer had no ETag): the object S3 holds must
 // be the one sent, else the write's outcome is unknown and reported as failed.
@@ -34,349 +38,175 @@ Status check_settled(const s3::PutObjectResult& r, std::uint64_t size, const std
 
 // --- uploads ----------------------------------------------------------------------
 
-struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
+struct S3Store::UploadState final : UploadParts {
+  // How the object goes up: one PUT once finished (it fits one part); one PUT
+  // whose body is read from the parts as they fill (size announced, at most
+  // S3StoreOptions::stream_put_max; fixed at begin_put); or a multipart
+  // upload, chosen when a second part starts.
+  enum class Mode { one_put, streamed_put, multipart };
+  // The request in flight that decides the upload's fate, if any (parts of a
+  // multipart upload go up beside it, in `sending`).
+  enum class Request { none, put, create, complete, abort };
+
   S3Store* store;
-  std::string key, stored_key;
-  std::string content_type;  // stored with the object when not empty
-  std::optional<std::uint64_t> expected_size;
-  std::function<void()> when_writable;
-  std::size_t cap;  // parts held at once
+  std::string stored_key;
+  std::string content_type;  // stored with the object
 
-  struct Pending {
-    int number;
-    PartPool::Part part;
-    std::size_t size;
-  };
+  Mode mode;                                                        // mutex
+  Request request = Request::none;                                  // mutex
+  s3::RequestId put_id = 0;                                         // mutex: the PUT in flight, for cancelling
+  std::string upload_id;                                            // mutex: the multipart upload, once created
+  std::map<int, std::pair<PartPool::Part, s3::RequestId>> sending;  // mutex: parts going up, by number
+  std::vector<s3::CompletedPart> completed;                         // mutex
+  std::size_t front_sent = 0;                               // mutex: bytes of full.front() the streamed PUT has read
+  std::optional<std::string> stream_etag;                   // mutex: the streamed PUT stored the object
+  int abort_tries = 0;                                      // mutex
+  bool in_background = false;                               // mutex: counted in S3Store::cleaning_up()
+  Result<PutResult> result = Status::invalid("cancelled");  // mutex: the outcome once ended
 
-  std::mutex mutex;
-  PartPool::Part current;
-  std::size_t fill = 0;
-  std::deque<Pending> full;                                         // filled, not yet sent
-  std::map<int, std::pair<PartPool::Part, s3::RequestId>> sending;  // by part number
-  std::size_t held = 0;
-  bool waiting = false;
-  PartPool::WaitId wait_id = 0;
-  bool want_writable = false;
-  int parts_made = 0;
-  bool multipart = false;  // more than one part: known once a second part starts
-  // One PUT whose body is read from `full` as it fills (S3StoreOptions::
-  // stream_put_max); fixed at begin_put.
-  bool streamed = false;
-  std::size_t front_sent = 0;  // bytes of full.front() the streamed PUT has read
-  bool stream_stored = false;  // the streamed PUT succeeded
-  std::string stream_etag;
-  bool creating = false;
-  std::string upload_id;
-  std::vector<s3::CompletedPart> completed;
-  bool single_sent = false, completing = false;
-  bool aborting = false;
-  int abort_tries = 0;
-  bool in_background = false;  // failed, not yet ended (S3Store::cleaning_up)
-  bool closed = false, finishing = false, ended = false;
-  Status failed;
-  std::function<void(Result<PutResult>)> done;
-  Result<PutResult> result = Status::invalid("cancelled");
-  Sha256Stream sha;
-  std::string sha_hex;
-  std::uint64_t size = 0;
-  bool scheduled = false, again = false;
-  s3::RequestId single_id = 0;
+  UploadState(Setup setup, S3Store* s, std::string stored, std::string type, Mode m)
+      : UploadParts(std::move(setup)),
+        store(s),
+        stored_key(std::move(stored)),
+        content_type(std::move(type)),
+        mode(m) {}
 
-  void schedule() {
+  std::shared_ptr<UploadState> self() { return std::static_pointer_cast<UploadState>(shared_from_this()); }
+
+  void step() override {
+    auto self = this->self();
+    std::vector<PartPool::Part> drop;
+    std::vector<s3::RequestId> to_cancel;
+    std::vector<std::function<void()>> actions;
+    std::function<void(Result<PutResult>)> answer;
+    Result<PutResult> answer_with = Status::invalid("cancelled");
+    bool notify = false, cleanup_starts = false, cleanup_ends = false;
     {
       std::lock_guard lock(mutex);
-      if (scheduled) {
-        again = true;
-        return;
-      }
-      scheduled = true;
-    }
-    store->threads_.post([self = shared_from_this()] { self->step(); });
-  }
-
-  void fail_locked(Status s) {
-    if (failed.ok()) failed = std::move(s);
-  }
-
-  void on_part(PartPool::Part part) {
-    bool notify = false;
-    {
-      std::lock_guard lock(mutex);
-      waiting = false;
-      if (!part) {  // no buffer came within first_buffer_wait
-        fail_locked(no_buffer_status(store->options_));
-        notify = want_writable;
-        want_writable = false;
-      } else if (!closed && failed.ok() && !current) {
-        current = std::move(part);
-        fill = 0;
-        ++held;
-        if (parts_made > 0 && !streamed) multipart = true;
-        notify = want_writable;
-        want_writable = false;
-      }
-    }
-    part.release();
-    if (notify && when_writable) store->threads_.post(when_writable);
-    schedule();
-  }
-
-  Result<std::size_t> write(std::span<const std::byte> data) {
-    std::size_t taken = 0;
-    bool step_needed = false;
-    {
-      std::lock_guard lock(mutex);
-      if (!failed.ok()) return failed;
-      if (closed) return Status::invalid("upload already finished");
-      if (expected_size && data.size() > *expected_size - size) {
-        fail_locked(Status::invalid("upload longer than the " + std::to_string(*expected_size) + " bytes announced"));
-        step_needed = true;
-        data = {};
-      }
-      const std::size_t part_size = store->pool_.part_size();
-      while (taken < data.size()) {
-        if (!current) {
-          if (parts_made >= 10000) {
-            fail_locked(Status::invalid("object larger than 10,000 parts"));
-            step_needed = true;
-            break;
-          }
-          if (held >= cap || waiting) {
-            want_writable = true;
-            break;
-          }
-          current = store->pool_.acquire_within(
-              held == 0 && parts_made == 0 ? store->options_.first_buffer_wait : std::chrono::milliseconds(0),
-              store->threads_,
-              [weak = weak_from_this()](PartPool::Part p) {
-                if (auto self = weak.lock()) self->on_part(std::move(p));
-              },
-              &wait_id);
-          if (!current) {
-            waiting = true;
-            want_writable = true;
-            break;
-          }
-          fill = 0;
-          ++held;
-          if (parts_made > 0 && !multipart && !streamed) {
-            multipart = true;
-            step_needed = true;
-          }
-        }
-        std::size_t n = std::min(part_size - fill, data.size() - taken);
-        std::memcpy(current.bytes().data() + fill, data.data() + taken, n);
-        sha.update(data.subspan(taken, n));
-        fill += n;
-        taken += n;
-        size += n;
-        if (fill == part_size) {
-          full.push_back({++parts_made, std::move(current), fill});
-          fill = 0;
-          step_needed = true;
-        }
-      }
-      if (!failed.ok() && taken == 0) return failed;
-    }
-    if (step_needed) schedule();
-    return taken;
-  }
-
-  void finish(std::function<void(Result<PutResult>)> d) {
-    {
-      std::lock_guard lock(mutex);
-      if (finishing) {
-        store->threads_.post([d = std::move(d)] { d(Status::invalid("upload already finished")); });
-        return;
-      }
-      closed = finishing = true;
-      done = std::move(d);
-      if (expected_size && *expected_size != size) {
-        fail_locked(Status::invalid("upload of " + std::to_string(size) + " bytes, " + std::to_string(*expected_size) +
-                                    " expected"));
-      } else if (current && fill > 0) {
-        full.push_back({++parts_made, std::move(current), fill});
-      }
-      sha_hex = sha.finish_hex();
-    }
-    cancel_pool_wait();
-    schedule();
-  }
-
-  void abort() {
-    {
-      std::lock_guard lock(mutex);
-      if (ended) return;
-      closed = true;
-      fail_locked(Status::invalid("cancelled"));
-    }
-    cancel_pool_wait();
-    schedule();
-  }
-
-  void cancel_pool_wait() {
-    PartPool::WaitId id = 0;
-    {
-      std::lock_guard lock(mutex);
-      if (waiting) id = wait_id;
-    }
-    if (id && store->pool_.cancel_wait(id)) {
-      std::lock_guard lock(mutex);
-      waiting = false;
-    }
-  }
-
-  void step() {
-    while (true) {
-      std::vector<PartPool::Part> drop;
-      std::vector<s3::RequestId> to_cancel;
-      std::vector<std::function<void()>> actions;
-      std::function<void(Result<PutResult>)> finished;
-      Result<PutResult> final_result = Status::invalid("cancelled");
-      bool notify = false;
-      bool cleanup_starts = false, cleanup_ends = false;  // for S3Store::cleaning_up()
-      {
-        std::lock_guard lock(mutex);
-        auto self = shared_from_this();
-        if (!failed.ok()) {
-          // Give back what is not in flight; stop what is; then abort.
-          if (current) {
-            drop.push_back(std::move(current));
-            --held;
-          }
-          if (!single_sent) {  // else a PUT still reads full.front()
-            for (auto& p : full) drop.push_back(std::move(p.part));
-            held -= full.size();
-            full.clear();
-          }
-          // Parts in flight are left to end: S3 may store a part whose upload
-          // runs while the abort does, so the abort waits for them instead.
-          if (single_id) to_cancel.push_back(single_id);
-          bool quiet = sending.empty() && !creating && !single_sent && !completing;
-          if (quiet && !upload_id.empty() && !aborting) {
-            aborting = true;
-            actions.push_back([self] { self->send_abort(); });
-          } else if (quiet && upload_id.empty() && !ended) {
-            ended = true;
-          }
-          // The caller hears of the failure at once; parts in flight and the
-          // abort go on in the background. Only a request that could still
-          // store the object (the single PUT, the completion) is waited for.
-          if (done && (ended || (!single_sent && !completing))) {
-            finished = std::move(done);
-            final_result = failed;
-          }
-          if (!ended && !in_background) {
-            in_background = true;
-            cleanup_starts = true;
-          }
-          notify = want_writable;
-          want_writable = false;
+      if (!failed.ok()) {
+        // Give back what is not in flight; stop what is; then abort.
+        if (request == Request::put) {  // the PUT still reads full.front()
+          if (current) done_with_locked(current, drop);
         } else {
-          if (multipart && upload_id.empty() && !creating) {
-            creating = true;
-            store->stats_.multipart_started.fetch_add(1, std::memory_order_relaxed);
+          drop_unsent_locked(drop);
+        }
+        if (put_id) to_cancel.push_back(put_id);
+        // Parts in flight are left to end: S3 may store a part whose upload
+        // runs while the abort does, so the abort waits for them instead.
+        const bool quiet = sending.empty() && request == Request::none;
+        if (quiet && !upload_id.empty()) {
+          request = Request::abort;
+          actions.push_back([self] { self->send_abort(); });
+        } else if (quiet && upload_id.empty()) {
+          ended = true;
+        }
+        // The caller hears of the failure at once; parts in flight and the
+        // abort go on in the background. Only a request that could still
+        // store the object (the PUT, the completion) is waited for.
+        if (ended || (request != Request::put && request != Request::complete)) {
+          answer = take_done_locked();
+          answer_with = failed;
+        }
+        if (!ended && !in_background) {
+          in_background = true;
+          cleanup_starts = true;
+        }
+      } else {
+        if (mode == Mode::one_put && (parts_made >= 2 || (parts_made == 1 && current))) mode = Mode::multipart;
+        if (mode == Mode::multipart && upload_id.empty() && request == Request::none) {
+          request = Request::create;
+          store->stats_.multipart_started.fetch_add(1, std::memory_order_relaxed);
+          actions.push_back([self] {
+            self->store->client_->create_multipart_upload(
+                self->stored_key, [self](Result<std::string> id) { self->on_created(std::move(id)); },
+                self->content_type);
+          });
+        }
+        const std::size_t max_sending = std::max<std::size_t>(setup_.cap - 1, 1);
+        while (!upload_id.empty() && !full.empty() && sending.size() < max_sending) {
+          FullPart p = std::move(full.front());
+          full.pop_front();
+          auto body = std::span<const std::byte>(p.part.bytes().data(), p.size);
+          const int number = p.number;
+          sending.emplace(number, std::make_pair(std::move(p.part), s3::RequestId{0}));
+          actions.push_back([self, number, body, id = upload_id] {
+            s3::RequestId rid = self->store->client_->upload_part(
+                self->stored_key, id, number, body,
+                [self, number](Result<s3::CompletedPart> r) { self->on_part_sent(number, std::move(r)); });
+            std::lock_guard guard(self->mutex);
+            if (auto it = self->sending.find(number); it != self->sending.end()) it->second.second = rid;
+          });
+        }
+        if (mode == Mode::streamed_put && !full.empty() && !ended) {
+          if (request == Request::none && !stream_etag) {
+            request = Request::put;
             actions.push_back([self] {
-              self->store->client_->create_multipart_upload(
-                  self->stored_key, [self](Result<std::string> id) { self->on_created(std::move(id)); },
-                  self->content_type);
+              s3::RequestId rid = self->store->client_->put_object_stream(
+                  self->stored_key, *self->setup_.expected_size,
+                  s3::BodySource{[self](std::span<std::byte> out) { return self->read_body(out); }},
+                  [self](Result<s3::PutObjectResult> r) { self->on_stream_sent(std::move(r)); }, self->content_type);
+              {
+                std::lock_guard guard(self->mutex);
+                if (self->request == Request::put) self->put_id = rid;
+              }
+              self->store->client_->resume(rid);  // for a read that found nothing yet
             });
-          }
-          const std::size_t max_sending = std::max<std::size_t>(cap - 1, 1);
-          while (!upload_id.empty() && !full.empty() && sending.size() < max_sending) {
-            Pending p = std::move(full.front());
-            full.pop_front();
-            auto body = std::span<const std::byte>(p.part.bytes().data(), p.size);
-            int number = p.number;
-            sending.emplace(number, std::make_pair(std::move(p.part), s3::RequestId{0}));
-            actions.push_back([self, number, body, id = upload_id] {
-              s3::RequestId rid = self->store->client_->upload_part(
-                  self->stored_key, id, number, body,
-                  [self, number](Result<s3::CompletedPart> r) { self->on_part_sent(number, std::move(r)); });
-              std::lock_guard guard(self->mutex);
-              if (auto it = self->sending.find(number); it != self->sending.end()) it->second.second = rid;
-            });
-          }
-          if (streamed && !full.empty() && !ended) {
-            if (!single_sent && !stream_stored) {
-              single_sent = true;
-              actions.push_back([self] {
-                s3::RequestId rid = self->store->client_->put_object_stream(
-                    self->stored_key, *self->expected_size,
-                    s3::BodySource{[self](std::span<std::byte> out) { return self->read_body(out); }},
-                    [self](Result<s3::PutObjectResult> r) { self->on_stream_sent(std::move(r)); }, self->content_type);
-                {
-                  std::lock_guard guard(self->mutex);
-                  self->single_id = rid;
-                }
-                self->store->client_->resume(rid);  // for a read that found nothing yet
-              });
-            } else if (single_id) {
-              actions.push_back([self, rid = single_id] { self->store->client_->resume(rid); });
-            }
-          }
-          if (streamed && stream_stored && closed && !ended) {
-            result = PutResult{key, size, stream_etag, sha_hex};
-            ended = true;
-          }
-          if (closed && !multipart && !streamed && !single_sent && !ended) {
-            single_sent = true;
-            std::span<const std::byte> body;
-            if (!full.empty()) body = {full.front().part.bytes().data(), full.front().size};
-            actions.push_back([self, body] {
-              s3::RequestId rid = self->store->client_->put_object(
-                  self->stored_key, body, [self](Result<s3::PutObjectResult> r) { self->on_single_sent(std::move(r)); },
-                  self->content_type);
-              std::lock_guard guard(self->mutex);
-              self->single_id = rid;
-            });
-          }
-          if (closed && multipart && !upload_id.empty() && full.empty() && sending.empty() && !completing && !ended) {
-            completing = true;
-            std::sort(completed.begin(), completed.end(),
-                      [](const auto& a, const auto& b) { return a.part_number < b.part_number; });
-            actions.push_back([self, parts = completed, id = upload_id] {
-              self->store->client_->complete_multipart_upload(
-                  self->stored_key, id, parts,
-                  [self](Result<s3::PutObjectResult> r) { self->on_completed(std::move(r)); });
-            });
-          }
-          if (ended && done) {
-            finished = std::move(done);
-            final_result = result;
-          }
-          if (want_writable && held < cap && !waiting) {
-            notify = true;
-            want_writable = false;
+          } else if (put_id) {
+            actions.push_back([self, rid = put_id] { self->store->client_->resume(rid); });
           }
         }
-        if (ended && in_background) {
-          in_background = false;
-          cleanup_ends = true;
+        const bool finishing = caller == Caller::finishing;
+        if (finishing && mode == Mode::streamed_put && stream_etag && !ended) {
+          result = PutResult{setup_.key, size, *stream_etag, sha_hex};
+          ended = true;
+        }
+        if (finishing && mode == Mode::one_put && request == Request::none && !ended) {
+          request = Request::put;
+          std::span<const std::byte> body;
+          if (!full.empty()) body = {full.front().part.bytes().data(), full.front().size};
+          actions.push_back([self, body] {
+            s3::RequestId rid = self->store->client_->put_object(
+                self->stored_key, body, [self](Result<s3::PutObjectResult> r) { self->on_single_sent(std::move(r)); },
+                self->content_type);
+            std::lock_guard guard(self->mutex);
+            if (self->request == Request::put) self->put_id = rid;
+          });
+        }
+        if (finishing && mode == Mode::multipart && !upload_id.empty() && full.empty() && sending.empty() &&
+            request == Request::none && !ended) {
+          request = Request::complete;
+          std::sort(completed.begin(), completed.end(),
+                    [](const auto& a, const auto& b) { return a.part_number < b.part_number; });
+          actions.push_back([self, parts = completed, id = upload_id] {
+            self->store->client_->complete_multipart_upload(
+                self->stored_key, id, parts,
+                [self](Result<s3::PutObjectResult> r) { self->on_completed(std::move(r)); });
+          });
+        }
+        if (ended) {
+          answer = take_done_locked();
+          answer_with = result;
         }
       }
-      if (cleanup_starts) store->background_begins();
-      if (cleanup_ends) store->background_ends();
-      drop.clear();
-      for (auto id : to_cancel) store->client_->cancel(id);
-      for (auto& a : actions) a();
-      if (notify && when_writable) when_writable();
-      if (finished) finished(std::move(final_result));
-
-      std::lock_guard lock(mutex);
-      if (again) {
-        again = false;
-        continue;
+      notify = writable_locked();
+      if (ended && in_background) {
+        in_background = false;
+        cleanup_ends = true;
       }
-      scheduled = false;
-      return;
     }
+    if (cleanup_starts) store->background_begins();
+    if (cleanup_ends) store->background_ends();
+    drop.clear();
+    for (auto id : to_cancel) store->client_->cancel(id);
+    for (auto& a : actions) a();
+    if (notify) notify_writable();
+    if (answer) answer(std::move(answer_with));
   }
 
   void on_created(Result<std::string> id) {
     {
       std::lock_guard lock(mutex);
-      creating = false;
+      request = Request::none;
       if (id.ok()) {
         upload_id = std::move(*id);
       } else {
@@ -387,13 +217,12 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
   }
 
   void on_part_sent(int number, Result<s3::CompletedPart> r) {
-    PartPool::Part part;
+    std::vector<PartPool::Part> drop;
     {
       std::lock_guard lock(mutex);
       if (auto it = sending.find(number); it != sending.end()) {
-        part = std::move(it->second.first);
+        done_with_locked(it->second.first, drop);
         sending.erase(it);
-        --held;
       }
       if (r.ok()) {
         completed.push_back(std::move(*r));
@@ -401,26 +230,25 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
         fail_locked(r.status());
       }
     }
-    part.release();
+    drop.clear();
     schedule();
   }
 
   void on_single_sent(Result<s3::PutObjectResult> r) {
-    PartPool::Part part;
+    std::vector<PartPool::Part> drop;
     {
       std::lock_guard lock(mutex);
-      single_id = 0;
-      single_sent = false;
+      put_id = 0;
+      request = Request::none;
       if (!full.empty()) {
-        part = std::move(full.front().part);
+        done_with_locked(full.front().part, drop);
         full.pop_front();
-        --held;
       }
       if (r.ok()) {
-        if (Status s = check_settled(*r, size, key); !s) r = s;
+        if (Status s = check_settled(*r, size, setup_.key); !s) r = s;
       }
       if (r.ok() && failed.ok()) {
-        result = PutResult{key, size, s3::unquote_etag(r->etag), sha_hex};
+        result = PutResult{setup_.key, size, s3::unquote_etag(r->etag), sha_hex};
         ended = true;
       } else if (!r.ok()) {
         fail_locked(r.status());
@@ -428,7 +256,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
       // A single PUT that succeeded after abort() leaves the object: like S3,
       // the last request to finish wins.
     }
-    part.release();
+    drop.clear();
     schedule();
   }
 
@@ -437,29 +265,25 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
   std::size_t read_body(std::span<std::byte> out) {
     std::vector<PartPool::Part> spent;
     std::size_t n = 0;
-    bool notify = false;
+    bool notify;
     {
       std::lock_guard lock(mutex);
       while (n < out.size() && !full.empty()) {
-        Pending& p = full.front();
-        std::size_t k = std::min(p.size - front_sent, out.size() - n);
+        FullPart& p = full.front();
+        const std::size_t k = std::min(p.size - front_sent, out.size() - n);
         std::memcpy(out.data() + n, p.part.bytes().data() + front_sent, k);
         n += k;
         front_sent += k;
         if (front_sent == p.size) {
-          spent.push_back(std::move(p.part));
+          done_with_locked(p.part, spent);
           full.pop_front();
           front_sent = 0;
-          --held;
         }
       }
-      if (!spent.empty() && want_writable && held < cap && !waiting) {
-        notify = true;
-        want_writable = false;
-      }
+      notify = !spent.empty() && writable_locked();
     }
     spent.clear();
-    if (notify && when_writable) store->threads_.post(when_writable);
+    if (notify) notify_writable();
     return n;
   }
 
@@ -467,19 +291,17 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
     std::vector<PartPool::Part> drop;
     {
       std::lock_guard lock(mutex);
-      single_id = 0;
-      single_sent = false;
+      put_id = 0;
+      request = Request::none;
       if (r.ok()) {
-        if (Status s = check_settled(*r, expected_size.value_or(0), key); !s) r = s;
+        if (Status s = check_settled(*r, setup_.expected_size.value_or(0), setup_.key); !s) r = s;
       }
       if (r.ok()) {
-        stream_stored = true;
         stream_etag = s3::unquote_etag(r->etag);
       } else {
         fail_locked(r.status());
       }
-      for (auto& p : full) drop.push_back(std::move(p.part));
-      held -= full.size();
+      for (auto& p : full) done_with_locked(p.part, drop);
       full.clear();
       front_sent = 0;
     }
@@ -490,12 +312,12 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
   void on_completed(Result<s3::PutObjectResult> r) {
     {
       std::lock_guard lock(mutex);
-      completing = false;
+      request = Request::none;
       if (r.ok()) {
-        if (Status s = check_settled(*r, size, key); !s) r = s;
+        if (Status s = check_settled(*r, size, setup_.key); !s) r = s;
       }
       if (r.ok()) {
-        result = PutResult{key, size, s3::unquote_etag(r->etag), sha_hex};
+        result = PutResult{setup_.key, size, s3::unquote_etag(r->etag), sha_hex};
         ended = true;
         if (!failed.ok()) failed = Status();  // completed before the abort could stop it
         store->stats_.multipart_completed.fetch_add(1, std::memory_order_relaxed);
@@ -513,7 +335,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
       ++abort_tries;
       id = upload_id;
     }
-    auto self = shared_from_this();
+    auto self = this->self();
     store->client_->abort_multipart_upload(stored_key, id, [self](Status s) {
       bool retry = false;
       {
@@ -527,6 +349,7 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
         }
         if (!retry) {
           self->upload_id.clear();
+          self->request = Request::none;
           self->ended = true;
         }
       }
@@ -543,19 +366,25 @@ struct S3Store::UploadState : std::enable_shared_from_this<UploadState> {
 Result<std::unique_ptr<Upload>> S3Store::begin_put(std::string_view key, std::optional<std::uint64_t> expected_size,
                                                    std::function<void()> when_writable, std::string_view content_type) {
   if (Status s = validate_key(key); !s) return s;
-  if (expected_size && *expected_size > std::uint64_t(pool_.part_size()) * 10000)
+  if (expected_size && *expected_size > std::uint64_t(pool_.part_size()) * kMaxParts)
     return Status::invalid("object larger than 10,000 parts of " + std::to_string(pool_.part_size()) + " bytes");
-  auto state = std::make_shared<UploadState>();
-  state->store = this;
-  state->key = std::string(key);
-  state->stored_key = layout_.stored_key(key);
-  state->expected_size = expected_size;
+  UploadParts::Setup setup;
+  setup.pool = &pool_;
+  setup.threads = &threads_;
+  setup.options = &options_;
+  setup.key = std::string(key);
+  setup.expected_size = expected_size;
+  setup.when_writable = std::move(when_writable);
+  setup.cap = options_.parts_per_transfer;
+  setup.max_parts = kMaxParts;
+  const bool streamed =
+      expected_size && *expected_size > pool_.part_size() && *expected_size <= s3_options_.stream_put_max;
   // S3 would store its own default (binary/octet-stream) for none.
-  state->content_type = content_type.empty() ? "application/octet-stream" : std::string(content_type);
-  state->when_writable = std::move(when_writable);
-  state->cap = options_.parts_per_transfer;
-  state->streamed = expected_size && *expected_size > pool_.part_size() && *expected_size <= s3_options_.stream_put_max;
-  return std::unique_ptr<Upload>(new UploadHandle<S3Store::UploadState>(std::move(state)));
+  auto state =
+      std::make_shared<UploadState>(std::move(setup), this, layout_.stored_key(key),
+                                    content_type.empty() ? "application/octet-stream" : std::string(content_type),
+                                    streamed ? UploadState::Mode::streamed_put : UploadState::Mode::one_put);
+  return std::unique_ptr<Upload>(new UploadHandle(std::move(state)));
 }
 
 }  // namespace kiroku
