@@ -123,7 +123,13 @@ const sqlite3_mem_methods kMethods = {
 std::uint64_t sqlite_memory_heap_calls() { return g_heap_calls.load(std::memory_order_relaxed); }
 
 Status install_sqlite_memory() {
-  static int rc = [] { return sqlite3_config(SQLITE_CONFIG_MALLOC, &kMethods); }();
+  static int rc = [] {
+    const int r = sqlite3_config(SQLITE_CONFIG_MALLOC, &kMethods);
+    // No memory statistics: each allocation would take a global mutex to
+    // count itself (sqlite3StatusUp), for figures nothing reads.
+    if (r == SQLITE_OK) sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    return r;
+  }();
   if (rc != SQLITE_OK)
     return Status::permanent("SQLite memory methods not installed: SQLite was in use already (" +
                              std::string(sqlite3_errstr(rc)) + ")");
