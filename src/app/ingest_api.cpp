@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
+#include <string>
 #include <string_view>
 
 #include "common/text.h"
@@ -42,25 +44,39 @@ constexpr Refusal refusal(Outcome o) {
   return {500, "internal error", {}};
 }
 
+// Sends on a Reply or a Deferred, the CORS headers (if any) first.
+template <class R>
+void send_with(R& r, int status, std::string_view type, std::string_view body, std::string_view headers,
+               std::string_view cors) {
+  if (cors.empty()) return r.send(status, type, body, headers);
+  char joined[1024];  // an origin is at most ~210 bytes (config)
+  if (cors.size() + headers.size() > sizeof joined)
+    return r.send(status, type, body, std::string(cors) + std::string(headers));
+  std::memcpy(joined, cors.data(), cors.size());
+  std::memcpy(joined + cors.size(), headers.data(), headers.size());
+  r.send(status, type, body, std::string_view(joined, cors.size() + headers.size()));
+}
+
 // Sends the answer to `outcome` on a Reply or a Deferred.
 template <class R>
-void send(R& r, IngestApi::Form form, Outcome outcome, std::uint32_t events, std::string_view error = {}) {
+void send(R& r, IngestApi::Form form, std::string_view cors, Outcome outcome, std::uint32_t events,
+          std::string_view error = {}) {
   if (outcome == Outcome::invalid) {
-    r.send(400, "application/json", json_error_body(error));
+    send_with(r, 400, "application/json", json_error_body(error), {}, cors);
     return;
   }
   if (outcome != Outcome::accepted) {
     const Refusal f = refusal(outcome);
-    r.send(f.status, "application/json", json_error_body(f.message), f.headers);
+    send_with(r, f.status, "application/json", json_error_body(f.message), f.headers, cors);
     return;
   }
   switch (form) {
-    case IngestApi::Form::no_content: r.send(204, {}, {}); break;
-    case IngestApi::Form::pixel: r.send(200, "image/gif", kPixelView, "Cache-Control: no-store\r\n"); break;
+    case IngestApi::Form::no_content: send_with(r, 204, {}, {}, {}, cors); break;
+    case IngestApi::Form::pixel: send_with(r, 200, "image/gif", kPixelView, "Cache-Control: no-store\r\n", cors); break;
     case IngestApi::Form::accepted: {
       char body[48];
       const auto end = fmt::format_to_n(body, sizeof body, "{{\"accepted\":{}}}\n", events);
-      r.send(202, "application/json", std::string_view(body, end.size));
+      send_with(r, 202, "application/json", std::string_view(body, end.size), {}, cors);
       break;
     }
   }
@@ -71,20 +87,22 @@ void send(R& r, IngestApi::Form form, Outcome outcome, std::uint32_t events, std
 // Parks the request being handled when the collector holds it.
 class IngestApi::Hold final : public Holder {
  public:
-  Hold(IngestApi& api, unsigned shard, http::Reply& reply, Form form)
-      : api_(api), shard_(shard), reply_(reply), form_(form) {}
-  std::uint32_t hold() override { return api_.park(shard_, reply_.defer(), form_); }
+  Hold(IngestApi& api, unsigned shard, http::Reply& reply, Form form, int cors)
+      : api_(api), shard_(shard), reply_(reply), form_(form), cors_(cors) {}
+  std::uint32_t hold() override { return api_.park(shard_, reply_.defer(), form_, cors_); }
 
  private:
   IngestApi& api_;
   unsigned shard_;
   http::Reply& reply_;
   Form form_;
+  int cors_;
 };
 
 IngestApi::IngestApi(CollectorOptions options, Runtime& runtime, BatchWriter& writer, Spool* spool,
-                     CollectorMetrics metrics)
-    : slots_(runtime.shards()),
+                     CollectorMetrics metrics, CorsPolicy cors)
+    : cors_(std::move(cors)),
+      slots_(runtime.shards()),
       collector_(std::make_unique<Collector>(options, runtime, writer, spool, metrics, *this)) {
   for (auto& s : slots_) {
     s.parked.reserve(1024);
@@ -94,7 +112,7 @@ IngestApi::IngestApi(CollectorOptions options, Runtime& runtime, BatchWriter& wr
 
 IngestApi::~IngestApi() = default;
 
-std::uint32_t IngestApi::park(unsigned shard, http::Deferred reply, Form form) {
+std::uint32_t IngestApi::park(unsigned shard, http::Deferred reply, Form form, int cors) {
   Slots& s = slots_[shard];
   std::uint32_t t;
   if (!s.free.empty()) {
@@ -106,6 +124,7 @@ std::uint32_t IngestApi::park(unsigned shard, http::Deferred reply, Form form) {
   }
   s.parked[t].reply = std::move(reply);
   s.parked[t].form = form;
+  s.parked[t].cors = cors;
   return t;
 }
 
@@ -114,19 +133,50 @@ void IngestApi::answer(unsigned shard, std::uint32_t ticket, Outcome outcome, st
   Parked& p = s.parked[ticket];
   http::Deferred reply = std::move(p.reply);
   s.free.push_back(ticket);
-  send(reply, p.form, outcome, events);
+  send(reply, p.form, cors_headers(p.cors), outcome, events);
+}
+
+std::string_view IngestApi::cors_headers(int index) const {
+  return index >= 0 ? cors_.headers(index) : std::string_view();
+}
+
+bool IngestApi::refused_origin(const http::Request& req, http::Reply& reply, int& cors) const {
+  cors = cors_.check(req.origin);
+  if (cors != CorsPolicy::kRefused) return false;
+  reply.send(403, "application/json",
+             json_error_body("origin not allowed: " + std::string(req.origin) +
+                             " is not in --cors-origins; nothing was stored"));
+  return true;
 }
 
 void IngestApi::query(const http::Request& req, http::Reply& reply, Form form) {
-  Hold hold(*this, req.shard, reply, form);
+  int cors;
+  if (refused_origin(req, reply, cors)) return;
+  Hold hold(*this, req.shard, reply, form, cors);
   const Taken t = collector_->take_query(req.shard, req.query, req.received_us, hold);
-  if (!t.held) send(reply, form, t.outcome, t.events, t.error);
+  if (!t.held) send(reply, form, cors_headers(cors), t.outcome, t.events, t.error);
 }
 
 void IngestApi::batch(const http::Request& req, http::Reply& reply) {
-  Hold hold(*this, req.shard, reply, Form::accepted);
+  int cors;
+  if (refused_origin(req, reply, cors)) return;
+  Hold hold(*this, req.shard, reply, Form::accepted, cors);
   const Taken t = collector_->take_batch(req.shard, req.body, req.received_us, hold);
-  if (!t.held) send(reply, Form::accepted, t.outcome, t.events, t.error);
+  if (!t.held) send(reply, Form::accepted, cors_headers(cors), t.outcome, t.events, t.error);
+}
+
+bool IngestApi::preflight(const http::Request& req, http::Reply& reply) const {
+  if (!cors_.enabled()) return false;
+  const int cors = cors_.check(req.origin);
+  if (cors == CorsPolicy::kRefused) {
+    reply.send(403, "application/json",
+               json_error_body("origin not allowed: " + std::string(req.origin) + " is not in --cors-origins"));
+  } else if (cors == CorsPolicy::kNone) {
+    reply.send(400, "application/json", json_error_body("a CORS preflight needs an Origin header"));
+  } else {
+    reply.send(204, {}, {}, cors_.preflight_headers(cors));
+  }
+  return true;
 }
 
 }  // namespace kiroku

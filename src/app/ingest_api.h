@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "app/cors.h"
 #include "http/server.h"
 #include "ingest/collector.h"
 
@@ -22,8 +23,10 @@ class IngestApi final : public Answers {
   // How an accepted request is answered.
   enum class Form : std::uint8_t { no_content, pixel, accepted };
 
-  // Builds the collector, which reports to this object.
-  IngestApi(CollectorOptions options, Runtime& runtime, BatchWriter& writer, Spool* spool, CollectorMetrics metrics);
+  // Builds the collector, which reports to this object. `cors`: the pages
+  // that may send events from a browser (app/cors.h).
+  IngestApi(CollectorOptions options, Runtime& runtime, BatchWriter& writer, Spool* spool, CollectorMetrics metrics,
+            CorsPolicy cors = {});
   ~IngestApi();
 
   Collector& collector() { return *collector_; }
@@ -31,6 +34,9 @@ class IngestApi final : public Answers {
   // On the request's shard.
   void query(const http::Request& req, http::Reply& reply, Form form);
   void batch(const http::Request& req, http::Reply& reply);
+  // OPTIONS on an ingest path: answers the CORS preflight and returns true,
+  // or returns false (answering nothing) when CORS is off.
+  bool preflight(const http::Request& req, http::Reply& reply) const;
 
   void answer(unsigned shard, std::uint32_t ticket, Outcome outcome, std::uint32_t events) override;
 
@@ -39,13 +45,19 @@ class IngestApi final : public Answers {
   struct Parked {
     http::Deferred reply;
     Form form = Form::no_content;
+    int cors = CorsPolicy::kNone;
   };
   struct Slots {
     std::vector<Parked> parked;
     std::vector<std::uint32_t> free;
   };
-  std::uint32_t park(unsigned shard, http::Deferred reply, Form form);
+  std::uint32_t park(unsigned shard, http::Deferred reply, Form form, int cors);
+  std::string_view cors_headers(int index) const;
+  // Answers 403 and returns true for a browser page whose origin is not
+  // allowed; else sets `cors` to what check() says.
+  bool refused_origin(const http::Request& req, http::Reply& reply, int& cors) const;
 
+  CorsPolicy cors_;
   std::vector<Slots> slots_;  // per shard
   std::unique_ptr<Collector> collector_;
 };

@@ -231,6 +231,7 @@ void Router::handle(const http::Request& req, http::Reply& reply) {
   switch (route) {
     case Route::collect:
     case Route::pixel:
+      if (req.method == M::options && deps_.ingest->preflight(req, reply)) break;
       if (!get) {
         reply.error(405, "use GET", "Allow: GET\r\n");
         break;
@@ -238,6 +239,7 @@ void Router::handle(const http::Request& req, http::Reply& reply) {
       deps_.ingest->query(req, reply, route == Route::pixel ? IngestApi::Form::pixel : IngestApi::Form::no_content);
       break;
     case Route::events:
+      if (req.method == M::options && deps_.ingest->preflight(req, reply)) break;
       if (req.method != M::post) {
         reply.error(405, "use POST with NDJSON or a JSON array", "Allow: POST\r\n");
         break;

@@ -244,7 +244,7 @@ int serve(const ServeConfig& cfg) {
   co.sink_wait_timeout = cfg.sink_wait_timeout;
   co.instance = static_cast<unsigned>(lease.number());
   co.id_floor_unix_ms = id_floor_ms;
-  IngestApi ingest(co, runtime, writer, spool.get(), cm);
+  IngestApi ingest(co, runtime, writer, spool.get(), cm, CorsPolicy(cfg.cors_origins));
   Collector& collector = ingest.collector();
   FileApi files(*store, runtime, &registry);
 

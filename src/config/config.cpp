@@ -77,6 +77,33 @@ std::optional<std::string> check_url(std::string_view v, std::initializer_list<c
   return fmt::format("must start with {}, {}", list, quoted(std::string_view(shown)));
 }
 
+// A comma-separated list of web origins (scheme://host[:port], as a browser
+// sends it in Origin: no path, no trailing slash) or "*".
+std::optional<std::string> set_origins(std::vector<std::string>& field, std::string_view v) {
+  std::vector<std::string> out;
+  for (std::size_t begin = 0; begin <= v.size();) {
+    std::size_t comma = v.find(',', begin);
+    if (comma == std::string_view::npos) comma = v.size();
+    std::string_view o = v.substr(begin, comma - begin);
+    while (!o.empty() && o.front() == ' ') o.remove_prefix(1);
+    while (!o.empty() && o.back() == ' ') o.remove_suffix(1);
+    begin = comma + 1;
+    if (o.empty()) continue;
+    if (o != "*") {
+      std::string_view rest = o.starts_with("https://") ? o.substr(8) : o.starts_with("http://") ? o.substr(7) : "";
+      const bool host_ok =
+          !rest.empty() && rest.size() <= 200 &&
+          rest.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") ==
+              std::string_view::npos;
+      if (!host_ok)
+        return fmt::format("each origin must be scheme://host[:port] (http or https, no path) or *, {}", quoted(o));
+    }
+    out.emplace_back(o);
+  }
+  field = std::move(out);
+  return std::nullopt;
+}
+
 using std::chrono::milliseconds;
 constexpr milliseconds kHour{3'600'000};
 
@@ -206,6 +233,10 @@ const OptionSpec kOptions[] = {
        c.log_level = v;
        return std::nullopt;
      }},
+    {"cors-origins",
+     "web origins whose pages may send events (CORS), comma-separated: https://shop.example,http://host:8000 "
+     "or * (default: none)",
+     [](ServeConfig& c, std::string_view v) { return set_origins(c.cors_origins, v); }},
     {"access-log", "log this fraction of requests (0 off, 1 all)",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        double d;

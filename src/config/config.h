@@ -64,6 +64,10 @@ struct ServeConfig {
   // Operations
   std::string log_level = "info";
   double access_log_sample = 0;  // 0: off; 1: every request; 0.01: one in a hundred
+  // Web origins whose pages may send events from a browser (CORS): exact
+  // origins ("https://shop.example", "http://127.0.0.1:8000") or "*". Empty:
+  // no CORS answers, OPTIONS refused, Origin ignored.
+  std::vector<std::string> cors_origins;
 };
 
 struct ConfigError {

@@ -21,7 +21,6 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <array>
-#include <charconv>
 #include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -30,6 +29,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
+#include <charconv>
 #include <chrono>
 #include <ctime>
 #include <future>
@@ -353,7 +353,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void on_request_line(beast::http::verb method, std::string_view method_str, std::string_view target, int version) {
     head_.clear();
     content_type_ = authorization_ = range_ = Span{};
-    if_none_match_ = if_modified_since_ = if_range_ = Span{};
+    if_none_match_ = if_modified_since_ = if_range_ = origin_ = Span{};
     expect_continue_ = false;
     transfer_encoding_ = false;
     forwarded_ = false;
@@ -387,6 +387,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     r.if_none_match = view(if_none_match_);
     r.if_modified_since = view(if_modified_since_);
     r.if_range = view(if_range_);
+    r.origin = view(origin_);
     r.body = {};
     const auto len = parser_->content_length();
     r.content_length = len ? std::optional<std::uint64_t>(*len) : std::nullopt;
@@ -450,6 +451,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       case field::if_none_match: if_none_match_ = store(value); break;
       case field::if_modified_since: if_modified_since_ = store(value); break;
       case field::if_range: if_range_ = store(value); break;
+      case field::origin: origin_ = store(value); break;
       case field::transfer_encoding: transfer_encoding_ = true; break;
       case field::host: ++hosts_; break;
       case field::forwarded: forwarded_ = true; break;
@@ -691,7 +693,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       // The head was not read: nothing of req_ (a previous request's) applies.
       req_.method_name = req_.target = req_.path = req_.query = {};
       req_.content_type = req_.authorization = req_.range = req_.body = {};
-      req_.if_none_match = req_.if_modified_since = req_.if_range = {};
+      req_.if_none_match = req_.if_modified_since = req_.if_range = req_.origin = {};
       req_.shard = shard_.index;
       req_.peer_loopback = loopback_;
       req_.received_us = 0;
@@ -787,7 +789,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint64_t stream_left_ = 0;  // body bytes a streamed answer still owes
   Method method_ = Method::other;
   Span method_name_, target_, content_type_, authorization_, range_;
-  Span if_none_match_, if_modified_since_, if_range_;
+  Span if_none_match_, if_modified_since_, if_range_, origin_;
   std::uint64_t body_limit_ = 0;
   bool expect_continue_ = false;
   bool transfer_encoding_ = false;  // the current request has a Transfer-Encoding field

@@ -43,6 +43,7 @@ struct Request {
   std::string_view if_none_match;  // conditional GET / HEAD (the file API)
   std::string_view if_modified_since;
   std::string_view if_range;
+  std::string_view origin;  // a browser's Origin (CORS), empty when none
   std::string_view body;  // whole body (bounded by the handler's body limit); empty when streamed
   // Content-Length as sent; nullopt for a chunked body (or none).
   std::optional<std::uint64_t> content_length;

@@ -106,6 +106,21 @@ TEST(Config, ErrorsNameTheOptionAndSource) {
   EXPECT_EQ(missing.error.option, "--config");
 }
 
+TEST(Config, CorsOriginsAreExactOriginsOrAStar) {
+  auto none = load({});
+  ASSERT_TRUE(none.ok);
+  EXPECT_TRUE(none.config.cors_origins.empty());
+  auto list = load({"--cors-origins", "https://shop.example, http://127.0.0.1:8000,*"});
+  ASSERT_TRUE(list.ok) << list.error.line();
+  EXPECT_EQ(list.config.cors_origins, (std::vector<std::string>{"https://shop.example", "http://127.0.0.1:8000", "*"}));
+  for (const char* bad : {"shop.example", "https://shop.example/", "ftp://x", "https://a b", "http://"}) {
+    auto l = load({"--cors-origins", bad});
+    EXPECT_FALSE(l.ok) << bad;
+    EXPECT_EQ(l.error.option, "--cors-origins") << bad;
+    EXPECT_NE(l.error.reason.find("scheme://host[:port]"), std::string::npos) << l.error.reason;
+  }
+}
+
 TEST(Config, Units) {
   std::chrono::milliseconds d;
   EXPECT_TRUE(parse_duration("1500us", d));
