@@ -1,6 +1,8 @@
 // router.cpp - endpoint dispatch, method checks and the operations endpoints.
 #include "app/router.h"
 
+#include "common/request_id.h"
+
 #include "ingest/spool.h"
 
 #include <openssl/crypto.h>
@@ -304,6 +306,7 @@ void Router::answered(const http::Request& req, int status, std::uint64_t took_u
   // Access log: off by default; when on, one request in access_log_every_ per shard.
   if (access_log_every_ && req.shard < access_log_seq_.size() &&
       access_log_seq_[req.shard]++ % access_log_every_ == 0) {
+    RequestIdScope scope(req.request_id);  // a held answer comes outside the handler's scope
     if (req.path.empty()) spdlog::info("access (unreadable request) {} {}us", status, took_us);
     else
       spdlog::info("access {} {} {} {}us{}", req.method_name, req.target, status, took_us,

@@ -1,5 +1,6 @@
 // serve.cpp - start-up order, the signal wait and the graceful stop.
 #include "app/serve.h"
+#include "ops/log_format.h"
 
 #include <signal.h>
 
@@ -61,7 +62,9 @@ std::optional<std::uint64_t> max_spooled_id(const Spool& spool) {
 
 int serve(const ServeConfig& cfg) {
   spdlog::set_level(spdlog::level::from_str(cfg.log_level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+  LogFormat log_format = LogFormat::text;
+  parse_log_format(cfg.log_format, log_format);  // checked by the config
+  use_log_format(log_format);
   // Block the stop signals in every thread; the main thread waits for them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);

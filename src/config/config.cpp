@@ -237,6 +237,12 @@ const OptionSpec kOptions[] = {
      "web origins whose pages may send events (CORS), comma-separated: https://shop.example,http://host:8000 "
      "or * (default: none)",
      [](ServeConfig& c, std::string_view v) { return set_origins(c.cors_origins, v); }},
+    {"log-format", "text (for people) or json (one object per line, for log shippers)",
+     [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
+       if (v != "text" && v != "json") return fmt::format("must be text or json, {}", quoted(v));
+       c.log_format = v;
+       return std::nullopt;
+     }},
     {"access-log", "log this fraction of requests (0 off, 1 all)",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        double d;

@@ -63,6 +63,7 @@ struct ServeConfig {
 
   // Operations
   std::string log_level = "info";
+  std::string log_format = "text";  // text or json (ops/log_format.h)
   double access_log_sample = 0;  // 0: off; 1: every request; 0.01: one in a hundred
   // Web origins whose pages may send events from a browser (CORS): exact
   // origins ("https://shop.example", "http://127.0.0.1:8000") or "*". Empty:

@@ -11,6 +11,7 @@
 #include "runtime/op_memory.h"
 
 #include "common/memory.h"
+#include "common/request_id.h"
 #include "common/text.h"
 
 #include <netinet/in.h>
@@ -35,6 +36,7 @@
 #include <future>
 #include <limits>
 #include <optional>
+#include <random>
 #include <thread>
 
 namespace kiroku::http {
@@ -165,6 +167,17 @@ class Shard {
   Shard(HttpServer& owner, unsigned i)
       : server(owner), index(i), ctx(owner.runtime_.context(i)), acceptor(ctx), sweep_timer(ctx), accept_pause(ctx) {
     refresh_date();
+    std::random_device rd;
+    next_request_id = (std::uint64_t{rd()} << 32) ^ rd();
+  }
+
+  // A fresh request id: 16 hex digits of a per-shard counter that starts at
+  // a random value (unique within the process, and across processes but by
+  // a 1 in 2^64 chance).
+  void new_request_id(std::array<char, 16>& out) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::uint64_t v = next_request_id++;
+    for (int i = 15; i >= 0; --i, v >>= 4) out[static_cast<std::size_t>(i)] = kHex[v & 0xF];
   }
 
   void start_accepting() {
@@ -192,6 +205,7 @@ class Shard {
   char date[40] = {};
   std::size_t date_len = 0;
   bool draining = false;
+  std::uint64_t next_request_id = 0;
   Clock::time_point now = Clock::now();  // refreshed by the sweep
 };
 
@@ -353,7 +367,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void on_request_line(beast::http::verb method, std::string_view method_str, std::string_view target, int version) {
     head_.clear();
     content_type_ = authorization_ = range_ = Span{};
-    if_none_match_ = if_modified_since_ = if_range_ = origin_ = Span{};
+    if_none_match_ = if_modified_since_ = if_range_ = origin_ = request_id_ = Span{};
     expect_continue_ = false;
     transfer_encoding_ = false;
     forwarded_ = false;
@@ -371,6 +385,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // The head is complete: fill req_ (all but the body) and let the handler
   // take the body as a stream, answer at once, or have it read whole.
+  std::string_view generate_request_id() {
+    shard_.new_request_id(generated_id_);
+    return std::string_view(generated_id_.data(), generated_id_.size());
+  }
+
   void on_head() {
     head_started_ = false;
     Request& r = req_;
@@ -388,6 +407,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     r.if_modified_since = view(if_modified_since_);
     r.if_range = view(if_range_);
     r.origin = view(origin_);
+    r.request_id = view(request_id_);
+    if (!usable_request_id(r.request_id)) r.request_id = generate_request_id();
     r.body = {};
     const auto len = parser_->content_length();
     r.content_length = len ? std::optional<std::uint64_t>(*len) : std::nullopt;
@@ -397,6 +418,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     r.received_us = unix_us_now();
 
     Reply reply(*this);
+    RequestIdScope scope(r.request_id);
     try {
       reader_ = shard_.server.handler_.stream_body(r, reply);
     } catch (const std::exception& e) {
@@ -458,6 +480,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       case field::expect: expect_continue_ = beast::iequals(value, "100-continue"); break;
       case field::unknown:
         if (beast::iequals(name_str, "x-forwarded-for") || beast::iequals(name_str, "x-real-ip")) forwarded_ = true;
+        else if (beast::iequals(name_str, "x-request-id")) request_id_ = store(value);
         break;
       default: break;
     }
@@ -562,6 +585,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         parser_->header_limit(std::numeric_limits<std::uint32_t>::max());
         parser_->eager(true);
         body_mode_ = Body::buffered;
+        req_.request_id = {};  // set by on_head
         body_.clear();
         head_consumed_ = 0;
       }
@@ -614,6 +638,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     parser_.reset();
     body_mode_ = Body::buffered;
     Reply reply(*this);
+    RequestIdScope scope(req_.request_id);
     try {
       reader->on_end(reply);
       if (!reply.sent_ && !reply.deferred_) reply.error(500, "the request was not answered");
@@ -698,6 +723,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       req_.peer_loopback = loopback_;
       req_.received_us = 0;
     }
+    // A head refused before on_head has no id yet.
+    if (req_.request_id.empty()) req_.request_id = generate_request_id();
     parser_.reset();
     rbuf_.consume(rbuf_.size());
     // The engine's errors always carry their JSON body, even for a HEAD (the
@@ -713,6 +740,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     parser_.reset();
 
     Reply reply(*this);
+    RequestIdScope scope(r.request_id);
     try {
       shard_.server.handler_.handle(r, reply);
       if (!reply.sent_ && !reply.deferred_) reply.error(500, "the request was not answered");
@@ -789,7 +817,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint64_t stream_left_ = 0;  // body bytes a streamed answer still owes
   Method method_ = Method::other;
   Span method_name_, target_, content_type_, authorization_, range_;
-  Span if_none_match_, if_modified_since_, if_range_, origin_;
+  Span if_none_match_, if_modified_since_, if_range_, origin_, request_id_;
+  std::array<char, 16> generated_id_{};  // the current request's id when the client sent none
   std::uint64_t body_limit_ = 0;
   bool expect_continue_ = false;
   bool transfer_encoding_ = false;  // the current request has a Transfer-Encoding field
@@ -822,6 +851,10 @@ void Connection::append_head(int status, std::string_view content_type, std::opt
   out_.append(reason_phrase(status));
   out_.append("\r\nServer: kiroku\r\nDate: ");
   out_.append(shard_.date, shard_.date_len);
+  if (!req_.request_id.empty()) {
+    out_.append("\r\nX-Request-Id: ");
+    out_.append(req_.request_id);
+  }
   out_.append("\r\n");
   if (content_length) {
     out_.append("Content-Length: ");
@@ -841,8 +874,21 @@ void Connection::append_head(int status, std::string_view content_type, std::opt
 void Connection::append_response(int status, std::string_view content_type, std::string_view body,
                                  std::string_view extra_headers) {
   const bool no_body = status == 204 || status == 304 || status < 200;
-  append_head(status, content_type, no_body ? std::nullopt : std::optional<std::uint64_t>(body.size()), extra_headers);
-  if (!no_body && req_.method != Method::head) out_.append(body);
+  // A JSON error names its request: {"request_id":"...", then the rest.
+  const bool tagged = status >= 400 && !no_body && !req_.request_id.empty() && body.starts_with('{') &&
+                      content_type == "application/json";
+  constexpr std::string_view kTag = "{\"request_id\":\"";
+  const std::uint64_t length = body.size() + (tagged ? kTag.size() + req_.request_id.size() + 2 - 1 : 0);
+  append_head(status, content_type, no_body ? std::nullopt : std::optional<std::uint64_t>(length), extra_headers);
+  if (no_body || req_.method == Method::head) return;
+  if (!tagged) {
+    out_.append(body);
+    return;
+  }
+  out_.append(kTag);
+  out_.append(req_.request_id);
+  out_.append("\",");
+  out_.append(body.substr(1));
 }
 
 void Connection::stream_begin(int status, std::string_view content_type, std::uint64_t content_length,

@@ -44,6 +44,9 @@ struct Request {
   std::string_view if_modified_since;
   std::string_view if_range;
   std::string_view origin;  // a browser's Origin (CORS), empty when none
+  // The client's X-Request-Id when usable (common/request_id.h), else one the
+  // engine made; echoed in the answer's X-Request-Id and in JSON errors.
+  std::string_view request_id;
   std::string_view body;  // whole body (bounded by the handler's body limit); empty when streamed
   // Content-Length as sent; nullopt for a chunked body (or none).
   std::optional<std::uint64_t> content_length;

@@ -270,7 +270,9 @@ inline void check_answers(std::string_view got, const std::vector<Answer>& answe
     FUZZ_REQUIRE(status == 400 || status == 413 || status == 431);
     FUZZ_REQUIRE(close && length.has_value());
     FUZZ_REQUIRE(got.size() == *length);  // its whole body, and nothing after it
-    FUZZ_REQUIRE(got.starts_with("{\"error\":\"") && got.ends_with("\"}\n"));
+    // {"request_id":"<the client's or the engine's>","error":"..."}
+    FUZZ_REQUIRE(got.starts_with("{\"request_id\":\"") && got.find("\",\"error\":\"") != std::string_view::npos &&
+                 got.ends_with("\"}\n"));
     got = {};
   }
   FUZZ_REQUIRE(next == answers.size());
