@@ -15,6 +15,9 @@
 #   KIROKU_TEST_POSTGRES_TLS_URL  postgresql://kiroku:kiroku@127.0.0.1:PORT/kiroku_test
 #                                   ?sslmode=verify-full&sslrootcert=CA
 #   KIROKU_TEST_POSTGRES_CA       the CA certificate (PEM) that signed the server's
+#   KIROKU_TEST_POSTGRES_ADMIN    postgresql://postgres@/kiroku_test?host=DIR (the superuser,
+#                                   over the unix socket, no password)
+#   KIROKU_TEST_POSTGRES_SOCKET_DIR  the unix socket directory
 #   KIROKU_TEST_POSTGRES_PORT     the TCP port
 #   KIROKU_TEST_POSTGRES_CTL      a control script for outage tests, same data dir and port:
 #                                   CTL stop       fast shutdown, waits until it is gone
@@ -192,6 +195,8 @@ chmod 755 "$CTL"
 export KIROKU_TEST_POSTGRES_URL="postgresql://kiroku:kiroku@127.0.0.1:$PORT/kiroku_test"
 export KIROKU_TEST_POSTGRES_TLS_URL="postgresql://kiroku:kiroku@127.0.0.1:$PORT/kiroku_test?sslmode=verify-full&sslrootcert=$DIR/tls/ca.pem"
 export KIROKU_TEST_POSTGRES_CA="$DIR/tls/ca.pem"
+export KIROKU_TEST_POSTGRES_ADMIN="postgresql://postgres@/kiroku_test?host=$DIR"
+export KIROKU_TEST_POSTGRES_SOCKET_DIR="$DIR"
 export KIROKU_TEST_POSTGRES_PORT="$PORT"
 export KIROKU_TEST_POSTGRES_CTL="$CTL"
 

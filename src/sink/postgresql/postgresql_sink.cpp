@@ -77,11 +77,14 @@ std::string one_line(const char* text) {
   for (const char* p = text; *p != '\0'; ++p) {
     if (*p == '\n') {
       if (p[1] != '\0') out += "; ";
+    } else if (*p == '\t') {
+      out += ' ';
     } else if (*p != '\r') {
       out += *p;
     }
   }
   while (!out.empty() && (out.back() == ' ' || out.back() == ';')) out.pop_back();
+  for (std::size_t at; (at = out.find("  ")) != std::string::npos;) out.erase(at, 1);
   return out;
 }
 
