@@ -486,7 +486,7 @@ class PostgresSink final : public Sink {
   // CONFLICT DO NOTHING, and the accounting when not every row went in.
   Failure insert(PgConnection& c, std::string_view records) {
     if (Failure f = prepare_stage(c); !f.ok()) return f;
-    if (Failure f = run(c.conn, "BEGIN", "begin"); !f.ok()) return f;
+    // BEGIN and COPY in one round trip: PQexec stops at the COPY.
     Res r(PQexec(c.conn, copy_sql_.c_str()));
     if (r.status() != PGRES_COPY_IN) return abandon(c, Failure::of(c.conn, r.get(), "insert"), true);
     chunk_.clear();
@@ -683,7 +683,7 @@ class PostgresSink final : public Sink {
   const std::string where_;  // the URL without password, for messages
   const std::string table_;  // quoted
   const std::string copy_sql_ =
-      "COPY " + std::string(kStage) + " (kiroku_ord, id, received_at, at, name, value, client_id) FROM STDIN";
+      "BEGIN; COPY " + std::string(kStage) + " (kiroku_ord, id, received_at, at, name, value, client_id) FROM STDIN";
   std::string insert_sql_;
   std::string account_sql_;
 
