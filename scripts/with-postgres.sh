@@ -81,6 +81,10 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 PORT=$(free_port) || die "no free TCP port found"
+if [ ${#RUN_AS[@]} -gt 0 ]; then
+  chown "$OWNER" "$DIR"
+  "${RUN_AS[@]}" test -w "$DIR" || die "user $OWNER cannot reach $DIR (set TMPDIR to a directory it can enter)"
+fi
 
 # TLS: a throwaway CA and a server certificate for 127.0.0.1 and localhost
 # (P-256 keys: made in milliseconds), valid for two days.
