@@ -475,8 +475,8 @@ class PostgresSink final : public Sink {
   Failure prepare_stage(PgConnection& c) {
     if (c.stage_ready) return {};
     const std::string sql = "CREATE TEMP TABLE IF NOT EXISTS " + std::string(kStage) + " (LIKE " + table_ +
-                            " INCLUDING DEFAULTS INCLUDING CONSTRAINTS) ON COMMIT DELETE ROWS; ALTER TABLE " +
-                            std::string(kStage) + " ADD COLUMN IF NOT EXISTS kiroku_ord INTEGER NOT NULL";
+                            " INCLUDING DEFAULTS INCLUDING CONSTRAINTS, kiroku_ord INTEGER NOT NULL)"
+                            " ON COMMIT DELETE ROWS";
     if (Failure f = run(c.conn, sql, "create staging table"); !f.ok()) return f;
     c.stage_ready = true;
     return {};
@@ -642,6 +642,9 @@ class PostgresSink final : public Sink {
       backoff_ms_ = 0;
       next_connect_ = {};
     }
+    // Server notices go to the log, not raw to stderr.
+    PQsetNoticeProcessor(
+        c, [](void*, const char* message) { spdlog::debug("postgresql: {}", one_line(message)); }, nullptr);
     return std::unique_ptr<PooledConnection>(std::make_unique<PgConnection>(c));
   }
 
