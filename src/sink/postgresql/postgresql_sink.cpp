@@ -20,6 +20,7 @@
 #include "sink/connection_pool.h"
 #include "sink/instance_lease_table.h"
 #include "sink/mysql/mysql_url.h"
+#include "sink/postgresql/postgresql_errors.h"
 #include "sink/postgresql/postgresql_url.h"
 
 namespace kiroku {
@@ -36,39 +37,7 @@ constexpr std::string_view kStage = "kiroku_stage";  // the connection's tempora
 
 // ---- Errors ---------------------------------------------------------------------------------
 
-enum class Fault {
-  lost,       // the connection is gone: close it; transient
-  deadlock,   // the transaction was rolled back (deadlock, serialization): retry it; transient
-  transient,  // may work later
-  permanent,  // the configuration or the schema is wrong
-  rejected,   // the server refused the values of a row: splitting the batch isolates it
-};
-
-// The class a refused row is counted under, for SQLSTATEs of classes 22 and 23.
-const char* rejection_of(std::string_view state) {
-  if (state == "22001") return "data_too_long";
-  if (state == "22003") return "out_of_range";
-  if (state == "22P02" || state == "22007" || state == "22008" || state == "22021" || state == "22P05")
-    return "incorrect_value";
-  if (state == "23502") return "null";
-  if (state == "23514") return "constraint";
-  if (state == "23503") return "foreign_key";
-  if (state == "P0001") return "constraint";  // a trigger's RAISE EXCEPTION
-  if (state.starts_with("22") || state.starts_with("23")) return "other";
-  return nullptr;
-}
-
-Fault fault_of(std::string_view state) {
-  if (rejection_of(state) != nullptr) return Fault::rejected;
-  if (state == "40001" || state == "40P01") return Fault::deadlock;
-  if (state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03") return Fault::lost;
-  if (state.starts_with("28") || state.starts_with("42") || state == "3D000" || state == "3F000" || state == "0A000" ||
-      state == "2BP01")
-    return Fault::permanent;
-  // Resources (53: disk full, too many connections), lock timeouts (55P03),
-  // a cancelled statement (57014), a read-only standby (25006)...: worth retrying.
-  return Fault::transient;
-}
+using Fault = PgFault;
 
 // The server's text on one line: newlines become "; ", trailing space goes.
 std::string one_line(const char* text) {
@@ -102,7 +71,7 @@ struct Failure {
     Failure f;
     const char* sqlstate = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
     f.state = sqlstate != nullptr && *sqlstate != '\0' ? sqlstate : "08000";
-    f.fault = fault_of(f.state);
+    f.fault = pg_fault_of(f.state);
     if (PQstatus(c) == CONNECTION_BAD) f.fault = Fault::lost;
     const char* primary = r != nullptr ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : nullptr;
     std::string text = primary != nullptr ? one_line(primary) : one_line(PQerrorMessage(c));
@@ -449,12 +418,12 @@ class PostgresSink final : public Sink {
           pool_.close_idle();
           continue;
         }
-      } else if (f.fault == Fault::deadlock) {
+      } else if (f.fault == Fault::retry) {
         if (round < kDeadlockRetries) continue;
       } else if (f.fault == Fault::permanent) {
         lease->discard();  // start the next call from a clean session
       } else if (f.fault == Fault::rejected) {
-        rejection_.store(rejection_of(f.state), std::memory_order_relaxed);
+        rejection_.store(pg_rejection_of(f.state), std::memory_order_relaxed);
       }
       return status_of(f);
     }
@@ -650,34 +619,13 @@ class PostgresSink final : public Sink {
 
   // libpq gives no SQLSTATE for a failed connect: its text tells what waiting will not heal.
   Status connect_failure(const std::string& text) const {
-    static constexpr std::string_view kPermanent[] = {
-        "authentication failed",
-        "pg_hba.conf",
-        "does not exist",
-        "permission denied",
-        "certificate verify failed",
-        "does not match host name",
-        "server does not support SSL",
-        "root certificate file",
-        "could not load",
-        "could not read",
-        "private key",
-        "certificate present",
-        "not permitted to log in",
-        "password is required",
-        "no password supplied",
-    };
     std::string m = "postgresql: connect to " + where_ + ": " + text;
-    for (const std::string_view p : kPermanent) {
-      if (text.find(p) != std::string::npos) {
-        if (url_.ssl_mode != PgSslMode::disable &&
-            (text.find("SSL") != std::string::npos || text.find("certificate") != std::string::npos))
-          m += " (sslmode=" + std::string(pg_ssl_mode_name(url_.ssl_mode)) + ", host " + url_.host +
-               (url_.ssl_root_cert.empty() ? "" : ", sslrootcert " + url_.ssl_root_cert) + ")";
-        return Status::permanent(std::move(m));
-      }
-    }
-    return Status::transient(std::move(m));
+    if (!pg_connect_failure_is_permanent(text)) return Status::transient(std::move(m));
+    if (url_.ssl_mode != PgSslMode::disable &&
+        (text.find("SSL") != std::string::npos || text.find("certificate") != std::string::npos))
+      m += " (sslmode=" + std::string(pg_ssl_mode_name(url_.ssl_mode)) + ", host " + url_.host +
+           (url_.ssl_root_cert.empty() ? "" : ", sslrootcert " + url_.ssl_root_cert) + ")";
+    return Status::permanent(std::move(m));
   }
 
   const PostgresUrl url_;
