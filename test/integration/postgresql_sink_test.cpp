@@ -730,8 +730,20 @@ TEST_F(PostgresSinkTest, TlsVerifyFullWorksAndAWrongCaFails) {
                       "postgresql://kiroku:kiroku@localhost:" + std::to_string(Admin::env_port()) +
                           "/kiroku_test?sslmode=verify-full&sslrootcert=" + ca);
   EXPECT_TRUE(by_name->ping().ok());
-  // require: TLS without verification.
-  EXPECT_TRUE(make({}, {}, tcp_url("kiroku", "kiroku", "kiroku_test", "?sslmode=require"))->ping().ok());
+  // verify-ca: the chain only; require and prefer: TLS without verification.
+  const auto tls_in_use = [&](const std::string& query, const std::string& name) {
+    auto s = make({}, {}, tcp_url("kiroku", "kiroku", "kiroku_test", query + "&application_name=" + name));
+    const Status st = s->ping();
+    EXPECT_TRUE(st.ok()) << query << ": " << st.message();
+    auto r = admin_->rows(
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = '" +
+        name + "'");
+    return !r.empty() && r[0][0] && *r[0][0] == "t";
+  };
+  EXPECT_TRUE(tls_in_use("?sslmode=verify-ca&sslrootcert=" + ca, "kiroku_vca"));
+  EXPECT_TRUE(tls_in_use("?sslmode=require", "kiroku_req"));
+  EXPECT_TRUE(tls_in_use("?sslmode=prefer", "kiroku_pref"));
+  EXPECT_FALSE(tls_in_use("?sslmode=disable", "kiroku_plain"));
 
   // Another CA: the server's certificate does not verify. Permanent, one line.
   test::TempDir dir;
