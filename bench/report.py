@@ -67,6 +67,7 @@ class Report:
         self.scale = load(self.r, "scale.json")
         self.badrows = load(self.r, "badrows.json")
         self.bulk = parse_bulk(load(self.r, "bulk-mariadb.log"))
+        self.pgbulk = parse_bulk(load(self.r, "bulk-postgresql.log"))
         self.params = load(self.r, "params.json")
 
     def w(self, text=""):
@@ -157,6 +158,7 @@ class Report:
         self.w()
         self.w("```sh")
         self.w(f"scripts/with-mariadb.sh build/bench/mysql_bulk_bench --method sink {p['bulk']}")
+        self.w(f"scripts/with-postgres.sh build/bench/postgresql_bulk_bench {p['bulk']}")
         self.w(f"bench/spool_size.sh {self.spool['events'] if self.spool else 'EVENTS'}")
         size = self.files.get("size_mib") if self.files else "SIZE_MIB"
         nrounds, ngets = self.files_rounds()
@@ -315,6 +317,24 @@ class Report:
                 self.w(f"| {num(batch)} | {num(med)} | {num(best)} |")
         else:
             self.w("failed" if "bulk-mariadb" in self.failed else "not run")
+        self.w()
+
+    def postgresql(self):
+        self.w("## PostgreSQL: the sink's bulk insert rate")
+        self.w()
+        if self.pgbulk:
+            self.w(f"`build/bench/postgresql_bulk_bench {self.params['bulk']}` against a temporary "
+                   "PostgreSQL 15 (`scripts/with-postgres.sh`: 32 MiB shared buffers, `fsync=off`, "
+                   "`synchronous_commit=off`), one transaction per batch as the sink writes them "
+                   "(COPY into the staging table, then INSERT ... ON CONFLICT DO NOTHING), the "
+                   "events of the MariaDB table above:")
+            self.w()
+            self.w("| batch (events) | median rows/s | best rows/s |")
+            self.w("|---|---|---|")
+            for batch, med, best in self.pgbulk:
+                self.w(f"| {num(batch)} | {num(med)} | {num(best)} |")
+        else:
+            self.w("failed" if "bulk-postgresql" in self.failed else "not run")
         self.w()
 
     def files_rounds(self):
@@ -687,6 +707,7 @@ class Report:
         self.constant()
         self.storage()
         self.mariadb()
+        self.postgresql()
         self.outage_section()
         self.scale_section()
         self.badrows_section()

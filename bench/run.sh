@@ -12,6 +12,8 @@
 #     constant 30,000 requests/s for 60 s with `kiroku load` in 5-second runs
 #     (bench/constant_rate.sh); rows stored are checked against events accepted
 #   - MariaDB: the sink's bulk insert rate (build/bench/mysql_bulk_bench)
+#   - PostgreSQL: the sink's bulk insert rate (scripts/with-postgres.sh
+#     build/bench/postgresql_bulk_bench)
 #   - MariaDB stopped for 20 s under 30,000 requests/s (bench/outage.sh)
 #   - 1, 2 and 3 instances behind haproxy on one MariaDB, against haproxy in
 #     front of nginx (bench/scale_out.sh)
@@ -32,7 +34,7 @@
 # failed or non-2xx request at the constant rate); the report is written
 # anyway and lists the failed steps. Parts can be left out for a trial run
 # (BENCH_SINKS="sqlite mariadb", BENCH_MODES="none process fsync sink",
-# BENCH_PARTS="ingest outage scale badrows spool files loadcheck components"); a restricted run never
+# BENCH_PARTS="ingest pgbulk outage scale badrows spool files loadcheck components"); a restricted run never
 # writes into the repository. KIROKU_BENCH_BUILD=0 skips `cmake --build build`;
 # KIROKU_BIN picks another kiroku binary; BENCH_OUT another output file.
 set -euo pipefail
@@ -54,7 +56,7 @@ case "$mode" in
   *) echo "usage: $0 [full|quick]" >&2; exit 2 ;;
 esac
 sinks="${BENCH_SINKS:-sqlite mariadb}"
-parts="${BENCH_PARTS:-ingest outage scale badrows spool files loadcheck components}"
+parts="${BENCH_PARTS:-ingest pgbulk outage scale badrows spool files loadcheck components}"
 restricted=0
 [[ -n "${BENCH_SINKS:-}${BENCH_MODES:-}${BENCH_PARTS:-}" ]] && restricted=1
 export KIROKU_BIN="${KIROKU_BIN:-build/kiroku}"
@@ -136,6 +138,10 @@ for part in $parts; do
           *) echo "run.sh: unknown sink $sink" >&2; exit 2 ;;
         esac
       done
+      ;;
+    pgbulk)
+      # shellcheck disable=SC2086  # the arguments are split on purpose
+      step bulk-postgresql scripts/with-postgres.sh build/bench/postgresql_bulk_bench $BENCH_BULK_ARGS
       ;;
     outage)
       # shellcheck disable=SC2086  # RATE BEFORE OUTAGE AFTER

@@ -13,6 +13,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git ca-certificates
   libboost1.81-dev libsimdjson-dev libcli11-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libsqlite3-dev sqlite3 libmariadb-dev mariadb-server mariadb-client
+  libpq-dev postgresql-15
   libcurl4-openssl-dev libssl-dev libpugixml-dev libgoogle-perftools-dev google-perftools
   libgtest-dev libgmock-dev libbenchmark-dev
   curl wrk nginx haproxy python3 procps time chromium clang libclang-rt-14-dev gnuplot-nox

@@ -134,9 +134,9 @@ const OptionSpec kOptions[] = {
      [](ServeConfig& c, std::string_view v) { return set_duration(c.shutdown_timeout, v, milliseconds(100), kHour); }},
     {"drain-delay", "on a stop signal, keep serving this long with /readyz at 503",
      [](ServeConfig& c, std::string_view v) { return set_duration(c.drain_delay, v, milliseconds(0), kHour); }},
-    {"sink", "sqlite:///path/file.db or mysql://user:pass@host:port/db",
+    {"sink", "sqlite:///path/file.db, mysql://user:pass@host:port/db or postgresql://user:pass@host:port/db",
      [](ServeConfig& c, std::string_view v) {
-       auto e = check_url(v, {"sqlite://", "mysql://"});
+       auto e = check_url(v, {"sqlite://", "mysql://", "postgresql://", "postgres://"});
        if (!e) c.sink = v;
        return e;
      }},
@@ -180,15 +180,15 @@ const OptionSpec kOptions[] = {
      [](ServeConfig& c, std::string_view v) { return set_int(c.instance, v, 0, 255); }},
     {"sink-wait-timeout", "durability=sink: longest a request waits for its commit",
      [](ServeConfig& c, std::string_view v) { return set_duration(c.sink_wait_timeout, v, milliseconds(100), kHour); }},
-    {"db-max-open", "MySQL pool: most open connections",
+    {"db-max-open", "database pool (MySQL, PostgreSQL): most open connections",
      [](ServeConfig& c, std::string_view v) { return set_int(c.db_max_open, v, 1, 1000); }},
-    {"db-max-idle", "MySQL pool: most idle connections kept",
+    {"db-max-idle", "database pool (MySQL, PostgreSQL): most idle connections kept",
      [](ServeConfig& c, std::string_view v) { return set_int(c.db_max_idle, v, 0, 1000); }},
-    {"db-max-lifetime", "MySQL pool: a connection is closed after this age",
+    {"db-max-lifetime", "database pool (MySQL, PostgreSQL): a connection is closed after this age",
      [](ServeConfig& c, std::string_view v) {
        return set_duration(c.db_max_lifetime, v, milliseconds(1000), 24 * kHour);
      }},
-    {"db-max-idle-time", "MySQL pool: an idle connection is closed after this long",
+    {"db-max-idle-time", "database pool (MySQL, PostgreSQL): an idle connection is closed after this long",
      [](ServeConfig& c, std::string_view v) {
        return set_duration(c.db_max_idle_time, v, milliseconds(1000), 24 * kHour);
      }},

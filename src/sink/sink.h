@@ -111,24 +111,26 @@ class Sink {
   // Pool statistics; any thread. Sinks without a pool report one connection.
   virtual PoolStats stats() const = 0;
 
-  // "sqlite", "mysql".
+  // "sqlite", "mysql", "postgresql".
   virtual std::string_view kind() const = 0;
 };
 
 struct SinkOptions {
   std::string table = "events";
-  // MySQL pool knobs (Go's SetMaxOpenConns & co.); 0 = unlimited where it applies.
+  // MySQL and PostgreSQL pool knobs (Go's SetMaxOpenConns & co.); 0 = unlimited where it applies.
   int max_open = 4;
   int max_idle = 2;
   std::int64_t max_lifetime_ms = 30 * 60 * 1000;
   std::int64_t max_idle_time_ms = 5 * 60 * 1000;
   std::int64_t connect_timeout_ms = 5000;
   // Every commit must survive a machine crash (durability fsync or sink):
-  // SQLite syncs each commit; MySQL relies on the server's settings.
+  // SQLite syncs each commit; MySQL relies on the server's settings; PostgreSQL
+  // sets synchronous_commit = on for its sessions.
   bool durable_commits = false;
 };
 
-// Builds the sink for a --sink URL (sqlite:///path, mysql://user:pass@host:port/db).
+// Builds the sink for a --sink URL (sqlite:///path, mysql://user:pass@host:port/db,
+// postgresql://user:pass@host:port/db).
 // `table` is the table name (validated: [A-Za-z0-9_]{1,64}). Returns invalid
 // for a malformed URL; does not connect (open() does).
 Result<std::unique_ptr<Sink>> make_sink(std::string_view url, const SinkOptions& options);

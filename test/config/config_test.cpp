@@ -86,7 +86,8 @@ TEST(Config, ErrorsNameTheOptionAndSource) {
   EXPECT_FALSE(bad_duration.ok);
   EXPECT_NE(bad_duration.error.reason.find("unit"), std::string::npos);
 
-  EXPECT_FALSE(load({"--sink", "postgres://x"}).ok);
+  EXPECT_FALSE(load({"--sink", "oracle://x"}).ok);
+  EXPECT_TRUE(load({"--sink", "postgres://u@h/d"}).ok);
   EXPECT_FALSE(load({"--listen", "nowhere"}).ok);
   EXPECT_FALSE(load({"--table", "drop table;"}).ok);
   EXPECT_FALSE(load({"--spool-max-bytes", "12 parsecs"}).ok);

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "common/event.h"
-#include "sink/mysql/connection_pool.h"
+#include "sink/connection_pool.h"
 #include "sink/mysql/mysql_url.h"
 
 namespace kiroku {

@@ -21,7 +21,7 @@
 
 #include "common/event.h"
 #include "sink/instance_lease_table.h"
-#include "sink/mysql/connection_pool.h"
+#include "sink/connection_pool.h"
 #include "sink/mysql/mysql_tls.h"
 #include "sink/mysql/mysql_url.h"
 

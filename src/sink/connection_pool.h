@@ -5,7 +5,8 @@
 // SetMaxIdleConns and SetConnMaxLifetime and watched db.Stats(). This pool has
 // the same knobs and reports the same figures (PoolStats in sink/sink.h).
 //
-// The pool knows nothing about MySQL: connections are PooledConnection objects
+// The pool knows nothing about the database (the MySQL and PostgreSQL sinks
+// share it): connections are PooledConnection objects
 // that a Connector creates. acquire() hands out a Lease, which gives the
 // connection back when it goes out of scope (or closes it, after discard()).
 // Connections are opened outside the pool's lock, so a slow connect does not

@@ -1,5 +1,5 @@
 // connection_pool.cpp - the database connection pool (contract in connection_pool.h).
-#include "sink/mysql/connection_pool.h"
+#include "sink/connection_pool.h"
 
 #include <algorithm>
 
