@@ -175,7 +175,10 @@ class SqliteSink final : public Sink {
   Result<std::uint64_t> max_id() override {
     std::lock_guard lock(ping_mu_);
     sqlite3_stmt* st = nullptr;
-    const std::string sql = fmt::format("SELECT MAX(id) FROM \"{}\"", options_.table);
+    // Ids are stored as SQLite's signed 64 bits: those of 2^63 and above
+    // read as negative, and are the largest when there are any.
+    const std::string sql = fmt::format(
+        "SELECT COALESCE((SELECT MAX(id) FROM \"{0}\" WHERE id < 0), (SELECT MAX(id) FROM \"{0}\"))", options_.table);
     if (sqlite3_prepare_v2(ping_db_, sql.c_str(), -1, &st, nullptr) != SQLITE_OK)
       return Status::transient(errmsg(ping_db_));
     std::uint64_t id = 0;
