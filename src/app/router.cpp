@@ -93,9 +93,9 @@ Route Router::route_of(std::string_view path) {
 std::uint64_t Router::body_limit(http::Method method, std::string_view path) {
   const Route route = route_of(path);
   if (method == http::Method::post && route == Route::events) return deps_.max_body_bytes;
-  // Uploads are streamed through pooled buffers: any length.
+  // Uploads are streamed through pooled buffers: any length, unless limited.
   if ((method == http::Method::put || method == http::Method::post) && route == Route::files)
-    return std::numeric_limits<std::uint64_t>::max();
+    return deps_.max_upload_bytes > 0 ? deps_.max_upload_bytes : std::numeric_limits<std::uint64_t>::max();
   return 64 * 1024;  // small bodies elsewhere are read and ignored
 }
 

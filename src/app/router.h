@@ -48,6 +48,10 @@ struct RouterDeps {
   // this spool has room (the spool absorbs the outage). Null: 503 then.
   Spool* spool = nullptr;
   std::size_t max_body_bytes = 8 * 1024 * 1024;
+  // Largest upload body (PUT/POST /files); 0: no limit. A larger
+  // Content-Length is refused (413) before any body byte is read; a chunked
+  // body is cut at the limit (413) and its upload aborted.
+  std::uint64_t max_upload_bytes = 0;
   // Guards the profiling endpoints (and the file API): a bearer token, or
   // loopback peers only when empty.
   std::string auth_token;

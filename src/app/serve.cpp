@@ -259,6 +259,7 @@ int serve(const ServeConfig& cfg) {
   deps.writer = &writer;
   deps.registry = &registry;
   deps.max_body_bytes = cfg.max_body_bytes;
+  deps.max_upload_bytes = cfg.max_upload_bytes;
   deps.spool = spool.get();
   Router router(deps);
 

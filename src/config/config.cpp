@@ -199,6 +199,9 @@ const OptionSpec kOptions[] = {
      [](ServeConfig& c, std::string_view v) { return set_uint(c.store_buffers, v, 2, 4096); }},
     {"store-buffer-wait", "longest a new transfer waits for its first buffer, then 503 (0: no limit)",
      [](ServeConfig& c, std::string_view v) { return set_duration(c.store_buffer_wait, v, milliseconds(0), kHour); }},
+    {"max-upload-bytes",
+     "largest file upload body, PUT /files/{key} or the whole POST /files form (413 beyond; 0: no limit)",
+     [](ServeConfig& c, std::string_view v) { return set_size(c.max_upload_bytes, v, 0, 1ull << 50); }},
     {"log-level", "trace, debug, info, warn, error",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        if (v != "trace" && v != "debug" && v != "info" && v != "warn" && v != "error")

@@ -60,6 +60,7 @@ struct ServeConfig {
   unsigned part_concurrency = 4;
   unsigned store_buffers = 8;
   std::chrono::milliseconds store_buffer_wait{10'000};
+  std::uint64_t max_upload_bytes = 0;  // a file upload's body (PUT/POST /files); 0: no limit
 
   // Operations
   std::string log_level = "info";

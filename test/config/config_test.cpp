@@ -53,6 +53,10 @@ TEST(Config, Defaults) {
   EXPECT_EQ(l.config.idle_timeout, std::chrono::seconds(75));
   EXPECT_EQ(l.config.store_buffer_wait, std::chrono::seconds(10));
   EXPECT_GE(l.config.threads, 1u);
+  EXPECT_EQ(l.config.max_upload_bytes, 0u);
+  auto limited = load({"--max-upload-bytes", "2GiB"});
+  ASSERT_TRUE(limited.ok) << limited.error.line();
+  EXPECT_EQ(limited.config.max_upload_bytes, 2ull << 30);
   auto no_limit = load({"--store-buffer-wait", "0s"});
   ASSERT_TRUE(no_limit.ok) << no_limit.error.line();
   EXPECT_EQ(no_limit.config.store_buffer_wait.count(), 0);
