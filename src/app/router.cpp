@@ -56,6 +56,7 @@ int status_class(int status) { return status < 300 ? 0 : status < 400 ? 1 : stat
 }  // namespace
 
 Router::Router(RouterDeps deps) : deps_(deps) {
+  auth_token_.store(std::make_shared<const std::string>(deps_.auth_token));
   if (deps_.registry) {
     auto& fam = deps_.registry->counter("kiroku_http_requests_total",
                                         "HTTP requests answered, by route and status class", {"route", "status"});
@@ -156,7 +157,8 @@ bool same_secret(std::string_view given, std::string_view secret) {
 }  // namespace
 
 bool Router::authorized(const http::Request& req, http::Reply& reply) {
-  if (deps_.auth_token.empty()) {
+  const std::shared_ptr<const std::string> token = auth_token_.load(std::memory_order_acquire);
+  if (token->empty()) {
     if (!req.peer_loopback) {
       reply.error(403, "this endpoint answers loopback clients only unless --auth-token is set");
       return false;
@@ -175,7 +177,7 @@ bool Router::authorized(const http::Request& req, http::Reply& reply) {
   std::string_view a = req.authorization;
   if (a.size() > 7 && istarts_with(a, "Bearer ")) {
     a.remove_prefix(std::min(a.find_first_not_of(' ', 7), a.size()));
-    if (same_secret(a, deps_.auth_token)) return true;
+    if (same_secret(a, *token)) return true;
   }
   reply.error(401, "missing or wrong bearer token", "WWW-Authenticate: Bearer\r\n");
   return false;

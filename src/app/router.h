@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,11 @@ class Router final : public http::Handler {
 
   // On a stop signal: /readyz answers 503 from now on. Any thread.
   void set_draining() { draining_.store(true); }
+  // On SIGHUP: requests checked from now on need this token (empty: loopback
+  // clients only). Any thread; requests already authorized are not affected.
+  void set_auth_token(std::string token) {
+    auth_token_.store(std::make_shared<const std::string>(std::move(token)), std::memory_order_release);
+  }
 
  private:
   static Route route_of(std::string_view path);
@@ -82,6 +88,9 @@ class Router final : public http::Handler {
 
   RouterDeps deps_;
   std::atomic<bool> draining_{false};
+  // Replaced whole on reload (set_auth_token).
+  std::atomic<std::shared_ptr<const std::string>> auth_token_;
+
   std::vector<Counter*> requests_;             // by Route x status class (kStatusClasses)
   Histogram* latency_ = nullptr;               // request head to answer
   std::vector<std::string> scrape_buffers_;    // one per shard, reused

@@ -175,5 +175,42 @@ TEST(Config, AnUnknownSinkSchemeIsReportedWithoutItsPassword) {
   EXPECT_EQ(env.error.line().find("SECRETPASS"), std::string::npos) << env.error.line();
 }
 
+// `kiroku config example`: read back by the loader, it gives every default;
+// every option is in it, set or (unset by default) commented out.
+TEST(Config, TheExampleFileGivesTheDefaultsBack) {
+  const std::string text = example_config();
+  const std::string path = write_file(text);
+  auto from_file = load({"--config", path});
+  ASSERT_TRUE(from_file.ok) << from_file.error.line();
+  auto defaults = load({});
+  ASSERT_TRUE(defaults.ok) << defaults.error.line();
+  const auto want = option_values(defaults.config), got = option_values(from_file.config);
+  ASSERT_EQ(want.size(), got.size());
+  std::size_t set = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i].value, want[i].value) << want[i].name;
+    if (text.find("\n" + want[i].name + " = ") != std::string::npos) {
+      ++set;
+    } else {
+      EXPECT_NE(text.find("\n# " + want[i].name + " = "), std::string::npos) << want[i].name << " is missing";
+    }
+  }
+  EXPECT_GE(set, want.size() - 4);  // threads, instance and the token options are commented out
+  // The commented-out examples are valid values too (but the token file, which must exist).
+  std::string uncommented = text;
+  for (const char* name : {"threads", "instance", "auth-token"}) {
+    const std::string line = std::string("\n# ") + name + " = ";
+    const auto at = uncommented.find(line);
+    ASSERT_NE(at, std::string::npos) << name;
+    uncommented.erase(at + 1, 2);
+  }
+  auto examples = load({"--config", write_file(uncommented)});
+  ASSERT_TRUE(examples.ok) << examples.error.line();
+  EXPECT_EQ(examples.config.threads, 4u);
+  EXPECT_EQ(examples.config.instance, 0);
+  EXPECT_FALSE(examples.config.auth_token.empty());
+  std::filesystem::remove(path);
+}
+
 }  // namespace
 }  // namespace kiroku
