@@ -368,6 +368,14 @@ int serve(const ServeConfig& cfg, const ReloadConfig& reload) {
                             [&] { return static_cast<double>(sink->stats().wait_count); });
   registry.callback_counter("kiroku_db_wait_seconds_total", "pool: time waited for a connection",
                             [&] { return static_cast<double>(sink->stats().wait_duration_us) / 1e6; });
+  auto& closed = registry.callback_family(MetricType::counter, "kiroku_db_closed_connections_total",
+                                          "pool: connections closed by the pool, by reason", {"reason"});
+  closed.with({"max_idle"}, [&sink] { return static_cast<double>(sink->stats().max_idle_closed); });
+  closed.with({"max_idle_time"}, [&sink] { return static_cast<double>(sink->stats().max_idle_time_closed); });
+  closed.with({"max_lifetime"}, [&sink] { return static_cast<double>(sink->stats().max_lifetime_closed); });
+  registry.gauge("kiroku_build_info", "always 1; the labels name this build", {"version"})
+      .with({KIROKU_VERSION})
+      ->set_shared(1);
   const auto& sc = server.counters();
   registry.callback_gauge("kiroku_http_open_connections", "open client connections",
                           [&sc] { return static_cast<double>(sc.open_connections.load()); });

@@ -622,6 +622,14 @@ TEST_P(Files, MetricsCountTransfers) {
   EXPECT_EQ(metric_value_reaching(k->port(), "kiroku_object_operation_seconds_count{op=\"get\"}", 1), 1);
   EXPECT_EQ(metric_value(k->port(), "kiroku_object_bytes_total{op=\"get\"}"), 1000);
   EXPECT_EQ(metric_value(k->port(), "kiroku_object_operations_total{op=\"put\",result=\"ok\"}"), 1);
+  // Answers and latency by route: the upload, the download, a listing.
+  ASSERT_EQ(request(k->port(), "GET", "/files?prefix=" + prefix_).status, 200);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_http_requests_total{route=\"files_upload\",status=\"201\"}"), 1);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_http_requests_total{route=\"files_download\",status=\"200\"}"), 1);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_http_requests_total{route=\"files_list\",status=\"200\"}"), 1);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_http_request_seconds_count{route=\"files_upload\"}"), 1);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_http_request_seconds_count{route=\"files_download\"}"), 1);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_http_request_seconds_count{route=\"files_list\"}"), 1);
   EXPECT_EQ(k->stop(), 0);
 }
 
