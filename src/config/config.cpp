@@ -116,7 +116,7 @@ const OptionSpec kOptions[] = {
      [](const ServeConfig& c) -> Shown { return c.listen; }},
     {"threads", "IO threads, each with its own acceptor and batch (default: one per core)",
      [](ServeConfig& c, std::string_view v) { return set_uint(c.threads, v, 1, 64); },
-     [](const ServeConfig& c) -> Shown { return c.threads ? Shown(std::to_string(c.threads)) : std::nullopt; }, R"(4)"},
+     [](const ServeConfig& c) -> Shown { return c.threads ? Shown(std::to_string(c.threads)) : std::nullopt; }, "4"},
     {"max-connections", "most client connections open at once",
      [](ServeConfig& c, std::string_view v) { return set_uint(c.max_connections, v, 1, 1'000'000); },
      [](const ServeConfig& c) -> Shown { return std::to_string(c.max_connections); }},
@@ -195,7 +195,7 @@ const OptionSpec kOptions[] = {
     {"instance", "instance number 0-255 (default: one leased from the database)",
      [](ServeConfig& c, std::string_view v) { return set_int(c.instance, v, 0, 255); },
      [](const ServeConfig& c) -> Shown { return c.instance < 0 ? std::nullopt : Shown(std::to_string(c.instance)); },
-     R"(0)"},
+     "0"},
     {"sink-wait-timeout", "durability=sink: longest a request waits for its commit",
      [](ServeConfig& c, std::string_view v) { return set_duration(c.sink_wait_timeout, v, milliseconds(100), kHour); },
      [](const ServeConfig& c) -> Shown { return show_duration(c.sink_wait_timeout); }},
@@ -230,7 +230,7 @@ const OptionSpec kOptions[] = {
        return std::nullopt;
      },
      [](const ServeConfig& c) -> Shown { return c.auth_token.empty() ? std::nullopt : Shown("***"); },
-     R"("a-long-random-secret")"},
+     "\"a-long-random-secret\""},
     {"auth-token-file", "file holding the bearer token",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        std::FILE* f = std::fopen(std::string(v).c_str(), "rb");
@@ -246,7 +246,7 @@ const OptionSpec kOptions[] = {
        return std::nullopt;
      },
      [](const ServeConfig& c) -> Shown { return c.auth_token_file.empty() ? std::nullopt : Shown(c.auth_token_file); },
-     R"("/etc/kiroku/token")"},
+     "\"/etc/kiroku/token\""},
     {"part-size", "S3 multipart part size",
      [](ServeConfig& c, std::string_view v) { return set_size(c.part_size, v, 5ull << 20, 5ull << 30); },
      [](const ServeConfig& c) -> Shown { return show_size(c.part_size); }},
