@@ -49,7 +49,7 @@ constexpr int kFirstStatus = 100, kStatuses = 500;  // 100..599
 }  // namespace
 
 Router::Router(RouterDeps deps) : deps_(deps) {
-  auth_token_.store(std::make_shared<const std::string>(deps_.auth_token));
+  auth_token_ = std::make_shared<const std::string>(deps_.auth_token);
   if (deps_.registry) {
     requests_family_ = &deps_.registry->counter("kiroku_http_requests_total",
                                                 "HTTP requests answered, by route and status", {"route", "status"});
@@ -181,8 +181,18 @@ bool same_secret(std::string_view given, std::string_view secret) {
 
 }  // namespace
 
+void Router::set_auth_token(std::string token) {
+  auto next = std::make_shared<const std::string>(std::move(token));
+  std::lock_guard lock(auth_mu_);
+  auth_token_.swap(next);
+}
+
 bool Router::authorized(const http::Request& req, http::Reply& reply) {
-  const std::shared_ptr<const std::string> token = auth_token_.load(std::memory_order_acquire);
+  std::shared_ptr<const std::string> token;
+  {
+    std::lock_guard lock(auth_mu_);
+    token = auth_token_;
+  }
   if (token->empty()) {
     if (!req.peer_loopback) {
       reply.error(403, "this endpoint answers loopback clients only unless --auth-token is set");

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -91,9 +92,7 @@ class Router final : public http::Handler {
   void set_draining() { draining_.store(true); }
   // On SIGHUP: requests checked from now on need this token (empty: loopback
   // clients only). Any thread; requests already authorized are not affected.
-  void set_auth_token(std::string token) {
-    auth_token_.store(std::make_shared<const std::string>(std::move(token)), std::memory_order_release);
-  }
+  void set_auth_token(std::string token);
 
  private:
   static Route route_of(std::string_view path);
@@ -106,8 +105,10 @@ class Router final : public http::Handler {
 
   RouterDeps deps_;
   std::atomic<bool> draining_{false};
-  // Replaced whole on reload (set_auth_token).
-  std::atomic<std::shared_ptr<const std::string>> auth_token_;
+  // Replaced whole on reload (set_auth_token); a request copies the pointer
+  // under the mutex (only the guarded endpoints: the file API, profiles).
+  std::mutex auth_mu_;
+  std::shared_ptr<const std::string> auth_token_;
 
   // By MetricRoute x status (100-599), each made on its first answer.
   std::unique_ptr<std::atomic<Counter*>[]> requests_;

@@ -600,6 +600,10 @@ TEST_P(Files, UploadsAboveTheLimitAre413AndLeaveNothing) {
     std::this_thread::sleep_for(100ms);
   EXPECT_EQ(metric_value(k->port(), "kiroku_object_buffers_in_use"), 0);
   EXPECT_GE(metric_value(k->port(), "kiroku_object_operations_total{op=\"put\",result=\"error\"}"), 2);
+  // The aborted uploads were cleaned up (with S3: AbortMultipartUpload done).
+  for (int i = 0; i < 50 && metric_value(k->port(), "kiroku_object_uploads_cleaning_up") != 0; ++i)
+    std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_object_uploads_cleaning_up"), 0);
   if (!s3()) {
     // No temporary file is left behind: the two objects only.
     std::size_t files = 0;
