@@ -4,7 +4,8 @@
 # real binary, a real MariaDB, a real PostgreSQL and two real S3 servers (s3rver, and Ceph RGW,
 # which checks signatures), each started in a temporary directory on a free
 # loopback port and removed after; the
-# benchmark suite in its quick mode; the unit and integration tests again
+# benchmark suite in its quick mode; the Debian package built, installed,
+# run as its service user and purged; the unit and integration tests again
 # under AddressSanitizer + UndefinedBehaviorSanitizer; every fuzz target for a
 # bounded time (libFuzzer); the concurrent parts under ThreadSanitizer.
 #
@@ -29,6 +30,9 @@ scripts/with-mariadb.sh scripts/with-postgres.sh scripts/with-s3rver.sh scripts/
   bash -c 'cd build && ctest -L integration --output-on-failure' || status=1
 
 if [[ "$mode" == "all" ]]; then
+  echo "== the Debian package: build, install, serve an event as the unit's user, purge"
+  timeout 600 scripts/test-package.sh build || status=1
+
   echo "== benchmark suite, quick mode (report in a temporary directory)"
   KIROKU_BENCH_BUILD=0 bench/run.sh quick || status=1
 

@@ -31,7 +31,7 @@ fi
 # Integration tests without MariaDB, s3rver or RGW. Left out: the S3 variants,
 # the memory bounds (TSan's shadow memory breaks them) and the CPU profile
 # (the profiler's SIGPROF handler is not instrumented).
-int_filter='Ingest*:Files*:Stores/Files*:Fault*:Hostile*:Ops*'
+int_filter='Ingest*:Files*:Stores/Files*:Fault*:Hostile*:Ops*:Reload*'
 int_filter+=':-*/s3:*/rgw:Ingest.IdleConnectionsReleaseTheirBuffersAndStillServe:Hostile.SlowReadersOfALargeDownload'
 int_filter+=':Stores/Files.RoundTripsAroundThePartSizeAndOf100MiB/*:Ops.CpuProfile*'
 filter="$default_filter"

@@ -32,6 +32,10 @@ int main(int argc, char** argv) {
   spool->add_subcommand("dump", "print the spool's events and the dead-letter file as NDJSON");
   spool->add_subcommand("replay", "send the dead-lettered events to the sink again; the stored ones leave the file");
 
+  CLI::App* config_cmd = app.add_subcommand("config", "configuration tools");
+  config_cmd->require_subcommand(1);
+  config_cmd->add_subcommand("example", "print a commented TOML file with every serve option at its default");
+
   app.add_subcommand("version", "print the version");
 
   try {
@@ -44,6 +48,10 @@ int main(int argc, char** argv) {
 
   if (app.got_subcommand("version")) {
     std::printf("kiroku %s\n", KIROKU_VERSION);
+    return 0;
+  }
+  if (app.got_subcommand("config")) {
+    std::fputs(kiroku::example_config().c_str(), stdout);
     return 0;
   }
   if (app.got_subcommand("load")) {
@@ -69,5 +77,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kiroku: %s\n", err.line().c_str());
     return 2;
   }
-  return kiroku::serve(config);
+  return kiroku::serve(
+      config, [&serve_options](kiroku::ServeConfig& c, kiroku::ConfigError& e) { return serve_options.resolve(c, e); });
 }

@@ -101,7 +101,8 @@ class IngestApi::Hold final : public Holder {
 
 IngestApi::IngestApi(CollectorOptions options, Runtime& runtime, BatchWriter& writer, Spool* spool,
                      CollectorMetrics metrics, CorsPolicy cors)
-    : cors_(std::move(cors)),
+    : runtime_(runtime),
+      cors_(runtime.shards(), std::make_shared<const CorsPolicy>(std::move(cors))),
       slots_(runtime.shards()),
       collector_(std::make_unique<Collector>(options, runtime, writer, spool, metrics, *this)) {
   for (auto& s : slots_) {
@@ -125,6 +126,7 @@ std::uint32_t IngestApi::park(unsigned shard, http::Deferred reply, Form form, i
   s.parked[t].reply = std::move(reply);
   s.parked[t].form = form;
   s.parked[t].cors = cors;
+  if (cors >= 0) s.parked[t].policy = cors_[shard];
   return t;
 }
 
@@ -133,15 +135,22 @@ void IngestApi::answer(unsigned shard, std::uint32_t ticket, Outcome outcome, st
   Parked& p = s.parked[ticket];
   http::Deferred reply = std::move(p.reply);
   s.free.push_back(ticket);
-  send(reply, p.form, cors_headers(p.cors), outcome, events);
+  auto policy = std::move(p.policy);
+  send(reply, p.form, policy ? policy->headers(p.cors) : std::string_view(), outcome, events);
 }
 
-std::string_view IngestApi::cors_headers(int index) const {
-  return index >= 0 ? cors_.headers(index) : std::string_view();
+std::string_view IngestApi::cors_headers(unsigned shard, int index) const {
+  return index >= 0 ? cors_[shard]->headers(index) : std::string_view();
+}
+
+void IngestApi::set_cors(CorsPolicy cors) {
+  auto policy = std::make_shared<const CorsPolicy>(std::move(cors));
+  for (unsigned shard = 0; shard < cors_.size(); ++shard)
+    runtime_.post(shard, [this, shard, policy] { cors_[shard] = policy; });
 }
 
 bool IngestApi::refused_origin(const http::Request& req, http::Reply& reply, int& cors) const {
-  cors = cors_.check(req.origin);
+  cors = cors_[req.shard]->check(req.origin);
   if (cors != CorsPolicy::kRefused) return false;
   reply.send(403, "application/json",
              json_error_body("origin not allowed: " + std::string(req.origin) +
@@ -154,7 +163,7 @@ void IngestApi::query(const http::Request& req, http::Reply& reply, Form form) {
   if (refused_origin(req, reply, cors)) return;
   Hold hold(*this, req.shard, reply, form, cors);
   const Taken t = collector_->take_query(req.shard, req.query, req.received_us, hold);
-  if (!t.held) send(reply, form, cors_headers(cors), t.outcome, t.events, t.error);
+  if (!t.held) send(reply, form, cors_headers(req.shard, cors), t.outcome, t.events, t.error);
 }
 
 void IngestApi::batch(const http::Request& req, http::Reply& reply) {
@@ -162,19 +171,20 @@ void IngestApi::batch(const http::Request& req, http::Reply& reply) {
   if (refused_origin(req, reply, cors)) return;
   Hold hold(*this, req.shard, reply, Form::accepted, cors);
   const Taken t = collector_->take_batch(req.shard, req.body, req.received_us, hold);
-  if (!t.held) send(reply, Form::accepted, cors_headers(cors), t.outcome, t.events, t.error);
+  if (!t.held) send(reply, Form::accepted, cors_headers(req.shard, cors), t.outcome, t.events, t.error);
 }
 
 bool IngestApi::preflight(const http::Request& req, http::Reply& reply) const {
-  if (!cors_.enabled()) return false;
-  const int cors = cors_.check(req.origin);
+  const CorsPolicy& policy = *cors_[req.shard];
+  if (!policy.enabled()) return false;
+  const int cors = policy.check(req.origin);
   if (cors == CorsPolicy::kRefused) {
     reply.send(403, "application/json",
                json_error_body("origin not allowed: " + std::string(req.origin) + " is not in --cors-origins"));
   } else if (cors == CorsPolicy::kNone) {
     reply.send(400, "application/json", json_error_body("a CORS preflight needs an Origin header"));
   } else {
-    reply.send(204, {}, {}, cors_.preflight_headers(cors));
+    reply.send(204, {}, {}, policy.preflight_headers(cors));
   }
   return true;
 }

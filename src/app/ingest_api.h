@@ -37,6 +37,10 @@ class IngestApi final : public Answers {
   // OPTIONS on an ingest path: answers the CORS preflight and returns true,
   // or returns false (answering nothing) when CORS is off.
   bool preflight(const http::Request& req, http::Reply& reply) const;
+  // Replaces the CORS origins (SIGHUP): each shard takes the new policy from
+  // its next request on; answers held meanwhile keep the policy they began with.
+  // Any thread.
+  void set_cors(CorsPolicy cors);
 
   void answer(unsigned shard, std::uint32_t ticket, Outcome outcome, std::uint32_t events) override;
 
@@ -46,19 +50,21 @@ class IngestApi final : public Answers {
     http::Deferred reply;
     Form form = Form::no_content;
     int cors = CorsPolicy::kNone;
+    std::shared_ptr<const CorsPolicy> policy;  // set with cors >= 0 only
   };
   struct Slots {
     std::vector<Parked> parked;
     std::vector<std::uint32_t> free;
   };
   std::uint32_t park(unsigned shard, http::Deferred reply, Form form, int cors);
-  std::string_view cors_headers(int index) const;
+  std::string_view cors_headers(unsigned shard, int index) const;
   // Answers 403 and returns true for a browser page whose origin is not
   // allowed; else sets `cors` to what check() says.
   bool refused_origin(const http::Request& req, http::Reply& reply, int& cors) const;
 
-  CorsPolicy cors_;
-  std::vector<Slots> slots_;  // per shard
+  Runtime& runtime_;
+  std::vector<std::shared_ptr<const CorsPolicy>> cors_;  // per shard, read and replaced on its thread
+  std::vector<Slots> slots_;                             // per shard
   std::unique_ptr<Collector> collector_;
 };
 

@@ -29,45 +29,39 @@
 namespace kiroku {
 namespace {
 
-const char* route_name(Route r) {
+const char* metric_route_name(MetricRoute r) {
   switch (r) {
-    case Route::collect: return "collect";
-    case Route::pixel: return "pixel";
-    case Route::events: return "events";
-    case Route::healthz: return "healthz";
-    case Route::readyz: return "readyz";
-    case Route::metrics: return "metrics";
-    case Route::stats: return "stats";
-    case Route::dashboard: return "dashboard";
-    case Route::pprof_profile: return "pprof_profile";
-    case Route::pprof_heap: return "pprof_heap";
-    case Route::files: return "files";
-    case Route::not_found: return "not_found";
-    case Route::malformed: return "malformed";
-    case Route::count_: break;
+    case MetricRoute::ingest: return "ingest";
+    case MetricRoute::events: return "events";
+    case MetricRoute::files_upload: return "files_upload";
+    case MetricRoute::files_download: return "files_download";
+    case MetricRoute::files_list: return "files_list";
+    case MetricRoute::files_other: return "files_other";
+    case MetricRoute::operations: return "operations";
+    case MetricRoute::not_found: return "not_found";
+    case MetricRoute::malformed: return "malformed";
+    case MetricRoute::count_: break;
   }
   return "?";
 }
 
-// Answers are counted by status class: 1xx is never a final answer.
-constexpr const char* kStatusClasses[] = {"2xx", "3xx", "4xx", "5xx"};
-constexpr int kClasses = 4;
-
-int status_class(int status) { return status < 300 ? 0 : status < 400 ? 1 : status < 500 ? 2 : 3; }
+constexpr int kMetricRoutes = static_cast<int>(MetricRoute::count_);
+constexpr int kFirstStatus = 100, kStatuses = 500;  // 100..599
 
 }  // namespace
 
 Router::Router(RouterDeps deps) : deps_(deps) {
+  auth_token_ = std::make_shared<const std::string>(deps_.auth_token);
   if (deps_.registry) {
-    auto& fam = deps_.registry->counter("kiroku_http_requests_total",
-                                        "HTTP requests answered, by route and status class", {"route", "status"});
-    for (int r = 0; r < static_cast<int>(Route::count_); ++r)
-      for (const char* c : kStatusClasses) requests_.push_back(fam.with({route_name(static_cast<Route>(r)), c}));
-    latency_ = deps_.registry
-                   ->histogram("kiroku_http_request_seconds",
-                               "time from a request's complete head to its answer (durability waits included)", {},
-                               exponential_buckets(1e-6, 2, 24))  // 1 us .. 8 s
-                   .with({});
+    requests_family_ = &deps_.registry->counter("kiroku_http_requests_total",
+                                                "HTTP requests answered, by route and status", {"route", "status"});
+    requests_ = std::make_unique<std::atomic<Counter*>[]>(kMetricRoutes * kStatuses);
+    auto& latency = deps_.registry->histogram("kiroku_http_request_seconds",
+                                              "time from a request's complete head to its answer, by route "
+                                              "(durability waits included; a streamed answer: to its head)",
+                                              {"route"}, exponential_buckets(1e-6, 2, 24));  // 1 us .. 8 s
+    for (int r = 0; r < kMetricRoutes; ++r)
+      latency_.push_back(latency.with({metric_route_name(static_cast<MetricRoute>(r))}));
     scrape_buffers_.resize(deps_.registry->shards());
   }
   if (deps_.access_log_sample > 0) {
@@ -92,12 +86,44 @@ Route Router::route_of(std::string_view path) {
   return Route::not_found;
 }
 
+MetricRoute Router::metric_route(const http::Request& req) {
+  if (req.path.empty()) return MetricRoute::malformed;
+  using M = http::Method;
+  switch (route_of(req.path)) {
+    case Route::collect:
+    case Route::pixel: return MetricRoute::ingest;
+    case Route::events: return MetricRoute::events;
+    case Route::files:
+      if (req.method == M::put || req.method == M::post) return MetricRoute::files_upload;
+      if (req.method == M::get || req.method == M::head)
+        return req.path == "/files" ? MetricRoute::files_list : MetricRoute::files_download;
+      return MetricRoute::files_other;
+    case Route::not_found: return MetricRoute::not_found;
+    case Route::malformed:
+    case Route::count_: return MetricRoute::malformed;
+    default: return MetricRoute::operations;
+  }
+}
+
+Counter* Router::requests_counter(MetricRoute route, int status) {
+  if (!requests_ || status < kFirstStatus || status >= kFirstStatus + kStatuses) return nullptr;
+  std::atomic<Counter*>& slot = requests_[static_cast<int>(route) * kStatuses + (status - kFirstStatus)];
+  Counter* c = slot.load(std::memory_order_acquire);
+  if (!c) {
+    // The first answer of this route and status: the series is made once
+    // (under the registry's lock; the same values give the same counter).
+    c = requests_family_->with({metric_route_name(route), std::to_string(status)});
+    slot.store(c, std::memory_order_release);
+  }
+  return c;
+}
+
 std::uint64_t Router::body_limit(http::Method method, std::string_view path) {
   const Route route = route_of(path);
   if (method == http::Method::post && route == Route::events) return deps_.max_body_bytes;
-  // Uploads are streamed through pooled buffers: any length.
+  // Uploads are streamed through pooled buffers: any length, unless limited.
   if ((method == http::Method::put || method == http::Method::post) && route == Route::files)
-    return std::numeric_limits<std::uint64_t>::max();
+    return deps_.max_upload_bytes > 0 ? deps_.max_upload_bytes : std::numeric_limits<std::uint64_t>::max();
   return 64 * 1024;  // small bodies elsewhere are read and ignored
 }
 
@@ -157,8 +183,19 @@ bool same_secret(std::string_view given, std::string_view secret) {
 
 }  // namespace
 
+void Router::set_auth_token(std::string token) {
+  auto next = std::make_shared<const std::string>(std::move(token));
+  std::lock_guard lock(auth_mu_);
+  auth_token_.swap(next);
+}
+
 bool Router::authorized(const http::Request& req, http::Reply& reply) {
-  if (deps_.auth_token.empty()) {
+  std::shared_ptr<const std::string> token;
+  {
+    std::lock_guard lock(auth_mu_);
+    token = auth_token_;
+  }
+  if (token->empty()) {
     if (!req.peer_loopback) {
       reply.error(403, "this endpoint answers loopback clients only unless --auth-token is set");
       return false;
@@ -177,7 +214,7 @@ bool Router::authorized(const http::Request& req, http::Reply& reply) {
   std::string_view a = req.authorization;
   if (a.size() > 7 && istarts_with(a, "Bearer ")) {
     a.remove_prefix(std::min(a.find_first_not_of(' ', 7), a.size()));
-    if (same_secret(a, deps_.auth_token)) return true;
+    if (same_secret(a, *token)) return true;
   }
   reply.error(401, "missing or wrong bearer token", "WWW-Authenticate: Bearer\r\n");
   return false;
@@ -300,9 +337,9 @@ void Router::handle(const http::Request& req, http::Reply& reply) {
 }
 
 void Router::answered(const http::Request& req, int status, std::uint64_t took_us) {
-  const Route route = req.path.empty() ? Route::malformed : route_of(req.path);
-  if (!requests_.empty()) requests_[static_cast<int>(route) * kClasses + status_class(status)]->inc(req.shard);
-  if (latency_) latency_->observe(req.shard, took_us);
+  const MetricRoute route = metric_route(req);
+  if (Counter* c = requests_counter(route, status)) c->inc(req.shard);
+  if (!latency_.empty()) latency_[static_cast<int>(route)]->observe(req.shard, took_us);
   // Access log: off by default; when on, one request in access_log_every_ per shard.
   if (access_log_every_ && req.shard < access_log_seq_.size() &&
       access_log_seq_[req.shard]++ % access_log_every_ == 0) {

@@ -58,14 +58,73 @@ std::optional<std::uint64_t> max_spooled_id(const Spool& spool) {
   return max;
 }
 
+std::string joined(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : ", ") + p;
+  return out;
+}
+
+// SIGHUP: resolves the configuration again and applies what can change while
+// running (the auth token, the log level and format, the CORS origins) to
+// `running`, the router and the ingest API.
+void reload_config(const ReloadConfig& reload, ServeConfig& running, Router& router, IngestApi& ingest) {
+  if (!reload) return;
+  ServeConfig next;
+  ConfigError err;
+  if (!reload(next, err)) {
+    spdlog::error("SIGHUP: reload failed, the running configuration stays: {}", err.line());
+    return;
+  }
+  std::vector<std::string> applied, later;
+  const auto before = option_values(running), after = option_values(next);
+  for (std::size_t i = 0; i < before.size() && i < after.size(); ++i) {
+    const std::string& name = before[i].name;
+    if (name == "log-level" || name == "log-format" || name == "cors-origins" || name == "auth-token" ||
+        name == "auth-token-file")
+      continue;
+    if (before[i].value != after[i].value) later.push_back(name);
+  }
+  if (next.log_level != running.log_level)
+    applied.push_back(fmt::format("log-level {} (was {})", next.log_level, running.log_level));
+  if (next.auth_token != running.auth_token) {
+    applied.push_back(next.auth_token.empty()      ? "auth token removed (the file API answers loopback clients only)"
+                      : running.auth_token.empty() ? "auth token set"
+                                                   : "auth token replaced");
+    router.set_auth_token(next.auth_token);
+  }
+  if (next.cors_origins != running.cors_origins) {
+    applied.push_back(next.cors_origins.empty() ? "CORS off" : "CORS origins " + joined(next.cors_origins));
+    ingest.set_cors(CorsPolicy(next.cors_origins));
+  }
+  if (next.log_format != running.log_format) {
+    applied.push_back(fmt::format("log-format {} (was {})", next.log_format, running.log_format));
+    LogFormat format = LogFormat::text;
+    parse_log_format(next.log_format, format);
+    use_log_format(format);
+  }
+  // The line is logged at the more verbose of the two levels, so that it shows.
+  const auto old_level = spdlog::level::from_str(running.log_level);
+  const auto new_level = spdlog::level::from_str(next.log_level);
+  spdlog::set_level(std::min(old_level, new_level));
+  spdlog::info("SIGHUP: configuration reloaded: {}{}", applied.empty() ? "nothing to change" : joined(applied),
+               later.empty() ? "" : "; changed but taking effect at the next start only: " + joined(later));
+  spdlog::set_level(new_level);
+  running.log_level = next.log_level;
+  running.log_format = next.log_format;
+  running.cors_origins = next.cors_origins;
+  running.auth_token = next.auth_token;
+  running.auth_token_file = next.auth_token_file;
+}
+
 }  // namespace
 
-int serve(const ServeConfig& cfg) {
+int serve(const ServeConfig& cfg, const ReloadConfig& reload) {
   spdlog::set_level(spdlog::level::from_str(cfg.log_level));
   LogFormat log_format = LogFormat::text;
   parse_log_format(cfg.log_format, log_format);  // checked by the config
   use_log_format(log_format);
-  // Block the stop signals in every thread; the main thread waits for them.
+  // Block the stop signals (and SIGHUP, reload) in every thread; the main
+  // thread waits for them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
@@ -129,7 +188,7 @@ int serve(const ServeConfig& cfg) {
                    st.message(), cfg.spool_dir);
     waiting_logged = true;
     const timespec second{1, 0};
-    if (sigtimedwait(&stop_signals, nullptr, &second) > 0) return 0;
+    if (const int sig = sigtimedwait(&stop_signals, nullptr, &second); sig > 0 && sig != SIGHUP) return 0;
     if (!sink_open) {
       Status o = sink->open();
       if (o.kind() == ErrorKind::permanent || o.kind() == ErrorKind::invalid)
@@ -262,6 +321,7 @@ int serve(const ServeConfig& cfg) {
   deps.writer = &writer;
   deps.registry = &registry;
   deps.max_body_bytes = cfg.max_body_bytes;
+  deps.max_upload_bytes = cfg.max_upload_bytes;
   deps.spool = spool.get();
   Router router(deps);
 
@@ -326,6 +386,14 @@ int serve(const ServeConfig& cfg) {
                             [&] { return static_cast<double>(sink->stats().wait_count); });
   registry.callback_counter("kiroku_db_wait_seconds_total", "pool: time waited for a connection",
                             [&] { return static_cast<double>(sink->stats().wait_duration_us) / 1e6; });
+  auto& closed = registry.callback_family(MetricType::counter, "kiroku_db_closed_connections_total",
+                                          "pool: connections closed by the pool, by reason", {"reason"});
+  closed.with({"max_idle"}, [&sink] { return static_cast<double>(sink->stats().max_idle_closed); });
+  closed.with({"max_idle_time"}, [&sink] { return static_cast<double>(sink->stats().max_idle_time_closed); });
+  closed.with({"max_lifetime"}, [&sink] { return static_cast<double>(sink->stats().max_lifetime_closed); });
+  registry.gauge("kiroku_build_info", "always 1; the labels name this build", {"version"})
+      .with({KIROKU_VERSION})
+      ->set_shared(1);
   const auto& sc = server.counters();
   registry.callback_gauge("kiroku_http_open_connections", "open client connections",
                           [&sc] { return static_cast<double>(sc.open_connections.load()); });
@@ -363,17 +431,27 @@ int serve(const ServeConfig& cfg) {
         "(403) requests carrying Forwarded, X-Forwarded-For or X-Real-IP; behind a reverse proxy on "
         "this host every client is a loopback client: set a token there");
 
-  // Wait for a stop signal.
+  // Wait for a stop signal; SIGHUP reloads.
+  ServeConfig running = cfg;
   int sig = 0;
-  sigwait(&stop_signals, &sig);
+  for (;;) {
+    sigwait(&stop_signals, &sig);
+    if (sig != SIGHUP) break;
+    reload_config(reload, running, router, ingest);
+  }
   const auto deadline = Clock::now() + cfg.shutdown_timeout;
   spdlog::info("received {}: draining (readyz now 503)", strsignal(sig));
   router.set_draining();
   if (cfg.drain_delay.count() > 0) {
-    // Keep serving while the load balancer notices; a second signal cuts it short.
-    timespec ts{static_cast<time_t>(cfg.drain_delay.count() / 1000),
-                static_cast<long>(cfg.drain_delay.count() % 1000) * 1'000'000};
-    sigtimedwait(&stop_signals, nullptr, &ts);
+    // Keep serving while the load balancer notices; a second stop signal cuts
+    // it short (SIGHUP does not).
+    const auto drain_end = Clock::now() + cfg.drain_delay;
+    for (auto now = Clock::now(); now < drain_end; now = Clock::now()) {
+      const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(drain_end - now).count();
+      const timespec ts{static_cast<time_t>(left / 1'000'000'000), static_cast<long>(left % 1'000'000'000)};
+      const int s2 = sigtimedwait(&stop_signals, nullptr, &ts);
+      if (s2 > 0 && s2 != SIGHUP) break;
+    }
   }
   server.stop_accepting();
   while (server.open_connections() > 0 && Clock::now() < deadline)

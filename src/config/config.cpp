@@ -18,11 +18,16 @@ namespace kiroku {
 namespace {
 
 using Apply = std::optional<std::string> (*)(ServeConfig&, std::string_view);
+// The value as a flag would carry it ("75s", "8MiB"); nullopt: not set.
+using Shown = std::optional<std::string>;
+using Show = Shown (*)(const ServeConfig&);
 
 struct OptionSpec {
   const char* name;
   const char* help;
   Apply apply;
+  Show show;
+  const char* unset_example = nullptr;  // TOML value shown (commented) for an option unset by default
 };
 
 template <typename T>
@@ -104,6 +109,25 @@ std::optional<std::string> set_origins(std::vector<std::string>& field, std::str
   return std::nullopt;
 }
 
+// A duration in the largest unit that divides it: "75s", "30m", "250ms".
+std::string show_duration(std::chrono::milliseconds d) {
+  const auto ms = d.count();
+  if (ms == 0) return "0s";
+  if (ms % 3'600'000 == 0) return fmt::format("{}h", ms / 3'600'000);
+  if (ms % 60'000 == 0) return fmt::format("{}m", ms / 60'000);
+  if (ms % 1000 == 0) return fmt::format("{}s", ms / 1000);
+  return fmt::format("{}ms", ms);
+}
+
+// A size in the largest binary unit that divides it: "8MiB", "1GiB", "1000".
+std::string show_size(std::uint64_t n) {
+  if (n == 0) return "0";
+  if (n % (1ull << 30) == 0) return fmt::format("{}GiB", n >> 30);
+  if (n % (1ull << 20) == 0) return fmt::format("{}MiB", n >> 20);
+  if (n % (1ull << 10) == 0) return fmt::format("{}KiB", n >> 10);
+  return std::to_string(n);
+}
+
 using std::chrono::milliseconds;
 constexpr milliseconds kHour{3'600'000};
 
@@ -115,31 +139,42 @@ const OptionSpec kOptions[] = {
          return fmt::format("must be HOST:PORT with a port from 0 to 65535, {}", quoted(v));
        c.listen = v;
        return std::nullopt;
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return c.listen; }},
     {"threads", "IO threads, each with its own acceptor and batch (default: one per core)",
-     [](ServeConfig& c, std::string_view v) { return set_uint(c.threads, v, 1, 64); }},
+     [](ServeConfig& c, std::string_view v) { return set_uint(c.threads, v, 1, 64); },
+     [](const ServeConfig& c) -> Shown { return c.threads ? Shown(std::to_string(c.threads)) : std::nullopt; }, "4"},
     {"max-connections", "most client connections open at once",
-     [](ServeConfig& c, std::string_view v) { return set_uint(c.max_connections, v, 1, 1'000'000); }},
+     [](ServeConfig& c, std::string_view v) { return set_uint(c.max_connections, v, 1, 1'000'000); },
+     [](const ServeConfig& c) -> Shown { return std::to_string(c.max_connections); }},
     {"max-header-bytes", "largest request head, request line and fields together (431 beyond)",
-     [](ServeConfig& c, std::string_view v) { return set_size(c.max_header_bytes, v, 512, 1 << 20); }},
+     [](ServeConfig& c, std::string_view v) { return set_size(c.max_header_bytes, v, 512, 1 << 20); },
+     [](const ServeConfig& c) -> Shown { return show_size(c.max_header_bytes); }},
     {"max-body-bytes", "largest POST /events body (413 beyond)",
-     [](ServeConfig& c, std::string_view v) { return set_size(c.max_body_bytes, v, 1024, 1ull << 30); }},
+     [](ServeConfig& c, std::string_view v) { return set_size(c.max_body_bytes, v, 1024, 1ull << 30); },
+     [](const ServeConfig& c) -> Shown { return show_size(c.max_body_bytes); }},
     {"idle-timeout", "keep-alive idle timeout (longer than a load balancer's)",
-     [](ServeConfig& c, std::string_view v) { return set_duration(c.idle_timeout, v, milliseconds(100), kHour); }},
+     [](ServeConfig& c, std::string_view v) { return set_duration(c.idle_timeout, v, milliseconds(100), kHour); },
+     [](const ServeConfig& c) -> Shown { return show_duration(c.idle_timeout); }},
     {"read-timeout", "time to receive a request head, and most time between body reads",
-     [](ServeConfig& c, std::string_view v) { return set_duration(c.read_timeout, v, milliseconds(100), kHour); }},
+     [](ServeConfig& c, std::string_view v) { return set_duration(c.read_timeout, v, milliseconds(100), kHour); },
+     [](const ServeConfig& c) -> Shown { return show_duration(c.read_timeout); }},
     {"write-timeout", "most time a response write may stall",
-     [](ServeConfig& c, std::string_view v) { return set_duration(c.write_timeout, v, milliseconds(100), kHour); }},
+     [](ServeConfig& c, std::string_view v) { return set_duration(c.write_timeout, v, milliseconds(100), kHour); },
+     [](const ServeConfig& c) -> Shown { return show_duration(c.write_timeout); }},
     {"shutdown-timeout", "deadline for a graceful stop to flush everything",
-     [](ServeConfig& c, std::string_view v) { return set_duration(c.shutdown_timeout, v, milliseconds(100), kHour); }},
+     [](ServeConfig& c, std::string_view v) { return set_duration(c.shutdown_timeout, v, milliseconds(100), kHour); },
+     [](const ServeConfig& c) -> Shown { return show_duration(c.shutdown_timeout); }},
     {"drain-delay", "on a stop signal, keep serving this long with /readyz at 503",
-     [](ServeConfig& c, std::string_view v) { return set_duration(c.drain_delay, v, milliseconds(0), kHour); }},
+     [](ServeConfig& c, std::string_view v) { return set_duration(c.drain_delay, v, milliseconds(0), kHour); },
+     [](const ServeConfig& c) -> Shown { return show_duration(c.drain_delay); }},
     {"sink", "sqlite:///path/file.db, mysql://user:pass@host:port/db or postgresql://user:pass@host:port/db",
      [](ServeConfig& c, std::string_view v) {
        auto e = check_url(v, {"sqlite://", "mysql://", "postgresql://", "postgres://"});
        if (!e) c.sink = v;
        return e;
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return c.sink; }},
     {"table", "table the events go to",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        if (v.empty() || v.size() > 64 ||
@@ -148,7 +183,8 @@ const OptionSpec kOptions[] = {
          return fmt::format("must be 1 to 64 letters, digits or underscores, {}", quoted(v));
        c.table = v;
        return std::nullopt;
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return c.table; }},
     {"durability", "when a 2xx is sent: none, process, fsync or sink",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        if (v == "none") c.durability = Durability::none;
@@ -157,54 +193,71 @@ const OptionSpec kOptions[] = {
        else if (v == "sink") c.durability = Durability::sink;
        else return fmt::format("must be none, process, fsync or sink, {}", quoted(v));
        return std::nullopt;
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return std::string(to_string(c.durability)); }},
     {"spool-dir", "directory of the spool (process and fsync durability)",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        if (v.empty()) return "must not be empty";
        c.spool_dir = v;
        return std::nullopt;
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return c.spool_dir; }},
     {"spool-max-bytes", "spool size limit; past it events get 503",
-     [](ServeConfig& c, std::string_view v) { return set_size(c.spool_max_bytes, v, 1 << 20, 1ull << 50); }},
+     [](ServeConfig& c, std::string_view v) { return set_size(c.spool_max_bytes, v, 1 << 20, 1ull << 50); },
+     [](const ServeConfig& c) -> Shown { return show_size(c.spool_max_bytes); }},
     {"dead-letter-max-bytes", "bound of the dead-letter file of refused events; 0 turns isolation off",
-     [](ServeConfig& c, std::string_view v) { return set_size(c.dead_letter_max_bytes, v, 0, 1ull << 50); }},
+     [](ServeConfig& c, std::string_view v) { return set_size(c.dead_letter_max_bytes, v, 0, 1ull << 50); },
+     [](const ServeConfig& c) -> Shown { return show_size(c.dead_letter_max_bytes); }},
     {"flush-interval", "longest an event waits in memory before its batch is written",
      [](ServeConfig& c, std::string_view v) {
        return set_duration(c.flush_interval, v, milliseconds(1), milliseconds(60'000));
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return show_duration(c.flush_interval); }},
     {"batch-max", "a shard's batch is written at this many events",
-     [](ServeConfig& c, std::string_view v) { return set_size(c.batch_max, v, 1, 1'000'000); }},
+     [](ServeConfig& c, std::string_view v) { return set_size(c.batch_max, v, 1, 1'000'000); },
+     [](const ServeConfig& c) -> Shown { return std::to_string(c.batch_max); }},
     {"queue-max-bytes", "in-memory backlog of batches waiting for the database",
-     [](ServeConfig& c, std::string_view v) { return set_size(c.queue_max_bytes, v, 1 << 20, 1ull << 40); }},
+     [](ServeConfig& c, std::string_view v) { return set_size(c.queue_max_bytes, v, 1 << 20, 1ull << 40); },
+     [](const ServeConfig& c) -> Shown { return show_size(c.queue_max_bytes); }},
     {"instance", "instance number 0-255 (default: one leased from the database)",
-     [](ServeConfig& c, std::string_view v) { return set_int(c.instance, v, 0, 255); }},
+     [](ServeConfig& c, std::string_view v) { return set_int(c.instance, v, 0, 255); },
+     [](const ServeConfig& c) -> Shown { return c.instance < 0 ? std::nullopt : Shown(std::to_string(c.instance)); },
+     "0"},
     {"sink-wait-timeout", "durability=sink: longest a request waits for its commit",
-     [](ServeConfig& c, std::string_view v) { return set_duration(c.sink_wait_timeout, v, milliseconds(100), kHour); }},
+     [](ServeConfig& c, std::string_view v) { return set_duration(c.sink_wait_timeout, v, milliseconds(100), kHour); },
+     [](const ServeConfig& c) -> Shown { return show_duration(c.sink_wait_timeout); }},
     {"db-max-open", "database pool (MySQL, PostgreSQL): most open connections",
-     [](ServeConfig& c, std::string_view v) { return set_int(c.db_max_open, v, 1, 1000); }},
+     [](ServeConfig& c, std::string_view v) { return set_int(c.db_max_open, v, 1, 1000); },
+     [](const ServeConfig& c) -> Shown { return std::to_string(c.db_max_open); }},
     {"db-max-idle", "database pool (MySQL, PostgreSQL): most idle connections kept",
-     [](ServeConfig& c, std::string_view v) { return set_int(c.db_max_idle, v, 0, 1000); }},
+     [](ServeConfig& c, std::string_view v) { return set_int(c.db_max_idle, v, 0, 1000); },
+     [](const ServeConfig& c) -> Shown { return std::to_string(c.db_max_idle); }},
     {"db-max-lifetime", "database pool (MySQL, PostgreSQL): a connection is closed after this age",
      [](ServeConfig& c, std::string_view v) {
        return set_duration(c.db_max_lifetime, v, milliseconds(1000), 24 * kHour);
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return show_duration(c.db_max_lifetime); }},
     {"db-max-idle-time", "database pool (MySQL, PostgreSQL): an idle connection is closed after this long",
      [](ServeConfig& c, std::string_view v) {
        return set_duration(c.db_max_idle_time, v, milliseconds(1000), 24 * kHour);
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return show_duration(c.db_max_idle_time); }},
     {"store", "file:///dir or s3://bucket?endpoint=http://host:port&region=R",
      [](ServeConfig& c, std::string_view v) {
        auto e = check_url(v, {"file://", "s3://"});
        if (!e) c.store = v;
        return e;
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return c.store; }},
     {"auth-token",
      "bearer token for the file API and profiles (without one: loopback clients only, and requests with "
      "Forwarded/X-Forwarded-For/X-Real-IP refused: set one behind a reverse proxy)",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        c.auth_token = v;
        return std::nullopt;
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return c.auth_token.empty() ? std::nullopt : Shown("***"); },
+     "\"a-long-random-secret\""},
     {"auth-token-file", "file holding the bearer token",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        std::FILE* f = std::fopen(std::string(v).c_str(), "rb");
@@ -216,33 +269,53 @@ const OptionSpec kOptions[] = {
        while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.remove_suffix(1);
        if (t.empty()) return fmt::format("'{}' is empty", v);
        c.auth_token = t;
+       c.auth_token_file = v;
        return std::nullopt;
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return c.auth_token_file.empty() ? std::nullopt : Shown(c.auth_token_file); },
+     "\"/etc/kiroku/token\""},
     {"part-size", "S3 multipart part size",
-     [](ServeConfig& c, std::string_view v) { return set_size(c.part_size, v, 5ull << 20, 5ull << 30); }},
+     [](ServeConfig& c, std::string_view v) { return set_size(c.part_size, v, 5ull << 20, 5ull << 30); },
+     [](const ServeConfig& c) -> Shown { return show_size(c.part_size); }},
     {"part-concurrency", "part buffers one transfer may hold: S3 parts or ranged GETs in flight",
-     [](ServeConfig& c, std::string_view v) { return set_uint(c.part_concurrency, v, 2, 64); }},
+     [](ServeConfig& c, std::string_view v) { return set_uint(c.part_concurrency, v, 2, 64); },
+     [](const ServeConfig& c) -> Shown { return std::to_string(c.part_concurrency); }},
     {"store-buffers", "part buffers shared by all transfers (memory bound: part-size x store-buffers)",
-     [](ServeConfig& c, std::string_view v) { return set_uint(c.store_buffers, v, 2, 4096); }},
+     [](ServeConfig& c, std::string_view v) { return set_uint(c.store_buffers, v, 2, 4096); },
+     [](const ServeConfig& c) -> Shown { return std::to_string(c.store_buffers); }},
     {"store-buffer-wait", "longest a new transfer waits for its first buffer, then 503 (0: no limit)",
-     [](ServeConfig& c, std::string_view v) { return set_duration(c.store_buffer_wait, v, milliseconds(0), kHour); }},
+     [](ServeConfig& c, std::string_view v) { return set_duration(c.store_buffer_wait, v, milliseconds(0), kHour); },
+     [](const ServeConfig& c) -> Shown { return show_duration(c.store_buffer_wait); }},
+    {"max-upload-bytes",
+     "largest file upload body, PUT /files/{key} or the whole POST /files form (413 beyond; 0: no limit)",
+     [](ServeConfig& c, std::string_view v) { return set_size(c.max_upload_bytes, v, 0, 1ull << 50); },
+     [](const ServeConfig& c) -> Shown { return show_size(c.max_upload_bytes); }},
     {"log-level", "trace, debug, info, warn, error",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        if (v != "trace" && v != "debug" && v != "info" && v != "warn" && v != "error")
          return fmt::format("must be trace, debug, info, warn or error, {}", quoted(v));
        c.log_level = v;
        return std::nullopt;
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return c.log_level; }},
     {"cors-origins",
      "web origins whose pages may send events (CORS), comma-separated: https://shop.example,http://host:8000 "
      "or * (default: none)",
-     [](ServeConfig& c, std::string_view v) { return set_origins(c.cors_origins, v); }},
+     [](ServeConfig& c, std::string_view v) { return set_origins(c.cors_origins, v); },
+     [](const ServeConfig& c) -> Shown {
+       if (c.cors_origins.empty()) return std::nullopt;
+       std::string all;
+       for (const auto& o : c.cors_origins) all += (all.empty() ? "" : ",") + o;
+       return all;
+     },
+     "\"https://shop.example,http://127.0.0.1:8000\""},
     {"log-format", "text (for people) or json (one object per line, for log shippers)",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        if (v != "text" && v != "json") return fmt::format("must be text or json, {}", quoted(v));
        c.log_format = v;
        return std::nullopt;
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return c.log_format; }},
     {"access-log", "log this fraction of requests (0 off, 1 all)",
      [](ServeConfig& c, std::string_view v) -> std::optional<std::string> {
        double d;
@@ -251,7 +324,8 @@ const OptionSpec kOptions[] = {
          return fmt::format("must be a number from 0 to 1, {}", quoted(v));
        c.access_log_sample = d;
        return std::nullopt;
-     }},
+     },
+     [](const ServeConfig& c) -> Shown { return fmt::format("{}", c.access_log_sample); }},
 };
 
 std::string env_name(std::string_view option) {
@@ -391,6 +465,65 @@ bool ServeOptions::resolve(ServeConfig& out, ConfigError& err, const EnvLookup& 
     return false;
   }
   return true;
+}
+
+std::vector<OptionValue> option_values(const ServeConfig& c) {
+  std::vector<OptionValue> out;
+  out.reserve(std::size(kOptions));
+  for (const OptionSpec& spec : kOptions) out.push_back({spec.name, spec.show(c)});
+  return out;
+}
+
+namespace {
+
+// `text` as comment lines of at most ~78 columns.
+void append_comment(std::string& out, std::string_view text) {
+  std::string line = "#";
+  while (!text.empty()) {
+    const auto space = text.find(' ');
+    const std::string_view word = text.substr(0, space);
+    text = space == std::string_view::npos ? std::string_view() : text.substr(space + 1);
+    if (line.size() > 1 && line.size() + 1 + word.size() > 78) {
+      out += line + "\n";
+      line = "#";
+    }
+    line += ' ';
+    line += word;
+  }
+  out += line + "\n";
+}
+
+// A TOML value: a bare integer, else a basic string.
+std::string toml_value(std::string_view v) {
+  if (!v.empty() && v.size() < 16 && v.find_first_not_of("0123456789") == std::string_view::npos) return std::string(v);
+  std::string q = "\"";
+  for (char ch : v) {
+    if (ch == '"' || ch == '\\') q += '\\';
+    q += ch;
+  }
+  return q + "\"";
+}
+
+}  // namespace
+
+std::string example_config() {
+  std::string out =
+      "# kiroku.toml: the configuration of `kiroku serve --config FILE`, every\n"
+      "# option at its default (`kiroku config example` prints this file).\n"
+      "# A flag or a KIROKU_<OPTION> environment variable beats a value here.\n"
+      "# Sizes take KiB, MiB, GiB; durations ms, s, m, h. Relative paths are\n"
+      "# relative to the working directory (the service's: /var/lib/kiroku).\n"
+      "# SIGHUP (systemctl reload kiroku) reads this file again: the auth token\n"
+      "# (and its file) and the log level change at once, other options at the\n"
+      "# next start.\n";
+  const ServeConfig defaults;
+  for (const OptionSpec& spec : kOptions) {
+    out += '\n';
+    append_comment(out, spec.help);
+    if (auto v = spec.show(defaults)) out += fmt::format("{} = {}\n", spec.name, toml_value(*v));
+    else out += fmt::format("# {} = {}\n", spec.name, spec.unset_example ? spec.unset_example : "\"\"");
+  }
+  return out;
 }
 
 std::string describe(const ServeConfig& c) {

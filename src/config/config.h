@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,11 +56,13 @@ struct ServeConfig {
 
   // Files
   std::string store = "file://./kiroku-data/objects";
-  std::string auth_token;
+  std::string auth_token;       // from --auth-token or the file below
+  std::string auth_token_file;  // --auth-token-file, re-read on SIGHUP
   std::size_t part_size = 8 * 1024 * 1024;
   unsigned part_concurrency = 4;
   unsigned store_buffers = 8;
   std::chrono::milliseconds store_buffer_wait{10'000};
+  std::uint64_t max_upload_bytes = 0;  // a file upload's body (PUT/POST /files); 0: no limit
 
   // Operations
   std::string log_level = "info";
@@ -98,6 +101,19 @@ class ServeOptions {
 bool parse_duration(std::string_view s, std::chrono::milliseconds& out);
 // A size with an optional unit: "1024", "64KiB", "8MiB", "1GiB", "1GB"; false if bad.
 bool parse_size(std::string_view s, std::uint64_t& out);
+
+// Every option's name and value as a flag would carry it ("75s", "8MiB"),
+// in the table's order; nullopt when not set. A token shows as "***".
+struct OptionValue {
+  std::string name;
+  std::optional<std::string> value;
+};
+std::vector<OptionValue> option_values(const ServeConfig& c);
+
+// A commented TOML file with every option at its default, from the option
+// table (`kiroku config example`, the packaged /etc/kiroku/kiroku.toml).
+// Options unset by default are commented out.
+std::string example_config();
 
 // One line describing the effective configuration, for the start log.
 std::string describe(const ServeConfig& c);

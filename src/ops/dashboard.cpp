@@ -96,8 +96,7 @@ constexpr std::string_view kPage = R"KIROKU(<!doctype html>
   const MUTED = '#8d96a0';
   const C = { blue: '#58a6ff', green: '#3fb950', yellow: '#d29922', red: '#f85149',
               purple: '#bc8cff', pink: '#f778ba', cyan: '#39c5cf' };
-  const OPS_ROUTES = new Set(['healthz', 'readyz', 'metrics', 'stats', 'dashboard',
-                              'pprof_profile', 'pprof_heap']);
+  const OPS_ROUTES = new Set(['operations']);
 
   /* ---- the Prometheus text exposition ---- */
 
@@ -377,7 +376,7 @@ constexpr std::string_view kPage = R"KIROKU(<!doctype html>
         { label: 'dead-lettered', color: C.green, metric: 'kiroku_events_dead_lettered_total',
           read: rate('kiroku_events_dead_lettered_total') },
         { label: '5xx answers', color: C.cyan, metric: 'kiroku_http_requests_total',
-          read: rate('kiroku_http_requests_total', (labels) => labels.status === '5xx') },
+          read: rate('kiroku_http_requests_total', (labels) => String(labels.status).startsWith('5')) },
         { label: 'bad requests', color: C.yellow, metric: 'kiroku_http_bad_requests_total',
           read: rate('kiroku_http_bad_requests_total') },
         { label: 'timeouts', color: C.purple, metric: 'kiroku_http_timeouts_total',

@@ -53,6 +53,10 @@ TEST(Config, Defaults) {
   EXPECT_EQ(l.config.idle_timeout, std::chrono::seconds(75));
   EXPECT_EQ(l.config.store_buffer_wait, std::chrono::seconds(10));
   EXPECT_GE(l.config.threads, 1u);
+  EXPECT_EQ(l.config.max_upload_bytes, 0u);
+  auto limited = load({"--max-upload-bytes", "2GiB"});
+  ASSERT_TRUE(limited.ok) << limited.error.line();
+  EXPECT_EQ(limited.config.max_upload_bytes, 2ull << 30);
   auto no_limit = load({"--store-buffer-wait", "0s"});
   ASSERT_TRUE(no_limit.ok) << no_limit.error.line();
   EXPECT_EQ(no_limit.config.store_buffer_wait.count(), 0);
@@ -185,6 +189,44 @@ TEST(Config, AnUnknownSinkSchemeIsReportedWithoutItsPassword) {
   auto env = load({}, {{"KIROKU_SINK", "mysql:/ku:SECRETPASS@h/db"}});
   ASSERT_FALSE(env.ok);
   EXPECT_EQ(env.error.line().find("SECRETPASS"), std::string::npos) << env.error.line();
+}
+
+// `kiroku config example`: read back by the loader, it gives every default;
+// every option is in it, set or (unset by default) commented out.
+TEST(Config, TheExampleFileGivesTheDefaultsBack) {
+  const std::string text = example_config();
+  const std::string path = write_file(text);
+  auto from_file = load({"--config", path});
+  ASSERT_TRUE(from_file.ok) << from_file.error.line();
+  auto defaults = load({});
+  ASSERT_TRUE(defaults.ok) << defaults.error.line();
+  const auto want = option_values(defaults.config), got = option_values(from_file.config);
+  ASSERT_EQ(want.size(), got.size());
+  std::size_t set = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i].value, want[i].value) << want[i].name;
+    if (text.find("\n" + want[i].name + " = ") != std::string::npos) {
+      ++set;
+    } else {
+      EXPECT_NE(text.find("\n# " + want[i].name + " = "), std::string::npos) << want[i].name << " is missing";
+    }
+  }
+  EXPECT_GE(set, want.size() - 5);  // threads, instance, the token options and cors-origins are commented out
+  // The commented-out examples are valid values too (but the token file, which must exist).
+  std::string uncommented = text;
+  for (const char* name : {"threads", "instance", "auth-token", "cors-origins"}) {
+    const std::string line = std::string("\n# ") + name + " = ";
+    const auto at = uncommented.find(line);
+    ASSERT_NE(at, std::string::npos) << name;
+    uncommented.erase(at + 1, 2);
+  }
+  auto examples = load({"--config", write_file(uncommented)});
+  ASSERT_TRUE(examples.ok) << examples.error.line();
+  EXPECT_EQ(examples.config.threads, 4u);
+  EXPECT_EQ(examples.config.instance, 0);
+  EXPECT_FALSE(examples.config.auth_token.empty());
+  EXPECT_EQ(examples.config.cors_origins, (std::vector<std::string>{"https://shop.example", "http://127.0.0.1:8000"}));
+  std::filesystem::remove(path);
 }
 
 }  // namespace

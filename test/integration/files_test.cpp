@@ -61,7 +61,8 @@ std::string sha256_of(std::string_view data) {
 }
 
 struct Answer {
-  int status = 0;  // 0: no answer
+  int status = 0;          // 0: no answer
+  bool continued = false;  // a 100 Continue came first
   std::string headers;
   std::string body;
   std::string header(std::string_view name) const {
@@ -104,6 +105,15 @@ class FileClient {
     return true;
   }
 
+  // Sends `body` in chunked framing, 256 KiB a chunk, and the last chunk.
+  bool send_chunked(std::string_view body) {
+    for (std::size_t off = 0; off < body.size(); off += 256 * 1024) {
+      const std::string_view piece = body.substr(off, 256 * 1024);
+      if (!send(fmt_hex(piece.size()) + "\r\n") || !send(piece) || !send("\r\n")) return false;
+    }
+    return send("0\r\n\r\n");
+  }
+
   // Sends a pattern body of `size` bytes in 256 KiB pieces (chunked framing if asked).
   bool send_pattern(std::uint64_t seed, std::uint64_t size, bool chunked) {
     std::string piece;
@@ -127,6 +137,7 @@ class FileClient {
       while ((end = buf_.find("\r\n\r\n")) == std::string::npos)
         if (!fill()) return r;
       if (buf_.compare(0, 12, "HTTP/1.1 100") == 0) {
+        r.continued = true;
         buf_.erase(0, end + 4);
         continue;
       }
@@ -516,6 +527,95 @@ TEST_P(Files, ClientGoneMidUploadLeavesNothing) {
   EXPECT_EQ(k->stop(), 0);
 }
 
+// --max-upload-bytes: a larger Content-Length is refused before the body (no
+// 100 Continue) and the connection closes; a chunked body (PUT or a form) is
+// cut at the limit with 413, its upload aborted (with S3, a multipart upload
+// whose first part was already sent); nothing is stored either way.
+TEST_P(Files, UploadsAboveTheLimitAre413AndLeaveNothing) {
+  constexpr std::uint64_t kLimit = kPart + kPart / 5;  // 6 MiB: past the first part
+  auto k = start({"--max-upload-bytes", "6MiB"});
+  const std::string at_limit = prefix_ + "limit/exact.bin", over = prefix_ + "limit/over.bin";
+  Answer put = put_pattern(k->port(), at_limit, 21, kLimit);
+  ASSERT_EQ(put.status, 201) << put.body;
+  EXPECT_EQ(put.json()["size"], kLimit);
+
+  // Content-Length one byte over: 413 with a JSON error before any body
+  // byte, no 100 Continue; the connection closes after the answer.
+  for (const std::string& expect : {std::string("Expect: 100-continue\r\n"), std::string()}) {
+    FileClient c(k->port());
+    ASSERT_TRUE(c.send("PUT /files/" + over + " HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(kLimit + 1) +
+                       "\r\n" + expect + "\r\n"));
+    Answer a = c.read();
+    EXPECT_EQ(a.status, 413) << a.body;
+    EXPECT_FALSE(a.continued);
+    EXPECT_TRUE(a.json().contains("error")) << a.body;
+    EXPECT_TRUE(c.closed_by_peer(5000));
+  }
+
+  // Chunked, 8 MiB sent against 6 MiB allowed: cut with 413. The server
+  // closes while the client may still be sending: its sends may fail, the
+  // answer still arrives.
+  {
+    FileClient c(k->port());
+    ASSERT_TRUE(c.send("PUT /files/" + over + " HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    c.send_pattern(22, kLimit + 2 * 1024 * 1024, true);
+    Answer a = c.read();
+    EXPECT_EQ(a.status, 413) << a.body;
+    EXPECT_TRUE(c.closed_by_peer(5000));
+  }
+
+  // Forms: the limit counts the whole form body.
+  const std::string ct = "Content-Type: multipart/form-data; boundary=XyZ\r\n";
+  const std::string small_form = multipart("XyZ", {{"key", prefix_ + "limit/form-ok.bin"}}, "", pattern(23, 1000));
+  EXPECT_EQ(request(k->port(), "POST", "/files", ct, small_form).status, 201);
+  const std::string big_form = multipart("XyZ", {{"key", prefix_ + "limit/form-over.bin"}}, "", pattern(24, kLimit));
+  {
+    FileClient c(k->port());
+    ASSERT_TRUE(c.send("POST /files HTTP/1.1\r\nHost: t\r\n" + ct +
+                       "Content-Length: " + std::to_string(big_form.size()) + "\r\nExpect: 100-continue\r\n\r\n"));
+    Answer a = c.read();
+    EXPECT_EQ(a.status, 413) << a.body;
+    EXPECT_FALSE(a.continued);
+    EXPECT_TRUE(c.closed_by_peer(5000));
+  }
+  {
+    FileClient c(k->port());
+    ASSERT_TRUE(c.send("POST /files HTTP/1.1\r\nHost: t\r\n" + ct + "Transfer-Encoding: chunked\r\n\r\n"));
+    c.send_chunked(big_form);
+    Answer a = c.read();
+    EXPECT_EQ(a.status, 413) << a.body;
+    EXPECT_TRUE(c.closed_by_peer(5000));
+  }
+
+  // Nothing of the refused uploads is stored, and their buffers came back.
+  EXPECT_EQ(request(k->port(), "HEAD", "/files/" + over).status, 404);
+  EXPECT_EQ(request(k->port(), "HEAD", "/files/" + prefix_ + "limit/form-over.bin").status, 404);
+  Answer listed = request(k->port(), "GET", "/files?prefix=" + prefix_ + "limit/");
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  std::vector<std::string> keys;
+  const auto listing = listed.json();
+  for (const auto& o : listing["objects"]) keys.push_back(o["key"]);
+  EXPECT_EQ(keys, (std::vector<std::string>{at_limit, prefix_ + "limit/form-ok.bin"})) << listed.body;
+  for (int i = 0; i < 50 && metric_value(k->port(), "kiroku_object_buffers_in_use") != 0; ++i)
+    std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_object_buffers_in_use"), 0);
+  EXPECT_GE(metric_value(k->port(), "kiroku_object_operations_total{op=\"put\",result=\"error\"}"), 2);
+  // The aborted uploads were cleaned up (with S3: AbortMultipartUpload done).
+  for (int i = 0; i < 50 && metric_value(k->port(), "kiroku_object_uploads_cleaning_up") != 0; ++i)
+    std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_object_uploads_cleaning_up"), 0);
+  if (!s3()) {
+    // No temporary file is left behind: the two objects only.
+    std::size_t files = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir_.path() + "/objects"))
+      if (e.is_regular_file()) ++files;
+    EXPECT_EQ(files, 2u);
+  }
+  // Uploads within the limit still work on new connections.
+  EXPECT_EQ(put_pattern(k->port(), prefix_ + "limit/after.bin", 25, 1000, true).status, 201);
+  EXPECT_EQ(k->stop(), 0);
+}
+
 TEST_P(Files, MetricsCountTransfers) {
   auto k = start();
   const std::string key = prefix_ + "m.bin";
@@ -526,6 +626,14 @@ TEST_P(Files, MetricsCountTransfers) {
   EXPECT_EQ(metric_value_reaching(k->port(), "kiroku_object_operation_seconds_count{op=\"get\"}", 1), 1);
   EXPECT_EQ(metric_value(k->port(), "kiroku_object_bytes_total{op=\"get\"}"), 1000);
   EXPECT_EQ(metric_value(k->port(), "kiroku_object_operations_total{op=\"put\",result=\"ok\"}"), 1);
+  // Answers and latency by route: the upload, the download, a listing.
+  ASSERT_EQ(request(k->port(), "GET", "/files?prefix=" + prefix_).status, 200);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_http_requests_total{route=\"files_upload\",status=\"201\"}"), 1);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_http_requests_total{route=\"files_download\",status=\"200\"}"), 1);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_http_requests_total{route=\"files_list\",status=\"200\"}"), 1);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_http_request_seconds_count{route=\"files_upload\"}"), 1);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_http_request_seconds_count{route=\"files_download\"}"), 1);
+  EXPECT_EQ(metric_value(k->port(), "kiroku_http_request_seconds_count{route=\"files_list\"}"), 1);
   EXPECT_EQ(k->stop(), 0);
 }
 

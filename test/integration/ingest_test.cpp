@@ -294,17 +294,27 @@ TEST(Ingest, OperationsEndpoints) {
   auto m = http_get(k.port(), "/metrics");
   EXPECT_EQ(m.status, 200);
   EXPECT_NE(m.body.find("kiroku_events_accepted_total 10"), std::string::npos) << m.body;
-  // Answers by route and status class, the engine's own errors included.
-  EXPECT_NE(m.body.find("kiroku_http_requests_total{route=\"collect\",status=\"2xx\"} 10\n"), std::string::npos)
+  // Answers by route and exact status, the engine's own errors included.
+  EXPECT_NE(m.body.find("kiroku_http_requests_total{route=\"ingest\",status=\"204\"} 10\n"), std::string::npos)
       << m.body;
-  EXPECT_NE(m.body.find("kiroku_http_requests_total{route=\"not_found\",status=\"4xx\"} 1\n"), std::string::npos)
+  EXPECT_NE(m.body.find("kiroku_http_requests_total{route=\"not_found\",status=\"404\"} 1\n"), std::string::npos)
       << m.body;
-  EXPECT_NE(m.body.find("kiroku_http_requests_total{route=\"malformed\",status=\"4xx\"} 1\n"), std::string::npos)
+  EXPECT_NE(m.body.find("kiroku_http_requests_total{route=\"malformed\",status=\"400\"} 1\n"), std::string::npos)
       << m.body;
-  // Every answer is timed: these 14, and the harness's /healthz polls at start.
-  const auto at = m.body.find("kiroku_http_request_seconds_count ");
+  // Every answer is timed, by route: the 10 ingests; /healthz, /readyz and
+  // the harness's /healthz polls at start as operations.
+  EXPECT_NE(m.body.find("kiroku_http_request_seconds_count{route=\"ingest\"} 10\n"), std::string::npos) << m.body;
+  const std::string ops = "kiroku_http_request_seconds_count{route=\"operations\"} ";
+  const auto at = m.body.find(ops);
   ASSERT_NE(at, std::string::npos) << m.body;
-  EXPECT_GE(std::stoll(m.body.substr(at + std::string_view("kiroku_http_request_seconds_count ").size())), 14);
+  EXPECT_GE(std::stoll(m.body.substr(at + ops.size())), 2);
+  EXPECT_NE(m.body.find("kiroku_http_request_seconds_count{route=\"files_upload\"} 0\n"), std::string::npos);
+  // The build, and every field of the pool's statistics.
+  EXPECT_NE(m.body.find("kiroku_build_info{version=\"" KIROKU_VERSION "\"} 1\n"), std::string::npos) << m.body;
+  for (const char* reason : {"max_idle", "max_idle_time", "max_lifetime"})
+    EXPECT_NE(m.body.find(std::string("kiroku_db_closed_connections_total{reason=\"") + reason + "\"} 0\n"),
+              std::string::npos)
+        << reason;
   EXPECT_NE(m.body.find("# TYPE kiroku_accept_to_durable_seconds histogram"), std::string::npos);
   auto s = http_get(k.port(), "/stats");
   EXPECT_EQ(s.status, 200);
