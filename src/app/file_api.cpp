@@ -143,7 +143,10 @@ class UploadReader : public http::BodyReader, public std::enable_shared_from_thi
       : api_(api), shard_(req.shard), runtime_(api.runtime()), started_us_(now_us()) {}
 
   ~UploadReader() override {
-    if (counted_) api_.operation_done();
+    if (counted_) {
+      api_.transfer_ends(true);
+      api_.operation_done();
+    }
   }
 
   // Starts the store upload of key, stored with content_type (when not
@@ -164,6 +167,7 @@ class UploadReader : public http::BodyReader, public std::enable_shared_from_thi
     if (!up.ok()) return up.status();
     upload_ = std::move(*up);
     api_.operation_started();
+    api_.transfer_begins(true);
     counted_ = true;
     return {};
   }
@@ -198,6 +202,7 @@ class UploadReader : public http::BodyReader, public std::enable_shared_from_thi
       return data.size();
     }
     bytes_ += *r;
+    api_.moved(shard_, true, *r);
     return *r;
   }
 
@@ -393,13 +398,16 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
     sink.on_done = [self](Status st) {
       FileApi& api = self->api_;
       self->runtime_.post(self->shard_, [self, st = std::move(st)]() mutable { self->on_done(std::move(st)); });
+      api.transfer_ends(false);
       api.operation_done();
     };
     api_.operation_started();
+    api_.transfer_begins(false);
     auto dl = api_.store().get(key, range, std::move(sink));
     if (!dl.ok()) {
       // The sink was dropped unused: nothing will call back. A Deferred is
       // not answered inside the handler's call, hence the post.
+      api_.transfer_ends(false);
       api_.operation_done();
       runtime_.post(shard_, [self, st = dl.status()] {
         self->over_ = true;
@@ -506,6 +514,7 @@ class DownloadStream : public std::enable_shared_from_this<DownloadStream> {
     later_.write(queue_.front().data(), [self](bool ok) {
       self->writing_ = false;
       self->bytes_ += self->queue_.front().data().size();
+      self->api_.moved(self->shard_, false, self->queue_.front().data().size());
       self->queue_.pop_front();  // the buffer goes back to the pool
       if (!ok) {
         // The client is gone: stop fetching; on_done follows.
@@ -614,6 +623,18 @@ FileApi::FileApi(ObjectStore& store, Runtime& runtime, Registry* registry) : sto
                            [&pool] { return static_cast<double>(pool.part_count()); });
   registry->callback_gauge("kiroku_object_buffer_waiters", "transfers waiting for a part buffer",
                            [&pool] { return static_cast<double>(pool.waiting()); });
+  auto& flow = registry->counter("kiroku_object_transfer_bytes_total",
+                                 "bytes of uploads (up) and downloads (down), counted as they move", {"direction"});
+  flow_up_ = flow.with({"up"});
+  flow_down_ = flow.with({"down"});
+  registry->callback_gauge("kiroku_object_uploads_in_flight", "uploads being received",
+                           [this] { return static_cast<double>(uploads_.load(std::memory_order_relaxed)); });
+  registry->callback_gauge("kiroku_object_downloads_in_flight", "downloads being sent", [this] {
+    return static_cast<double>(downloads_in_flight_.load(std::memory_order_relaxed));
+  });
+  registry->callback_counter("kiroku_object_store_retries_total",
+                             "requests to the store's service sent again after a failure (S3)",
+                             [this] { return static_cast<double>(store_.request_retries()); });
   registry->callback_gauge("kiroku_object_uploads_cleaning_up",
                            "failed or abandoned uploads whose parts are still being removed",
                            [this] { return static_cast<double>(store_.cleaning_up()); });
@@ -625,6 +646,10 @@ void FileApi::record(unsigned shard, FileOp op, std::int64_t started_us, std::ui
   (ok ? m.ok : m.errors)->inc(shard);
   if (bytes) m.bytes->add(shard, bytes);
   m.seconds->observe(shard, static_cast<std::uint64_t>(std::max<std::int64_t>(0, now_us() - started_us)));
+}
+
+void FileApi::moved(unsigned shard, bool upload, std::uint64_t bytes) {
+  if (Counter* c = upload ? flow_up_ : flow_down_) c->add(shard, bytes);
 }
 
 void FileApi::operation_started() {

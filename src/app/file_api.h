@@ -62,6 +62,15 @@ class FileApi {
   void record(unsigned shard, FileOp op, std::int64_t started_us, std::uint64_t bytes, bool ok);
   void operation_started();
   void operation_done();
+  // Transfers in flight and the bytes they move as they move (the dashboard's
+  // file panels), on the shard thread (`moved`) or any thread (the counts).
+  void transfer_begins(bool upload) {
+    (upload ? uploads_ : downloads_in_flight_).fetch_add(1, std::memory_order_relaxed);
+  }
+  void transfer_ends(bool upload) {
+    (upload ? uploads_ : downloads_in_flight_).fetch_sub(1, std::memory_order_relaxed);
+  }
+  void moved(unsigned shard, bool upload, std::uint64_t bytes);
   void track(Download* d);
   void untrack(Download* d);
   ObjectStore& store() { return store_; }
@@ -82,6 +91,10 @@ class FileApi {
     Histogram* seconds = nullptr;
   };
   OpMetrics metrics_[static_cast<int>(FileOp::count_)];
+  Counter* flow_up_ = nullptr;
+  Counter* flow_down_ = nullptr;
+  std::atomic<std::int64_t> uploads_{0};
+  std::atomic<std::int64_t> downloads_in_flight_{0};
   std::mutex mutex_;
   std::condition_variable idle_;
   std::size_t running_ = 0;        // store operations not yet called back

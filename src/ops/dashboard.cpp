@@ -366,6 +366,47 @@ constexpr std::string_view kPage = R"KIROKU(<!doctype html>
             return r === null ? null : r * 100;
           } },
       ] },
+    { id: 'files-transfers', title: 'Files: transfers', unit: 'count', integer: true, emptyTop: 4,
+      big: 0, bigLabel: 'in flight',
+      note: (w) => {
+        const cleaning = w.gauge('kiroku_object_uploads_cleaning_up');
+        return 'uploads and downloads in flight' +
+               (cleaning ? ' · ' + digits(cleaning) + ' failed uploads being cleaned up' : '');
+      },
+      series: [
+        { label: 'uploads', color: C.blue, metric: 'kiroku_object_uploads_in_flight',
+          read: gauge('kiroku_object_uploads_in_flight') },
+        { label: 'downloads', color: C.green, metric: 'kiroku_object_downloads_in_flight',
+          read: gauge('kiroku_object_downloads_in_flight') },
+      ] },
+    { id: 'files-throughput', title: 'Files: bytes', unit: 'bytes', suffix: '/s', emptyTop: 1 << 20,
+      big: 0, bigLabel: 'up', note: () => 'per second each way, counted as they move',
+      series: [
+        { label: 'up (uploads)', color: C.blue, metric: 'kiroku_object_transfer_bytes_total',
+          read: rate('kiroku_object_transfer_bytes_total', (labels) => labels.direction === 'up') },
+        { label: 'down (downloads)', color: C.green, metric: 'kiroku_object_transfer_bytes_total',
+          read: rate('kiroku_object_transfer_bytes_total', (labels) => labels.direction === 'down') },
+      ] },
+    { id: 'files-buffers', title: 'Files: part buffers', unit: 'count', integer: true, emptyTop: 4,
+      big: 0, bigLabel: 'in use',
+      note: (w) => {
+        const total = w.gauge('kiroku_object_buffers');
+        return (total === null ? '' : 'of ' + digits(total) + ' · ') + 'waiting: transfers without a buffer';
+      },
+      series: [
+        { label: 'in use', color: C.purple, metric: 'kiroku_object_buffers_in_use',
+          read: gauge('kiroku_object_buffers_in_use') },
+        { label: 'waiting', color: C.red, metric: 'kiroku_object_buffer_waiters',
+          read: gauge('kiroku_object_buffer_waiters') },
+      ] },
+    { id: 'files-errors', title: 'Files: store errors', unit: 'count', suffix: '/s', emptyTop: 4,
+      big: 0, bigLabel: 'errors/s', note: () => 'failed operations and retried requests per second',
+      series: [
+        { label: 'failed operations', color: C.red, metric: 'kiroku_object_operations_total',
+          read: rate('kiroku_object_operations_total', (labels) => labels.result === 'error') },
+        { label: 'retried requests', color: C.yellow, metric: 'kiroku_object_store_retries_total',
+          read: rate('kiroku_object_store_retries_total') },
+      ] },
     { id: 'errors', title: 'Rejected and failed', unit: 'count', suffix: '/s', emptyTop: 4,
       big: 0, bigLabel: 'rejected/s', note: () => 'per second',
       series: [

@@ -229,6 +229,10 @@ class ObjectStore {
   // The store's part pool, for metrics and tests.
   virtual const PartPool& pool() const = 0;
 
+  // Requests to the backing service sent again after a failure (S3: every
+  // retry of S3Client); 0 for a store that does not retry.
+  virtual std::uint64_t request_retries() const { return 0; }
+
   // Failed (or aborted) uploads whose cleanup still runs.
   virtual std::size_t cleaning_up() const { return 0; }
   // Waits until cleaning_up() is 0, or the deadline; returns cleaning_up().

@@ -131,6 +131,18 @@ TEST(Ops, DashboardDrawsLiveDataInHeadlessChromium) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
   });
+  // File transfers for the file panels: a 1 MiB object up and down, over and over.
+  std::thread files([&] {
+    Client c(k.port());
+    const std::string body(1 << 20, 'f');
+    while (!stop) {
+      c.send_raw("PUT /files/dash.bin HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(body.size()) +
+                 "\r\n\r\n" + body);
+      c.read_response();
+      c.get("/files/dash.bin");
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
   const std::string out = std::string(KIROKU_BINARY_DIR) + "/test-artifacts";
   std::filesystem::create_directories(out);
   const std::string cmd = "DASHBOARD_SECONDS=5 " + std::string(KIROKU_SOURCE_DIR) +
@@ -140,6 +152,7 @@ TEST(Ops, DashboardDrawsLiveDataInHeadlessChromium) {
   const int rc = std::system(cmd.c_str());
   stop = true;
   traffic.join();
+  files.join();
   ASSERT_EQ(rc, 0) << "screenshot script failed";
   EXPECT_GT(std::filesystem::file_size(out + "/dashboard.png"), 10000u);
   std::ifstream f(out + "/dashboard-dom.html");
@@ -150,6 +163,14 @@ TEST(Ops, DashboardDrawsLiveDataInHeadlessChromium) {
   const auto pts = dom.find("data-points=\"", at);
   ASSERT_NE(pts, std::string::npos);
   EXPECT_GT(std::atoi(dom.c_str() + pts + 13), 1) << dom.substr(at, 300);
+  // The file panels draw too, and the bytes moved show in their headline.
+  for (const char* id : {"files-transfers", "files-throughput", "files-buffers", "files-errors"}) {
+    const auto chart = dom.find(std::string("data-chart=\"") + id + "\"");
+    ASSERT_NE(chart, std::string::npos) << id;
+    const auto points = dom.find("data-points=\"", chart);
+    ASSERT_NE(points, std::string::npos) << id;
+    EXPECT_GT(std::atoi(dom.c_str() + points + 13), 1) << id << ": " << dom.substr(chart, 300);
+  }
   EXPECT_EQ(k.stop(), 0);
 }
 

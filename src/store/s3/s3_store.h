@@ -73,6 +73,7 @@ class S3Store final : public ObjectStore {
   void list(ListRequest request, std::function<void(Result<ListPage>)> done) override;
   const PartPool& pool() const override { return pool_; }
   std::size_t cleaning_up() const override;
+  std::uint64_t request_retries() const override { return client_->stats().retries.load(std::memory_order_relaxed); }
   std::size_t settle(std::chrono::steady_clock::time_point deadline) override;
   void check_access(std::function<void(Status)> done) override;
 
