@@ -107,9 +107,9 @@ const OptionSpec kOptions[] = {
      [](ServeConfig& c, std::string_view v) { return set_duration(c.shutdown_timeout, v, milliseconds(100), kHour); }},
     {"drain-delay", "on a stop signal, keep serving this long with /readyz at 503",
      [](ServeConfig& c, std::string_view v) { return set_duration(c.drain_delay, v, milliseconds(0), kHour); }},
-    {"sink", "sqlite:///path/file.db or mysql://user:pass@host:port/db",
+    {"sink", "sqlite:///path/file.db, mysql://user:pass@host:port/db or clickhouse://user:pass@host:8123/db",
      [](ServeConfig& c, std::string_view v) {
-       auto e = check_url(v, {"sqlite://", "mysql://"});
+       auto e = check_url(v, {"sqlite://", "mysql://", "clickhouse://"});
        if (!e) c.sink = v;
        return e;
      }},

@@ -1,4 +1,5 @@
 // make_sink.cpp - the --sink URL picks the implementation.
+#include "sink/clickhouse/clickhouse_sink.h"
 #include "sink/mysql/mysql_sink.h"
 #include "sink/sink.h"
 #include "sink/sqlite/sqlite_sink.h"
@@ -8,7 +9,8 @@ namespace kiroku {
 Result<std::unique_ptr<Sink>> make_sink(std::string_view url, const SinkOptions& options) {
   if (url.starts_with("sqlite://")) return make_sqlite_sink(url, options);
   if (url.starts_with("mysql://")) return make_mysql_sink(url, options);
-  return Status::invalid("must start with sqlite:// or mysql://");
+  if (url.starts_with("clickhouse://")) return make_clickhouse_sink(url, options);
+  return Status::invalid("must start with sqlite://, mysql:// or clickhouse://");
 }
 
 }  // namespace kiroku

@@ -1,0 +1,424 @@
+// clickhouse_sink.cpp - the ClickHouse sink (contract in clickhouse_sink.h).
+#include "sink/clickhouse/clickhouse_sink.h"
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "common/event.h"
+#include "sink/clickhouse/clickhouse_http.h"
+#include "sink/clickhouse/clickhouse_url.h"
+#include "sink/clickhouse/row_binary.h"
+#include "sink/instance_lease_table.h"
+#include "sink/mysql/mysql_url.h"
+
+namespace kiroku {
+namespace {
+
+constexpr std::int64_t kPingTimeoutMs = 1000;
+// A claim is read back after this long (plus up to as much again at random):
+// a competitor that read the leases before our claim landed has written its
+// own claim by then, and the later version wins for both readers.
+constexpr std::int64_t kLeaseSettleMs = 500;
+constexpr int kLeaseRounds = 3;
+
+// `s` as a ClickHouse string literal: quotes, backslashes and control bytes escaped.
+void append_literal(std::string& out, std::string_view s) {
+  out += '\'';
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f || c == '\'' || c == '\\') {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02X", u);
+      out += hex;
+    } else {
+      out += c;
+    }
+  }
+  out += '\'';
+}
+
+void append_number(std::string& out, std::uint64_t v) {
+  char buf[24];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, end);
+}
+
+bool parse_i64(std::string_view text, std::int64_t& v) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  return ec == std::errc() && end == text.data() + text.size();
+}
+
+bool same_event(const EventView& a, const EventView& b) {
+  return a.id == b.id && a.received_us == b.received_us && a.at_us == b.at_us && a.value == b.value &&
+         a.name == b.name && a.client_id == b.client_id;
+}
+
+struct ClientRow {
+  std::string_view client_id;
+  std::uint64_t id = 0;
+};
+
+class ClickhouseSink final : public Sink {
+ public:
+  ClickhouseSink(ClickhouseUrl url, const SinkOptions& options) : url_(std::move(url)), options_(options) {
+    for (const ClickhouseServer& s : url_.shards) {
+      writers_.push_back(std::make_unique<ClickhouseHttp>(s, url_, options_.connect_timeout_ms, url_.timeout_ms));
+      control_.push_back(std::make_unique<ClickhouseHttp>(s, url_, options_.connect_timeout_ms, url_.timeout_ms));
+      pingers_.push_back(std::make_unique<ClickhouseHttp>(s, url_, kPingTimeoutMs, kPingTimeoutMs));
+    }
+    const std::string& t = options_.table;
+    insert_events_ = "INSERT INTO `" + t + "` (id, received_at, at, name, value, client_id) FORMAT RowBinary";
+    insert_clients_ = "INSERT INTO `" + t + "_client_ids` (client_id, id) FORMAT RowBinary";
+    per_shard_.resize(url_.shards.size());
+  }
+
+  Status open() override {
+    const std::string& t = options_.table;
+    const std::string events = "CREATE TABLE IF NOT EXISTS `" + t +
+                               "` (\n"
+                               "  id UInt64,\n"
+                               "  received_at Int64 COMMENT 'Unix microseconds',\n"
+                               "  at Int64 COMMENT 'Unix microseconds',\n"
+                               "  name String,\n"
+                               "  value Int64,\n"
+                               "  client_id Nullable(String)\n"
+                               ") ENGINE = ReplacingMergeTree ORDER BY id";
+    const std::string clients = "CREATE TABLE IF NOT EXISTS `" + t +
+                                "_client_ids` (client_id String, id UInt64)"
+                                " ENGINE = ReplacingMergeTree ORDER BY client_id";
+    const std::string instances = "CREATE TABLE IF NOT EXISTS `" + std::string(kInstancesTable) +
+                                  "` (\n"
+                                  "  tbl String,\n"
+                                  "  instance UInt16,\n"
+                                  "  holder String,\n"
+                                  "  renewed_at Int64 COMMENT 'Unix ms, database clock; 0 = released',\n"
+                                  "  version UInt64\n"
+                                  ") ENGINE = ReplacingMergeTree(version) ORDER BY (tbl, instance)";
+    std::string engine_query =
+        "SELECT engine, sorting_key FROM system.tables WHERE database = currentDatabase() "
+        "AND name = ";
+    append_literal(engine_query, t);
+    engine_query += " FORMAT TabSeparated";
+    const std::string probe = "SELECT id, received_at, at, name, value, client_id FROM `" + t + "` LIMIT 0";
+    std::lock_guard lock(control_mu_);
+    std::string out;
+    for (std::size_t s = 0; s < control_.size(); ++s) {
+      ClickhouseHttp& h = *control_[s];
+      const std::string step = "table `" + t + "`";
+      if (Status st = h.query(events, out, "create " + step); !st.ok()) return st;
+      if (Status st = h.query(engine_query, out, "check " + step); !st.ok()) return st;
+      const std::size_t tab = out.find('\t');
+      const std::string engine = out.substr(0, tab);
+      std::string key = tab == std::string::npos ? "" : out.substr(tab + 1);
+      while (!key.empty() && key.back() == '\n') key.pop_back();
+      if (!engine.ends_with("ReplacingMergeTree") || key != "id")
+        return Status::permanent("clickhouse " + h.name() + ": table `" + t + "` exists with engine " + engine +
+                                 " ORDER BY (" + key +
+                                 "), not a ReplacingMergeTree ORDER BY id: replays would not collapse");
+      if (Status st = h.query(probe, out, "check " + step); !st.ok()) return st;
+      if (Status st = h.query(clients, out, "create table `" + t + "_client_ids`"); !st.ok()) return st;
+      if (s == 0) {
+        if (Status st = h.query(instances, out, "create table `" + std::string(kInstancesTable) + "`"); !st.ok())
+          return st;
+      }
+    }
+    return {};
+  }
+
+  Status write(std::string_view records, std::size_t count) override {
+    report_.clear();
+    refused_row_ = kNoRow;
+    if (count == 0 || records.empty()) return {};
+    for (auto& v : per_shard_) v.clear();
+    RecordReader reader(records);
+    EventView e;
+    while (reader.next(e)) per_shard_[shard_of(e, per_shard_.size())].push_back(reader.last_record());
+    for (std::size_t s = 0; s < per_shard_.size(); ++s) {
+      if (per_shard_[s].empty()) continue;
+      if (Status st = write_shard(s); !st.ok()) {
+        if (st.kind() == ErrorKind::invalid) rejection_.store(writers_[s]->last_failure().reason.data());
+        report_.clear();
+        return st;
+      }
+    }
+    return {};
+  }
+
+  const WriteReport& last_write() const override { return report_; }
+  std::string_view rejection_reason() const override { return rejection_.load(std::memory_order_relaxed); }
+  std::size_t refused_row() const override { return refused_row_; }
+
+  Result<unsigned> lease_instance(std::string_view holder, int wanted, std::int64_t ttl_ms) override {
+    std::lock_guard lock(control_mu_);
+    ClickhouseHttp& h = *control_[0];
+    std::string out;
+    for (int round = 0; round < kLeaseRounds; ++round) {
+      std::vector<LeaseRow> rows;
+      std::vector<std::uint64_t> versions;
+      std::int64_t now_ms = 0;
+      if (Status st = read_leases(h, rows, versions, now_ms); !st.ok()) return st;
+      Result<unsigned> chosen = choose_instance(rows, holder, wanted, now_ms, ttl_ms);
+      if (!chosen.ok()) return chosen;
+      std::uint64_t version = static_cast<std::uint64_t>(now_ms) * 1024 + random_below(1024);
+      bool ours_and_live = false;
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        if (rows[i].instance != *chosen) continue;
+        version = std::max(version, versions[i] + 1);
+        ours_and_live =
+            rows[i].holder == holder && rows[i].renewed_at_ms > 0 && now_ms - rows[i].renewed_at_ms < ttl_ms;
+      }
+      if (Status st = write_lease(h, *chosen, holder, now_ms, version); !st.ok()) return st;
+      // A renewal of a live lease of ours: nobody else may claim it now.
+      if (ours_and_live) return *chosen;
+      std::this_thread::sleep_for(std::chrono::milliseconds(kLeaseSettleMs + random_below(kLeaseSettleMs)));
+      std::string q = "SELECT holder FROM `" + std::string(kInstancesTable) + "` FINAL WHERE tbl = ";
+      append_literal(q, options_.table);
+      q += " AND instance = " + std::to_string(*chosen) + " FORMAT RowBinary";
+      if (Status st = h.query(q, out, "lease: read back"); !st.ok()) return st;
+      RowBinaryReader r(out);
+      std::string_view winner;
+      if (r.string(winner) && winner == holder) return *chosen;
+      if (wanted >= 0)
+        return Status::full("instance " + std::to_string(wanted) + " was claimed by another instance at the same time");
+    }
+    return Status::transient("clickhouse: lease: every claim was overtaken by another instance's; retrying later");
+  }
+
+  Status release_instance(unsigned instance, std::string_view holder) override {
+    std::lock_guard lock(control_mu_);
+    ClickhouseHttp& h = *control_[0];
+    std::vector<LeaseRow> rows;
+    std::vector<std::uint64_t> versions;
+    std::int64_t now_ms = 0;
+    if (Status st = read_leases(h, rows, versions, now_ms); !st.ok()) return st;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i].instance == instance && rows[i].holder == holder)
+        return write_lease(h, instance, holder, 0,
+                           std::max(versions[i] + 1, static_cast<std::uint64_t>(now_ms) * 1024));
+    }
+    return {};
+  }
+
+  Result<std::uint64_t> max_id() override {
+    std::lock_guard lock(control_mu_);
+    const std::string q = "SELECT max(id) FROM `" + options_.table + "` FORMAT RowBinary";
+    std::uint64_t best = 0;
+    std::string out;
+    for (auto& h : control_) {
+      if (Status st = h->query(q, out, "max id"); !st.ok()) return st;
+      RowBinaryReader r(out);
+      std::uint64_t v = 0;
+      if (!r.u64(v)) return Status::transient("clickhouse " + h->name() + ": max id: unexpected answer");
+      best = std::max(best, v);
+    }
+    return best;
+  }
+
+  Status ping() override {
+    std::lock_guard lock(ping_mu_);
+    for (auto& h : pingers_)
+      if (Status st = h->ping(kPingTimeoutMs); !st.ok()) return st;
+    return {};
+  }
+
+  PoolStats stats() const override {
+    PoolStats s;
+    s.max_open = s.open = s.idle = static_cast<std::int64_t>(writers_.size());
+    return s;
+  }
+
+  std::string_view kind() const override { return "clickhouse"; }
+
+ private:
+  // Reads what shard `s` holds under the ids and client ids of per_shard_[s],
+  // accounts for every record, then stores the new ones (client ids first, so
+  // that a crash between the two INSERTs leaves a client id that points at its
+  // own event, which the replay then stores).
+  Status write_shard(std::size_t s) {
+    ClickhouseHttp& h = *writers_[s];
+    const std::vector<std::string_view>& records = per_shard_[s];
+    const std::string& t = options_.table;
+
+    // What is there already.
+    query_.assign("SELECT id, received_at, at, name, value, client_id FROM `").append(t).append("` WHERE id IN (");
+    clients_query_.assign("SELECT client_id, id FROM `").append(t).append("_client_ids` WHERE client_id IN (");
+    bool any_client = false;
+    EventView e;
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      RecordReader one(records[i]);
+      one.next(e);
+      if (i > 0) query_ += ',';
+      append_number(query_, e.id);
+      if (!e.client_id.empty()) {
+        if (any_client) clients_query_ += ',';
+        append_literal(clients_query_, e.client_id);
+        any_client = true;
+      }
+    }
+    query_ += ") FORMAT RowBinary";
+    clients_query_ += ") FORMAT RowBinary";
+    if (Status st = h.query(query_, found_body_, "read existing rows"); !st.ok()) return st;
+    found_.clear();
+    RowBinaryReader rows(found_body_);
+    for (EventView f; !rows.done();) {
+      bool null = false;
+      if (!read_event_row(rows, f, null)) return Status::transient("clickhouse " + h.name() + ": unreadable rows");
+      found_.push_back(f);
+    }
+    std::sort(found_.begin(), found_.end(), [](const EventView& a, const EventView& b) { return a.id < b.id; });
+    found_clients_.clear();
+    if (any_client) {
+      if (Status st = h.query(clients_query_, clients_body_, "read existing client ids"); !st.ok()) return st;
+      RowBinaryReader r(clients_body_);
+      for (ClientRow c; !r.done();) {
+        if (!r.string(c.client_id) || !r.u64(c.id))
+          return Status::transient("clickhouse " + h.name() + ": unreadable client ids");
+        found_clients_.push_back(c);
+      }
+      std::sort(found_clients_.begin(), found_clients_.end(),
+                [](const ClientRow& a, const ClientRow& b) { return a.client_id < b.client_id; });
+    }
+
+    // Account for each record; build the rows to store.
+    events_body_.clear();
+    clients_body_out_.clear();
+    seen_clients_.clear();
+    std::size_t stored = 0, replayed = 0, duplicates = 0, conflicts = 0;
+    std::string conflict_records;
+    for (const std::string_view record : records) {
+      RecordReader one(record);
+      one.next(e);
+      auto it = std::lower_bound(found_.begin(), found_.end(), e.id,
+                                 [](const EventView& a, std::uint64_t id) { return a.id < id; });
+      if (it != found_.end() && it->id == e.id) {
+        bool same = false;
+        for (; it != found_.end() && it->id == e.id; ++it) same = same || same_event(*it, e);
+        if (same) {
+          ++replayed;
+          if (!e.client_id.empty()) seen_clients_.insert(e.client_id);
+        } else {
+          ++conflicts;
+          conflict_records.append(record);
+        }
+        continue;
+      }
+      if (!e.client_id.empty()) {
+        if (seen_clients_.contains(e.client_id)) {
+          ++duplicates;
+          continue;
+        }
+        auto c = std::lower_bound(found_clients_.begin(), found_clients_.end(), e.client_id,
+                                  [](const ClientRow& a, std::string_view id) { return a.client_id < id; });
+        bool other = false, own = false;
+        for (; c != found_clients_.end() && c->client_id == e.client_id; ++c) (c->id == e.id ? own : other) = true;
+        if (other && !own) {
+          ++duplicates;
+          continue;
+        }
+        seen_clients_.insert(e.client_id);
+        if (!own) append_client_row(clients_body_out_, e.client_id, e.id);
+      }
+      append_event_row(events_body_, e);
+      ++stored;
+    }
+    if (!clients_body_out_.empty()) {
+      if (Status st = h.insert(insert_clients_, clients_body_out_, "insert client ids"); !st.ok()) return st;
+    }
+    if (!events_body_.empty()) {
+      if (Status st = h.insert(insert_events_, events_body_, "insert"); !st.ok()) return st;
+    }
+    report_.stored += stored;
+    report_.replayed += replayed;
+    report_.client_duplicates += duplicates;
+    report_.conflicts += conflicts;
+    report_.conflict_records.append(conflict_records);
+    return {};
+  }
+
+  Status read_leases(ClickhouseHttp& h, std::vector<LeaseRow>& rows, std::vector<std::uint64_t>& versions,
+                     std::int64_t& now_ms) {
+    std::string out;
+    if (Status st = h.query("SELECT toInt64(toUInt32(now())) * 1000 FORMAT TabSeparated", out, "lease: clock");
+        !st.ok())
+      return st;
+    if (!parse_i64(out, now_ms)) return Status::transient("clickhouse " + h.name() + ": lease: unexpected clock");
+    std::string q = "SELECT toUInt64(instance), holder, renewed_at, version FROM `" + std::string(kInstancesTable) +
+                    "` FINAL WHERE tbl = ";
+    append_literal(q, options_.table);
+    q += " FORMAT RowBinary";
+    if (Status st = h.query(q, out, "lease: read"); !st.ok()) return st;
+    RowBinaryReader r(out);
+    while (!r.done()) {
+      std::uint64_t instance = 0, version = 0;
+      std::string_view holder;
+      std::int64_t renewed = 0;
+      if (!r.u64(instance) || !r.string(holder) || !r.i64(renewed) || !r.u64(version))
+        return Status::transient("clickhouse " + h.name() + ": lease: unreadable rows");
+      rows.push_back({static_cast<unsigned>(instance), std::string(holder), renewed});
+      versions.push_back(version);
+    }
+    return {};
+  }
+
+  Status write_lease(ClickhouseHttp& h, unsigned instance, std::string_view holder, std::int64_t renewed_at,
+                     std::uint64_t version) {
+    std::string q =
+        "INSERT INTO `" + std::string(kInstancesTable) + "` (tbl, instance, holder, renewed_at, version) VALUES (";
+    append_literal(q, options_.table);
+    q += ", " + std::to_string(instance) + ", ";
+    append_literal(q, holder);
+    q += ", " + std::to_string(renewed_at) + ", " + std::to_string(version) + ")";
+    std::string out;
+    return h.query(q, out, "lease: write");
+  }
+
+  std::uint64_t random_below(std::int64_t n) {
+    return std::uniform_int_distribution<std::uint64_t>(0, static_cast<std::uint64_t>(n) - 1)(random_);
+  }
+
+  const ClickhouseUrl url_;
+  const SinkOptions options_;
+  std::string insert_events_;
+  std::string insert_clients_;
+
+  // The writer thread's: one connection per shard and the batch's buffers, reused.
+  std::vector<std::unique_ptr<ClickhouseHttp>> writers_;
+  std::vector<std::vector<std::string_view>> per_shard_;
+  std::string query_, clients_query_, found_body_, clients_body_, events_body_, clients_body_out_;
+  std::vector<EventView> found_;
+  std::vector<ClientRow> found_clients_;
+  std::unordered_set<std::string_view> seen_clients_;
+  WriteReport report_;
+  std::size_t refused_row_ = kNoRow;
+  std::atomic<const char*> rejection_{"other"};
+
+  std::mutex control_mu_;  // open, leases, max id
+  std::vector<std::unique_ptr<ClickhouseHttp>> control_;
+  std::mt19937_64 random_{std::random_device{}()};
+  std::mutex ping_mu_;
+  std::vector<std::unique_ptr<ClickhouseHttp>> pingers_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Sink>> make_clickhouse_sink(std::string_view url, const SinkOptions& options) {
+  Result<ClickhouseUrl> parsed = parse_clickhouse_url(url);
+  if (!parsed.ok()) return parsed.status();
+  if (Status s = validate_table_name(options.table); !s.ok()) return s;
+  if (options.connect_timeout_ms <= 0) return Status::invalid("clickhouse: connect timeout must be positive");
+  return std::unique_ptr<Sink>(std::make_unique<ClickhouseSink>(std::move(*parsed), options));
+}
+
+}  // namespace kiroku
