@@ -127,9 +127,9 @@ http=$(cat "$d/http_port")
 pid() { [ -s "$PIDFILE" ] && cat "$PIDFILE"; }
 alive() { local p; p=$(pid) && kill -0 "$p" 2>/dev/null; }
 answers() { curl -sf -m 2 "http://127.0.0.1:$http/ping" >/dev/null 2>&1; }
-wait_gone() {
+wait_gone() {  # PID TENTHS
   local p=$1
-  for _ in $(seq 1 300); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+  for _ in $(seq 1 "$2"); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
   return 1
 }
 case "$1" in
@@ -154,10 +154,12 @@ case "$1" in
     exit 1
     ;;
   stop|kill)
+    # ClickHouse 18.16 waits for busy keep-alive connections on SIGTERM (20 s
+    # and more under load): a stop that takes longer than 3 s ends in SIGKILL.
     p=$(pid) || exit 0
     if [ "$1" = kill ]; then kill -KILL "$p" 2>/dev/null || true
     else kill -TERM "$p" 2>/dev/null || true; fi
-    if ! wait_gone "$p"; then kill -KILL "$p" 2>/dev/null || true; wait_gone "$p" || exit 1; fi
+    if ! wait_gone "$p" 30; then kill -KILL "$p" 2>/dev/null || true; wait_gone "$p" 300 || exit 1; fi
     rm -f "$PIDFILE"
     ;;
   pid)

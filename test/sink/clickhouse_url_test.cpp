@@ -136,8 +136,9 @@ TEST(ClickhouseErrorTest, KindsFollowTheServersCode) {
             ErrorKind::permanent);
   EXPECT_EQ(answer(404, "Code: 81, e.displayText() = DB::Exception: Database nodb doesn't exist", f).kind(),
             ErrorKind::permanent);
+  // A server starting or stopping says so of tables it has.
   EXPECT_EQ(answer(404, "Code: 60, e.displayText() = DB::Exception: Table x doesn't exist.", f).kind(),
-            ErrorKind::permanent);
+            ErrorKind::transient);
   EXPECT_EQ(answer(500, "Code: 252, e.displayText() = DB::Exception: Too many parts (300)", f).kind(),
             ErrorKind::transient);
   EXPECT_EQ(answer(500, "Code: 241, e.displayText() = DB::Exception: Memory limit exceeded", f).kind(),

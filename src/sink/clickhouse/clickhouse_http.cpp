@@ -35,7 +35,6 @@ bool permanent_code(int code) {
     case 16:   // NO_SUCH_COLUMN_IN_TABLE
     case 47:   // UNKNOWN_IDENTIFIER
     case 48:   // NOT_IMPLEMENTED
-    case 60:   // UNKNOWN_TABLE
     case 62:   // SYNTAX_ERROR
     case 81:   // UNKNOWN_DATABASE
     case 115:  // UNKNOWN_SETTING

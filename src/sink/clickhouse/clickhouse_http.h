@@ -28,8 +28,9 @@ struct ClickhouseFailure {
 
 // The Status for an answer that was not 200 (or a transport error when
 // `http_status` is 0, `transport` naming it). transient: no answer, 5xx other
-// than those below, too many parts/queries, timeouts, memory; permanent:
-// authentication (192-195, 516), unknown database (81) or table (60) or
+// than those below, too many parts/queries, timeouts, memory, and an unknown
+// table (60: a server answers so while it starts or stops; open() creates the
+// table); permanent: authentication (192-195, 516), unknown database (81) or
 // column (16, 47), syntax (62), read-only (164), access (497), 4xx without a
 // known code; invalid: a value the server could not take (6, 27, 33, 53, 69,
 // 70, 72, 131...), its class in `failure.reason`.

@@ -30,7 +30,7 @@ constexpr std::int64_t kPingTimeoutMs = 1000;
 // a competitor that read the leases before our claim landed has written its
 // own claim by then, and the later version wins for both readers.
 constexpr std::int64_t kLeaseSettleMs = 500;
-constexpr int kLeaseRounds = 3;
+constexpr int kLeaseRounds = 5;
 
 // `s` as a ClickHouse string literal: quotes, backslashes and control bytes escaped.
 void append_literal(std::string& out, std::string_view s) {
@@ -82,6 +82,7 @@ class ClickhouseSink final : public Sink {
     insert_events_ = "INSERT INTO `" + t + "` (id, received_at, at, name, value, client_id) FORMAT RowBinary";
     insert_clients_ = "INSERT INTO `" + t + "_client_ids` (client_id, id) FORMAT RowBinary";
     per_shard_.resize(url_.shards.size());
+    floor_.assign(url_.shards.size(), kUnknownFloor);
   }
 
   Status open() override {
@@ -150,9 +151,11 @@ class ClickhouseSink final : public Sink {
       if (Status st = write_shard(s); !st.ok()) {
         if (st.kind() == ErrorKind::invalid) rejection_.store(writers_[s]->last_failure().reason.data());
         report_.clear();
+        uncertain_ = true;  // the retry reads back what this attempt may have stored
         return st;
       }
     }
+    uncertain_ = false;
     return {};
   }
 
@@ -171,6 +174,16 @@ class ClickhouseSink final : public Sink {
       if (Status st = read_leases(h, rows, versions, now_ms); !st.ok()) return st;
       Result<unsigned> chosen = choose_instance(rows, holder, wanted, now_ms, ttl_ms);
       if (!chosen.ok()) return chosen;
+      // Overtaken before: the others that lost are likely to choose alike, so
+      // take a number never leased at random instead of the lowest.
+      if (round > 0 && wanted < 0) {
+        std::vector<unsigned> free;
+        std::vector<bool> used(kLeasableInstances);
+        for (const LeaseRow& r : rows) used[r.instance % kLeasableInstances] = true;
+        for (unsigned i = 0; i < kLeasableInstances; ++i)
+          if (!used[i]) free.push_back(i);
+        if (!free.empty()) chosen = free[random_below(static_cast<std::int64_t>(free.size()))];
+      }
       std::uint64_t version = static_cast<std::uint64_t>(now_ms) * 1024 + random_below(1024);
       bool ours_and_live = false;
       for (std::size_t i = 0; i < rows.size(); ++i) {
@@ -251,42 +264,85 @@ class ClickhouseSink final : public Sink {
     const std::vector<std::string_view>& records = per_shard_[s];
     const std::string& t = options_.table;
 
-    // What is there already.
-    query_.assign("SELECT id, received_at, at, name, value, client_id FROM `").append(t).append("` WHERE id IN (");
-    clients_query_.assign("SELECT client_id, id FROM `").append(t).append("_client_ids` WHERE client_id IN (");
-    bool any_client = false;
+    // The ids need reading only when some may be there: after a failed write
+    // (it may have stored them), or when they are not all above the largest
+    // id the shard held when first asked plus what this sink stored since.
+    // Ids above it are this instance's new ones (the lease keeps others'
+    // apart), so they cannot be stored yet.
+    if (floor_[s] == kUnknownFloor) {
+      if (Status st = h.query("SELECT max(id) FROM `" + t + "` FORMAT RowBinary", found_body_, "max id"); !st.ok())
+        return st;
+      RowBinaryReader r(found_body_);
+      std::uint64_t v = 0;
+      if (!r.u64(v)) return Status::transient("clickhouse " + h.name() + ": max id: unexpected answer");
+      floor_[s] = v;
+    }
     EventView e;
-    for (std::size_t i = 0; i < records.size(); ++i) {
-      RecordReader one(records[i]);
+    std::uint64_t lowest = kUnknownFloor, highest = 0;
+    bool any_client = false;
+    for (const std::string_view record : records) {
+      RecordReader one(record);
       one.next(e);
-      if (i > 0) query_ += ',';
-      append_number(query_, e.id);
-      if (!e.client_id.empty()) {
-        if (any_client) clients_query_ += ',';
-        append_literal(clients_query_, e.client_id);
-        any_client = true;
+      lowest = std::min(lowest, e.id);
+      highest = std::max(highest, e.id);
+      any_client = any_client || !e.client_id.empty();
+    }
+    const bool read_ids = uncertain_ || lowest <= floor_[s];
+
+    // What is there already: one SELECT, rows of (kind UInt8, then the events
+    // table's columns): 0 for an event under one of the ids, 1 for a client
+    // id already taken (its event id in `id`, the client id in `client_id`).
+    query_.clear();
+    if (read_ids) {
+      query_.append("SELECT toUInt8(0), id, received_at, at, name, value, client_id FROM `")
+          .append(t)
+          .append("` WHERE id >= ");
+      append_number(query_, lowest);
+      query_.append(" AND id <= ");
+      append_number(query_, highest);
+      query_.append(" AND id IN (");
+      bool first = true;
+      for (const std::string_view record : records) {
+        RecordReader one(record);
+        one.next(e);
+        if (!first) query_ += ',';
+        first = false;
+        append_number(query_, e.id);
       }
+      query_ += ')';
     }
-    query_ += ") FORMAT RowBinary";
-    clients_query_ += ") FORMAT RowBinary";
-    if (Status st = h.query(query_, found_body_, "read existing rows"); !st.ok()) return st;
-    found_.clear();
-    RowBinaryReader rows(found_body_);
-    for (EventView f; !rows.done();) {
-      bool null = false;
-      if (!read_event_row(rows, f, null)) return Status::transient("clickhouse " + h.name() + ": unreadable rows");
-      found_.push_back(f);
-    }
-    std::sort(found_.begin(), found_.end(), [](const EventView& a, const EventView& b) { return a.id < b.id; });
-    found_clients_.clear();
     if (any_client) {
-      if (Status st = h.query(clients_query_, clients_body_, "read existing client ids"); !st.ok()) return st;
-      RowBinaryReader r(clients_body_);
-      for (ClientRow c; !r.done();) {
-        if (!r.string(c.client_id) || !r.u64(c.id))
-          return Status::transient("clickhouse " + h.name() + ": unreadable client ids");
-        found_clients_.push_back(c);
+      if (read_ids) query_ += " UNION ALL ";
+      query_.append("SELECT toUInt8(1), id, toInt64(0), toInt64(0), '', toInt64(0), toNullable(client_id) FROM `")
+          .append(t)
+          .append("_client_ids` WHERE client_id IN (");
+      bool first = true;
+      for (const std::string_view record : records) {
+        RecordReader one(record);
+        one.next(e);
+        if (e.client_id.empty()) continue;
+        if (!first) query_ += ',';
+        first = false;
+        append_literal(query_, e.client_id);
       }
+      query_ += ')';
+    }
+    found_.clear();
+    found_clients_.clear();
+    if (!query_.empty()) {
+      query_ += " FORMAT RowBinary";
+      if (Status st = h.query(query_, found_body_, "read existing rows"); !st.ok()) return st;
+      RowBinaryReader rows(found_body_);
+      while (!rows.done()) {
+        std::uint8_t kind = 0;
+        EventView f;
+        bool null = false;
+        if (!rows.u8(kind) || !read_event_row(rows, f, null))
+          return Status::transient("clickhouse " + h.name() + ": unreadable rows");
+        if (kind == 0) found_.push_back(f);
+        else found_clients_.push_back({f.client_id, f.id});
+      }
+      std::sort(found_.begin(), found_.end(), [](const EventView& a, const EventView& b) { return a.id < b.id; });
       std::sort(found_clients_.begin(), found_clients_.end(),
                 [](const ClientRow& a, const ClientRow& b) { return a.client_id < b.client_id; });
     }
@@ -339,6 +395,7 @@ class ClickhouseSink final : public Sink {
     if (!events_body_.empty()) {
       if (Status st = h.insert(insert_events_, events_body_, "insert"); !st.ok()) return st;
     }
+    if (stored > 0 && floor_[s] != kUnknownFloor) floor_[s] = std::max(floor_[s], highest);
     report_.stored += stored;
     report_.replayed += replayed;
     report_.client_duplicates += duplicates;
@@ -396,7 +453,10 @@ class ClickhouseSink final : public Sink {
   // The writer thread's: one connection per shard and the batch's buffers, reused.
   std::vector<std::unique_ptr<ClickhouseHttp>> writers_;
   std::vector<std::vector<std::string_view>> per_shard_;
-  std::string query_, clients_query_, found_body_, clients_body_, events_body_, clients_body_out_;
+  std::string query_, found_body_, events_body_, clients_body_out_;
+  static constexpr std::uint64_t kUnknownFloor = ~std::uint64_t{0};
+  std::vector<std::uint64_t> floor_;  // per shard: every id above it is new (kUnknownFloor: ask)
+  bool uncertain_ = true;             // the last write failed: read the ids back
   std::vector<EventView> found_;
   std::vector<ClientRow> found_clients_;
   std::unordered_set<std::string_view> seen_clients_;

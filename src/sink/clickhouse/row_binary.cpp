@@ -52,6 +52,13 @@ void append_client_row(std::string& out, std::string_view client_id, std::uint64
   put_u64(out, id);
 }
 
+bool RowBinaryReader::u8(std::uint8_t& v) {
+  if (bytes_.empty()) return false;
+  v = static_cast<std::uint8_t>(bytes_.front());
+  bytes_.remove_prefix(1);
+  return true;
+}
+
 bool RowBinaryReader::u64(std::uint64_t& v) {
   if (bytes_.size() < 8) return false;
   v = 0;

@@ -32,6 +32,7 @@ class RowBinaryReader {
  public:
   explicit RowBinaryReader(std::string_view bytes) : bytes_(bytes) {}
   bool done() const { return bytes_.empty(); }
+  bool u8(std::uint8_t& v);
   bool u64(std::uint64_t& v);
   bool i64(std::int64_t& v);
   bool string(std::string_view& v);
