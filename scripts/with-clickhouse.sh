@@ -24,6 +24,8 @@
 # As root the servers run as the `clickhouse` user the Debian package creates
 # (ClickHouse refuses nothing as root, but its files then belong to root).
 # Start-up is quick: small caches, no system log tables, no listening on ::1.
+# The servers form the cluster `kiroku` (remote_servers), so that a
+# Distributed table can read every shard at once.
 # Nesting with other wrappers is fine: nothing here is global but the ports.
 set -euo pipefail
 
@@ -61,11 +63,26 @@ RUN_AS=""
 if [ "$(id -u)" = 0 ] && id clickhouse >/dev/null 2>&1; then RUN_AS=clickhouse; fi
 
 HTTP_PORTS=()
+TCP_PORTS=()
+INTER_PORTS=()
+for n in $(seq 1 "$SHARDS"); do
+  http=$(free_port) && tcp=$(free_port) && inter=$(free_port) || die "no free TCP port found"
+  HTTP_PORTS+=("$http")
+  TCP_PORTS+=("$tcp")
+  INTER_PORTS+=("$inter")
+done
+# Every server knows the others as the cluster `kiroku` (for reading through
+# a Distributed table; kiroku itself writes to each shard directly).
+CLUSTER=""
+for tcp in "${TCP_PORTS[@]}"; do
+  CLUSTER+="<shard><replica><host>127.0.0.1</host><port>$tcp</port><user>kiroku</user><password>kiroku</password></replica></shard>"
+done
 for n in $(seq 1 "$SHARDS"); do
   d="$DIR/s$n"
   mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/format_schemas"
-  http=$(free_port) && tcp=$(free_port) && inter=$(free_port) || die "no free TCP port found"
-  HTTP_PORTS+=("$http")
+  http=${HTTP_PORTS[$((n - 1))]}
+  tcp=${TCP_PORTS[$((n - 1))]}
+  inter=${INTER_PORTS[$((n - 1))]}
   echo "$http" >"$d/http_port"
   cat >"$d/config.xml" <<EOF
 <?xml version="1.0"?>
@@ -88,6 +105,7 @@ for n in $(seq 1 "$SHARDS"); do
   <uncompressed_cache_size>16777216</uncompressed_cache_size>
   <max_concurrent_queries>64</max_concurrent_queries>
   <mlock_executable>false</mlock_executable>
+  <remote_servers><kiroku>$CLUSTER</kiroku></remote_servers>
 </yandex>
 EOF
   cat >"$d/users.xml" <<'EOF'

@@ -486,6 +486,12 @@ TEST_F(ClickhouseIngest, OneShardStoppedUnderLoadLosesNothing) {
   EXPECT_GT(during, 5000u);
   expect_each_stored_once(acked);
   EXPECT_EQ(count_final(), static_cast<long long>(acked.size()));
+  // The same count in one query over the cluster (README: reading every shard).
+  const std::string all = "kiroku_test." + table_ + "_all";
+  sql(1, "CREATE TABLE " + all + " AS kiroku_test." + table_ + " ENGINE = Distributed(kiroku, kiroku_test, " + table_ +
+             ")");
+  EXPECT_EQ(sql(1, "SELECT count() FROM " + all + " FINAL"), std::to_string(acked.size()) + "\n");
+  sql(1, "DROP TABLE " + all);
   std::printf("one shard stopped 12 s: %zu events acknowledged, %lld rows over %d shards\n", acked.size(),
               count_final(), servers());
 }
