@@ -6,14 +6,12 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <string>
 #include <thread>
-#include <unordered_set>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 #include "common/event.h"
 #include "sink/clickhouse/clickhouse_http.h"
@@ -64,6 +62,40 @@ bool same_event(const EventView& a, const EventView& b) {
   return a.id == b.id && a.received_us == b.received_us && a.at_us == b.at_us && a.value == b.value &&
          a.name == b.name && a.client_id == b.client_id;
 }
+
+// A set of client ids of one batch (views into its records): open addressing
+// over a table that keeps its capacity between batches, so that a batch
+// allocates nothing once the largest one has been seen.
+class ClientIdSet {
+ public:
+  void reset(std::size_t expected) {
+    std::size_t cap = 16;
+    while (cap < expected * 2) cap *= 2;
+    if (slots_.size() < cap) slots_.resize(cap);
+    std::fill(slots_.begin(), slots_.end(), std::string_view{});
+  }
+  // Adds `id` (not empty); false if it was there already.
+  bool insert(std::string_view id) {
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = std::hash<std::string_view>{}(id)&mask;; i = (i + 1) & mask) {
+      if (slots_[i].empty()) {
+        slots_[i] = id;
+        return true;
+      }
+      if (slots_[i] == id) return false;
+    }
+  }
+  bool contains(std::string_view id) const {
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = std::hash<std::string_view>{}(id)&mask;; i = (i + 1) & mask) {
+      if (slots_[i].empty()) return false;
+      if (slots_[i] == id) return true;
+    }
+  }
+
+ private:
+  std::vector<std::string_view> slots_;
+};
 
 struct ClientRow {
   std::string_view client_id;
@@ -350,7 +382,7 @@ class ClickhouseSink final : public Sink {
     // Account for each record; build the rows to store.
     events_body_.clear();
     clients_body_out_.clear();
-    seen_clients_.clear();
+    seen_clients_.reset(records.size());
     std::size_t stored = 0, replayed = 0, duplicates = 0, conflicts = 0;
     std::string conflict_records;
     for (const std::string_view record : records) {
@@ -459,7 +491,7 @@ class ClickhouseSink final : public Sink {
   bool uncertain_ = true;             // the last write failed: read the ids back
   std::vector<EventView> found_;
   std::vector<ClientRow> found_clients_;
-  std::unordered_set<std::string_view> seen_clients_;
+  ClientIdSet seen_clients_;
   WriteReport report_;
   std::size_t refused_row_ = kNoRow;
   std::atomic<const char*> rejection_{"other"};
