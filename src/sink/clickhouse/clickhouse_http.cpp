@@ -126,12 +126,12 @@ ClickhouseHttp::~ClickhouseHttp() {
   curl_slist_free_all(static_cast<curl_slist*>(headers_));
 }
 
-Status ClickhouseHttp::perform(const std::string& url, std::string_view body, bool post, std::int64_t timeout_ms,
-                               std::string_view step) {
+void ClickhouseHttp::prepare(std::string_view body, bool post, std::int64_t timeout_ms, std::string_view step) {
+  step_ = step;
   CURL* c = static_cast<CURL*>(curl_);
-  if (c == nullptr) return Status::transient("clickhouse " + name_ + ": curl_easy_init failed");
+  if (c == nullptr) return;
   sink_->clear();
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_URL, url_.c_str());
   curl_easy_setopt(c, CURLOPT_WRITEDATA, sink_);
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms));
   if (post) {
@@ -141,26 +141,36 @@ Status ClickhouseHttp::perform(const std::string& url, std::string_view body, bo
   } else {
     curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
   }
-  const CURLcode rc = curl_easy_perform(c);
+}
+
+Status ClickhouseHttp::finish(int code) {
+  CURL* c = static_cast<CURL*>(curl_);
+  if (c == nullptr) return Status::transient("clickhouse " + name_ + ": curl_easy_init failed");
+  const auto rc = static_cast<CURLcode>(code);
   long status = 0;
   if (rc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   if (rc == CURLE_OK && status == 200) {
     failure_ = {};
     return {};
   }
-  return clickhouse_error(name_, step, rc == CURLE_OK ? status : 0, *sink_, curl_easy_strerror(rc), failure_);
+  return clickhouse_error(name_, step_, rc == CURLE_OK ? status : 0, *sink_, curl_easy_strerror(rc), failure_);
 }
 
-Status ClickhouseHttp::query(std::string_view sql, std::string& out, std::string_view step) {
+Status ClickhouseHttp::perform() {
+  if (curl_ == nullptr) return finish(CURLE_FAILED_INIT);
+  return finish(curl_easy_perform(static_cast<CURL*>(curl_)));
+}
+
+void ClickhouseHttp::prepare_query(std::string_view sql, std::string& out, std::string_view step) {
   // The answer is buffered by the server until the query ends, so that an
   // error is an error status rather than text after a 200; statements may be
   // long (IN lists of a batch's ids).
   url_.assign(base_).append("&wait_end_of_query=1&max_query_size=67108864");
   sink_ = &out;
-  return perform(url_, sql, true, timeout_ms_, step);
+  prepare(sql, true, timeout_ms_, step);
 }
 
-Status ClickhouseHttp::insert(std::string_view insert_sql, std::string_view rows, std::string_view step) {
+void ClickhouseHttp::prepare_insert(std::string_view insert_sql, std::string_view rows, std::string_view step) {
   CURL* c = static_cast<CURL*>(curl_);
   if (c != nullptr && insert_sql != insert_sql_) {  // escaped once per statement, not per batch
     insert_sql_.assign(insert_sql);
@@ -172,13 +182,57 @@ Status ClickhouseHttp::insert(std::string_view insert_sql, std::string_view rows
   }
   url_.assign(base_).append("&query=").append(insert_escaped_);
   sink_ = &response_;
-  return perform(url_, rows, true, timeout_ms_, step);
+  prepare(rows, true, timeout_ms_, step);
+}
+
+Status ClickhouseHttp::query(std::string_view sql, std::string& out, std::string_view step) {
+  prepare_query(sql, out, step);
+  return perform();
+}
+
+Status ClickhouseHttp::insert(std::string_view insert_sql, std::string_view rows, std::string_view step) {
+  prepare_insert(insert_sql, rows, step);
+  return perform();
+}
+
+ClickhouseParallel::ClickhouseParallel() : multi_(curl_multi_init()) {}
+
+ClickhouseParallel::~ClickhouseParallel() {
+  if (multi_ != nullptr) curl_multi_cleanup(static_cast<CURLM*>(multi_));
+}
+
+void ClickhouseParallel::run(const std::vector<ClickhouseHttp*>& requests, std::vector<Status>& results) {
+  results.resize(requests.size());
+  CURLM* m = static_cast<CURLM*>(multi_);
+  if (requests.size() == 1 || m == nullptr) {
+    for (std::size_t i = 0; i < requests.size(); ++i) results[i] = requests[i]->perform();
+    return;
+  }
+  std::size_t added = 0;
+  for (ClickhouseHttp* r : requests) {
+    if (r->curl_ != nullptr && curl_multi_add_handle(m, static_cast<CURL*>(r->curl_)) == CURLM_OK) ++added;
+  }
+  std::vector<int> codes(requests.size(), CURLE_FAILED_INIT);
+  for (int running = 1; running > 0;) {
+    if (curl_multi_perform(m, &running) != CURLM_OK) break;
+    for (int left = 0; CURLMsg* msg = curl_multi_info_read(m, &left);) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      for (std::size_t i = 0; i < requests.size(); ++i)
+        if (requests[i]->curl_ == msg->easy_handle) codes[i] = msg->data.result;
+    }
+    if (running > 0 && curl_multi_poll(m, nullptr, 0, 1000, nullptr) != CURLM_OK) break;
+  }
+  for (ClickhouseHttp* r : requests)
+    if (r->curl_ != nullptr) curl_multi_remove_handle(m, static_cast<CURL*>(r->curl_));
+  (void)added;
+  for (std::size_t i = 0; i < requests.size(); ++i) results[i] = requests[i]->finish(codes[i]);
 }
 
 Status ClickhouseHttp::ping(std::int64_t timeout_ms) {
   url_.assign(base_.substr(0, base_.find('?'))).append("ping");
   sink_ = &response_;
-  return perform(url_, {}, false, timeout_ms, "ping");
+  prepare({}, false, timeout_ms, "ping");
+  return perform();
 }
 
 }  // namespace kiroku

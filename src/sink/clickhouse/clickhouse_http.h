@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/status.h"
 #include "sink/clickhouse/clickhouse_url.h"
@@ -54,13 +55,21 @@ class ClickhouseHttp {
   // GET /ping within `timeout_ms`.
   Status ping(std::int64_t timeout_ms);
 
+  // query() and insert() in two halves, for ClickhouseParallel: the request
+  // is set up here and performed by ClickhouseParallel::run(). `sql`, `rows`
+  // and `out` must stay valid until then.
+  void prepare_query(std::string_view sql, std::string& out, std::string_view step);
+  void prepare_insert(std::string_view insert_sql, std::string_view rows, std::string_view step);
+
   // The failure of the last call that failed.
   const ClickhouseFailure& last_failure() const { return failure_; }
   const std::string& name() const { return name_; }
 
  private:
-  Status perform(const std::string& url, std::string_view body, bool post, std::int64_t timeout_ms,
-                 std::string_view step);
+  friend class ClickhouseParallel;
+  void prepare(std::string_view body, bool post, std::int64_t timeout_ms, std::string_view step);
+  Status perform();         // the prepared request, on this thread
+  Status finish(int code);  // the outcome of the prepared request, given curl's result code
 
   void* curl_;     // CURL*
   void* headers_;  // curl_slist*
@@ -71,8 +80,27 @@ class ClickhouseHttp {
   std::string insert_sql_;  // the last INSERT statement and its percent-encoded form
   std::string insert_escaped_;
   std::string* sink_ = nullptr;  // where the body goes during perform()
+  std::string_view step_;        // what the prepared request is, for messages
   const std::int64_t timeout_ms_;
   ClickhouseFailure failure_;
+};
+
+// Performs prepared requests of several servers at once, on one curl multi
+// handle (kept between calls): a batch's shards are written in parallel, so
+// its time is that of the slowest shard, not the sum. Not thread-safe.
+class ClickhouseParallel {
+ public:
+  ClickhouseParallel();
+  ~ClickhouseParallel();
+  ClickhouseParallel(const ClickhouseParallel&) = delete;
+  ClickhouseParallel& operator=(const ClickhouseParallel&) = delete;
+
+  // Runs every request prepared on `requests` (one each, distinct handles);
+  // results[i] is requests[i]'s outcome.
+  void run(const std::vector<ClickhouseHttp*>& requests, std::vector<Status>& results);
+
+ private:
+  void* multi_;  // CURLM*
 };
 
 }  // namespace kiroku

@@ -113,7 +113,7 @@ class ClickhouseSink final : public Sink {
     const std::string& t = options_.table;
     insert_events_ = "INSERT INTO `" + t + "` (id, received_at, at, name, value, client_id) FORMAT RowBinary";
     insert_clients_ = "INSERT INTO `" + t + "_client_ids` (client_id, id) FORMAT RowBinary";
-    per_shard_.resize(url_.shards.size());
+    shards_.resize(url_.shards.size());
     floor_.assign(url_.shards.size(), kUnknownFloor);
   }
 
@@ -174,18 +174,15 @@ class ClickhouseSink final : public Sink {
     report_.clear();
     refused_row_ = kNoRow;
     if (count == 0 || records.empty()) return {};
-    for (auto& v : per_shard_) v.clear();
+    for (ShardBatch& b : shards_) b.records.clear();
     RecordReader reader(records);
     EventView e;
-    while (reader.next(e)) per_shard_[shard_of(e, per_shard_.size())].push_back(reader.last_record());
-    for (std::size_t s = 0; s < per_shard_.size(); ++s) {
-      if (per_shard_[s].empty()) continue;
-      if (Status st = write_shard(s); !st.ok()) {
-        if (st.kind() == ErrorKind::invalid) rejection_.store(writers_[s]->last_failure().reason.data());
-        report_.clear();
-        uncertain_ = true;  // the retry reads back what this attempt may have stored
-        return st;
-      }
+    while (reader.next(e)) shards_[shard_of(e, shards_.size())].records.push_back(reader.last_record());
+    const Status st = write_shards();
+    if (!st.ok()) {
+      report_.clear();
+      uncertain_ = true;  // the retry reads back what this attempt may have stored
+      return st;
     }
     uncertain_ = false;
     return {};
@@ -287,153 +284,209 @@ class ClickhouseSink final : public Sink {
   std::string_view kind() const override { return "clickhouse"; }
 
  private:
-  // Reads what shard `s` holds under the ids and client ids of per_shard_[s],
-  // accounts for every record, then stores the new ones (client ids first, so
-  // that a crash between the two INSERTs leaves a client id that points at its
-  // own event, which the replay then stores).
-  Status write_shard(std::size_t s) {
-    ClickhouseHttp& h = *writers_[s];
-    const std::vector<std::string_view>& records = per_shard_[s];
-    const std::string& t = options_.table;
-
-    // The ids need reading only when some may be there: after a failed write
-    // (it may have stored them), or when they are not all above the largest
-    // id the shard held when first asked plus what this sink stored since.
-    // Ids above it are this instance's new ones (the lease keeps others'
-    // apart), so they cannot be stored yet.
-    if (floor_[s] == kUnknownFloor) {
-      if (Status st = h.query("SELECT max(id) FROM `" + t + "` FORMAT RowBinary", found_body_, "max id"); !st.ok())
-        return st;
-      RowBinaryReader r(found_body_);
-      std::uint64_t v = 0;
-      if (!r.u64(v)) return Status::transient("clickhouse " + h.name() + ": max id: unexpected answer");
-      floor_[s] = v;
+  // Per shard, in phases that run on every shard at once (ClickhouseParallel):
+  // read what the shards hold under the batch's ids and client ids, account
+  // for each record, store the client ids, then the events (client ids first,
+  // so that a crash between the two leaves a client id that points at its own
+  // event, which the replay then stores). The first failure is returned once
+  // its phase has ended on every shard.
+  Status write_shards() {
+    for (std::size_t s = 0; s < shards_.size(); ++s) {
+      if (shards_[s].records.empty() || floor_[s] != kUnknownFloor) continue;
+      if (Status st = ask_floor(s); !st.ok()) return st;
     }
+    requests_.clear();
+    for (std::size_t s = 0; s < shards_.size(); ++s) {
+      if (shards_[s].records.empty()) continue;
+      build_read(s);
+      if (!shards_[s].query.empty()) {
+        writers_[s]->prepare_query(shards_[s].query, shards_[s].found_body, "read existing rows");
+        requests_.push_back(writers_[s].get());
+      }
+    }
+    if (Status st = run_requests(); !st.ok()) return st;
+    for (std::size_t s = 0; s < shards_.size(); ++s) {
+      if (shards_[s].records.empty()) continue;
+      if (Status st = parse_read(s); !st.ok()) return st;
+      classify(s);
+    }
+    for (const bool events : {false, true}) {
+      requests_.clear();
+      for (std::size_t s = 0; s < shards_.size(); ++s) {
+        const std::string& rows = events ? shards_[s].events_body : shards_[s].clients_body;
+        if (shards_[s].records.empty() || rows.empty()) continue;
+        writers_[s]->prepare_insert(events ? insert_events_ : insert_clients_, rows,
+                                    events ? "insert" : "insert client ids");
+        requests_.push_back(writers_[s].get());
+      }
+      if (Status st = run_requests(); !st.ok()) return st;
+    }
+    for (std::size_t s = 0; s < shards_.size(); ++s) {
+      ShardBatch& b = shards_[s];
+      if (b.records.empty()) continue;
+      if (b.stored > 0 && floor_[s] != kUnknownFloor) floor_[s] = std::max(floor_[s], b.highest);
+      report_.stored += b.stored;
+      report_.replayed += b.replayed;
+      report_.client_duplicates += b.duplicates;
+      report_.conflicts += b.conflicts;
+      report_.conflict_records.append(b.conflict_records);
+    }
+    return {};
+  }
+
+  // Performs requests_ at once; the first failure, in shard order.
+  Status run_requests() {
+    if (requests_.empty()) return {};
+    parallel_.run(requests_, results_);
+    for (std::size_t i = 0; i < requests_.size(); ++i) {
+      if (results_[i].ok()) continue;
+      if (results_[i].kind() == ErrorKind::invalid) rejection_.store(requests_[i]->last_failure().reason.data());
+      return results_[i];
+    }
+    return {};
+  }
+
+  // The largest id shard `s` holds, asked once (the writer's first batch for it).
+  Status ask_floor(std::size_t s) {
+    ClickhouseHttp& h = *writers_[s];
+    std::string& out = shards_[s].found_body;
+    if (Status st = h.query("SELECT max(id) FROM `" + options_.table + "` FORMAT RowBinary", out, "max id"); !st.ok())
+      return st;
+    RowBinaryReader r(out);
+    std::uint64_t v = 0;
+    if (!r.u64(v)) return Status::transient("clickhouse " + h.name() + ": max id: unexpected answer");
+    floor_[s] = v;
+    return {};
+  }
+
+  // The SELECT for shard `s` (empty when nothing needs reading). The ids need
+  // reading only when some may be there: after a failed write (it may have
+  // stored them), or when they are not all above the largest id the shard
+  // held when first asked plus what this sink stored since. Ids above it are
+  // this instance's new ones (the lease keeps others' apart), so they cannot
+  // be stored yet. Rows of the answer: (kind UInt8, then the events table's
+  // columns): 0 for an event under one of the ids, 1 for a client id already
+  // taken (its event id in `id`, the client id in `client_id`).
+  void build_read(std::size_t s) {
+    ShardBatch& b = shards_[s];
+    const std::string& t = options_.table;
     EventView e;
-    std::uint64_t lowest = kUnknownFloor, highest = 0;
+    b.lowest = kUnknownFloor;
+    b.highest = 0;
     bool any_client = false;
-    for (const std::string_view record : records) {
+    for (const std::string_view record : b.records) {
       RecordReader one(record);
       one.next(e);
-      lowest = std::min(lowest, e.id);
-      highest = std::max(highest, e.id);
+      b.lowest = std::min(b.lowest, e.id);
+      b.highest = std::max(b.highest, e.id);
       any_client = any_client || !e.client_id.empty();
     }
-    const bool read_ids = uncertain_ || lowest <= floor_[s];
-
-    // What is there already: one SELECT, rows of (kind UInt8, then the events
-    // table's columns): 0 for an event under one of the ids, 1 for a client
-    // id already taken (its event id in `id`, the client id in `client_id`).
-    query_.clear();
+    const bool read_ids = uncertain_ || b.lowest <= floor_[s];
+    std::string& q = b.query;
+    q.clear();
     if (read_ids) {
-      query_.append("SELECT toUInt8(0), id, received_at, at, name, value, client_id FROM `")
+      q.append("SELECT toUInt8(0), id, received_at, at, name, value, client_id FROM `")
           .append(t)
           .append("` WHERE id >= ");
-      append_number(query_, lowest);
-      query_.append(" AND id <= ");
-      append_number(query_, highest);
-      query_.append(" AND id IN (");
+      append_number(q, b.lowest);
+      q.append(" AND id <= ");
+      append_number(q, b.highest);
+      q.append(" AND id IN (");
       bool first = true;
-      for (const std::string_view record : records) {
+      for (const std::string_view record : b.records) {
         RecordReader one(record);
         one.next(e);
-        if (!first) query_ += ',';
+        if (!first) q += ',';
         first = false;
-        append_number(query_, e.id);
+        append_number(q, e.id);
       }
-      query_ += ')';
+      q += ')';
     }
     if (any_client) {
-      if (read_ids) query_ += " UNION ALL ";
-      query_.append("SELECT toUInt8(1), id, toInt64(0), toInt64(0), '', toInt64(0), toNullable(client_id) FROM `")
+      if (read_ids) q += " UNION ALL ";
+      q.append("SELECT toUInt8(1), id, toInt64(0), toInt64(0), '', toInt64(0), toNullable(client_id) FROM `")
           .append(t)
           .append("_client_ids` WHERE client_id IN (");
       bool first = true;
-      for (const std::string_view record : records) {
+      for (const std::string_view record : b.records) {
         RecordReader one(record);
         one.next(e);
         if (e.client_id.empty()) continue;
-        if (!first) query_ += ',';
+        if (!first) q += ',';
         first = false;
-        append_literal(query_, e.client_id);
+        append_literal(q, e.client_id);
       }
-      query_ += ')';
+      q += ')';
     }
-    found_.clear();
-    found_clients_.clear();
-    if (!query_.empty()) {
-      query_ += " FORMAT RowBinary";
-      if (Status st = h.query(query_, found_body_, "read existing rows"); !st.ok()) return st;
-      RowBinaryReader rows(found_body_);
-      while (!rows.done()) {
-        std::uint8_t kind = 0;
-        EventView f;
-        bool null = false;
-        if (!rows.u8(kind) || !read_event_row(rows, f, null))
-          return Status::transient("clickhouse " + h.name() + ": unreadable rows");
-        if (kind == 0) found_.push_back(f);
-        else found_clients_.push_back({f.client_id, f.id});
-      }
-      std::sort(found_.begin(), found_.end(), [](const EventView& a, const EventView& b) { return a.id < b.id; });
-      std::sort(found_clients_.begin(), found_clients_.end(),
-                [](const ClientRow& a, const ClientRow& b) { return a.client_id < b.client_id; });
-    }
+    if (!q.empty()) q += " FORMAT RowBinary";
+  }
 
-    // Account for each record; build the rows to store.
-    events_body_.clear();
-    clients_body_out_.clear();
-    seen_clients_.reset(records.size());
-    std::size_t stored = 0, replayed = 0, duplicates = 0, conflicts = 0;
-    std::string conflict_records;
-    for (const std::string_view record : records) {
+  Status parse_read(std::size_t s) {
+    ShardBatch& b = shards_[s];
+    b.found.clear();
+    b.found_clients.clear();
+    if (b.query.empty()) return {};
+    RowBinaryReader rows(b.found_body);
+    while (!rows.done()) {
+      std::uint8_t kind = 0;
+      EventView f;
+      bool null = false;
+      if (!rows.u8(kind) || !read_event_row(rows, f, null))
+        return Status::transient("clickhouse " + writers_[s]->name() + ": unreadable rows");
+      if (kind == 0) b.found.push_back(f);
+      else b.found_clients.push_back({f.client_id, f.id});
+    }
+    std::sort(b.found.begin(), b.found.end(), [](const EventView& x, const EventView& y) { return x.id < y.id; });
+    std::sort(b.found_clients.begin(), b.found_clients.end(),
+              [](const ClientRow& x, const ClientRow& y) { return x.client_id < y.client_id; });
+    return {};
+  }
+
+  // Accounts for each record of shard `s`; builds the rows to store.
+  void classify(std::size_t s) {
+    ShardBatch& b = shards_[s];
+    EventView e;
+    b.events_body.clear();
+    b.clients_body.clear();
+    b.conflict_records.clear();
+    b.stored = b.replayed = b.duplicates = b.conflicts = 0;
+    seen_clients_.reset(b.records.size());
+    for (const std::string_view record : b.records) {
       RecordReader one(record);
       one.next(e);
-      auto it = std::lower_bound(found_.begin(), found_.end(), e.id,
+      auto it = std::lower_bound(b.found.begin(), b.found.end(), e.id,
                                  [](const EventView& a, std::uint64_t id) { return a.id < id; });
-      if (it != found_.end() && it->id == e.id) {
+      if (it != b.found.end() && it->id == e.id) {
         bool same = false;
-        for (; it != found_.end() && it->id == e.id; ++it) same = same || same_event(*it, e);
+        for (; it != b.found.end() && it->id == e.id; ++it) same = same || same_event(*it, e);
         if (same) {
-          ++replayed;
+          ++b.replayed;
           if (!e.client_id.empty()) seen_clients_.insert(e.client_id);
         } else {
-          ++conflicts;
-          conflict_records.append(record);
+          ++b.conflicts;
+          b.conflict_records.append(record);
         }
         continue;
       }
       if (!e.client_id.empty()) {
         if (seen_clients_.contains(e.client_id)) {
-          ++duplicates;
+          ++b.duplicates;
           continue;
         }
-        auto c = std::lower_bound(found_clients_.begin(), found_clients_.end(), e.client_id,
+        auto c = std::lower_bound(b.found_clients.begin(), b.found_clients.end(), e.client_id,
                                   [](const ClientRow& a, std::string_view id) { return a.client_id < id; });
         bool other = false, own = false;
-        for (; c != found_clients_.end() && c->client_id == e.client_id; ++c) (c->id == e.id ? own : other) = true;
+        for (; c != b.found_clients.end() && c->client_id == e.client_id; ++c) (c->id == e.id ? own : other) = true;
         if (other && !own) {
-          ++duplicates;
+          ++b.duplicates;
           continue;
         }
         seen_clients_.insert(e.client_id);
-        if (!own) append_client_row(clients_body_out_, e.client_id, e.id);
+        if (!own) append_client_row(b.clients_body, e.client_id, e.id);
       }
-      append_event_row(events_body_, e);
-      ++stored;
+      append_event_row(b.events_body, e);
+      ++b.stored;
     }
-    if (!clients_body_out_.empty()) {
-      if (Status st = h.insert(insert_clients_, clients_body_out_, "insert client ids"); !st.ok()) return st;
-    }
-    if (!events_body_.empty()) {
-      if (Status st = h.insert(insert_events_, events_body_, "insert"); !st.ok()) return st;
-    }
-    if (stored > 0 && floor_[s] != kUnknownFloor) floor_[s] = std::max(floor_[s], highest);
-    report_.stored += stored;
-    report_.replayed += replayed;
-    report_.client_duplicates += duplicates;
-    report_.conflicts += conflicts;
-    report_.conflict_records.append(conflict_records);
-    return {};
   }
 
   Status read_leases(ClickhouseHttp& h, std::vector<LeaseRow>& rows, std::vector<std::uint64_t>& versions,
@@ -482,15 +535,28 @@ class ClickhouseSink final : public Sink {
   std::string insert_events_;
   std::string insert_clients_;
 
+  // One shard's part of a batch; every buffer reused from batch to batch.
+  struct ShardBatch {
+    std::vector<std::string_view> records;  // views into the batch passed to write()
+    std::string query;                      // what is there already (empty: nothing to read)
+    std::string found_body;                 // its answer
+    std::vector<EventView> found;           // rows under the batch's ids (viewing found_body), by id
+    std::vector<ClientRow> found_clients;   // client ids already taken, by client id
+    std::string clients_body, events_body;  // RowBinary rows to insert
+    std::string conflict_records;
+    std::uint64_t lowest = 0, highest = 0;  // the ids of `records`
+    std::size_t stored = 0, replayed = 0, duplicates = 0, conflicts = 0;
+  };
+
   // The writer thread's: one connection per shard and the batch's buffers, reused.
   std::vector<std::unique_ptr<ClickhouseHttp>> writers_;
-  std::vector<std::vector<std::string_view>> per_shard_;
-  std::string query_, found_body_, events_body_, clients_body_out_;
+  std::vector<ShardBatch> shards_;
+  ClickhouseParallel parallel_;
+  std::vector<ClickhouseHttp*> requests_;
+  std::vector<Status> results_;
   static constexpr std::uint64_t kUnknownFloor = ~std::uint64_t{0};
   std::vector<std::uint64_t> floor_;  // per shard: every id above it is new (kUnknownFloor: ask)
   bool uncertain_ = true;             // the last write failed: read the ids back
-  std::vector<EventView> found_;
-  std::vector<ClientRow> found_clients_;
   ClientIdSet seen_clients_;
   WriteReport report_;
   std::size_t refused_row_ = kNoRow;

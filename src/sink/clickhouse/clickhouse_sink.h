@@ -13,11 +13,12 @@
 // Shards: every event goes to one shard, chosen from its client id or its id
 // (row_binary.h: shard_of), so a replay lands where its first copy is and a
 // 2xx from that shard means the rows are stored there. write() sends each
-// shard its rows as one INSERT ... FORMAT RowBinary (atomic on that shard);
-// before it, one SELECT per shard reads the rows already under the batch's
-// ids and client ids, so that last_write() accounts for every record
-// (replays and conflicts are not sent again; client duplicates are not
-// stored). A batch is all-or-nothing per shard, not across shards: after a
+// shard its rows as one INSERT ... FORMAT RowBinary (atomic on that shard),
+// to every shard at once; before it, one SELECT per shard reads the rows
+// already under the batch's ids and client ids, so that last_write() accounts
+// for every record (replays and conflicts are not sent again; client
+// duplicates are not stored). The id part of that read is skipped for ids
+// above the largest the shard held (new events). A batch is all-or-nothing per shard, not across shards: after a
 // failure the caller's retry finds the shards that took their rows and
 // counts them as replayed.
 //
