@@ -204,28 +204,27 @@ ClickhouseParallel::~ClickhouseParallel() {
 void ClickhouseParallel::run(const std::vector<ClickhouseHttp*>& requests, std::vector<Status>& results) {
   results.resize(requests.size());
   CURLM* m = static_cast<CURLM*>(multi_);
-  if (requests.size() == 1 || m == nullptr) {
+  // One request goes through the multi handle too: its connections are kept
+  // in the multi handle's cache, and the next batch reuses them.
+  if (m == nullptr) {
     for (std::size_t i = 0; i < requests.size(); ++i) results[i] = requests[i]->perform();
     return;
   }
-  std::size_t added = 0;
-  for (ClickhouseHttp* r : requests) {
-    if (r->curl_ != nullptr && curl_multi_add_handle(m, static_cast<CURL*>(r->curl_)) == CURLM_OK) ++added;
-  }
-  std::vector<int> codes(requests.size(), CURLE_FAILED_INIT);
+  for (ClickhouseHttp* r : requests)
+    if (r->curl_ != nullptr) curl_multi_add_handle(m, static_cast<CURL*>(r->curl_));
+  codes_.assign(requests.size(), CURLE_FAILED_INIT);
   for (int running = 1; running > 0;) {
     if (curl_multi_perform(m, &running) != CURLM_OK) break;
     for (int left = 0; CURLMsg* msg = curl_multi_info_read(m, &left);) {
       if (msg->msg != CURLMSG_DONE) continue;
       for (std::size_t i = 0; i < requests.size(); ++i)
-        if (requests[i]->curl_ == msg->easy_handle) codes[i] = msg->data.result;
+        if (requests[i]->curl_ == msg->easy_handle) codes_[i] = msg->data.result;
     }
     if (running > 0 && curl_multi_poll(m, nullptr, 0, 1000, nullptr) != CURLM_OK) break;
   }
   for (ClickhouseHttp* r : requests)
     if (r->curl_ != nullptr) curl_multi_remove_handle(m, static_cast<CURL*>(r->curl_));
-  (void)added;
-  for (std::size_t i = 0; i < requests.size(); ++i) results[i] = requests[i]->finish(codes[i]);
+  for (std::size_t i = 0; i < requests.size(); ++i) results[i] = requests[i]->finish(codes_[i]);
 }
 
 Status ClickhouseHttp::ping(std::int64_t timeout_ms) {

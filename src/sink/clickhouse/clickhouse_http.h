@@ -100,7 +100,8 @@ class ClickhouseParallel {
   void run(const std::vector<ClickhouseHttp*>& requests, std::vector<Status>& results);
 
  private:
-  void* multi_;  // CURLM*
+  void* multi_;             // CURLM*
+  std::vector<int> codes_;  // each request's CURLcode, reused
 };
 
 }  // namespace kiroku

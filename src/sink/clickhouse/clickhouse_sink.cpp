@@ -285,15 +285,27 @@ class ClickhouseSink final : public Sink {
 
  private:
   // Per shard, in phases that run on every shard at once (ClickhouseParallel):
-  // read what the shards hold under the batch's ids and client ids, account
+  // ask a shard for its largest id (once), read what the shards hold under the batch's ids and client ids, account
   // for each record, store the client ids, then the events (client ids first,
   // so that a crash between the two leaves a client id that points at its own
   // event, which the replay then stores). The first failure is returned once
   // its phase has ended on every shard.
   Status write_shards() {
+    requests_.clear();
     for (std::size_t s = 0; s < shards_.size(); ++s) {
       if (shards_[s].records.empty() || floor_[s] != kUnknownFloor) continue;
-      if (Status st = ask_floor(s); !st.ok()) return st;
+      shards_[s].query = "SELECT max(id) FROM `" + options_.table + "` FORMAT RowBinary";
+      writers_[s]->prepare_query(shards_[s].query, shards_[s].found_body, "max id");
+      requests_.push_back(writers_[s].get());
+    }
+    if (Status st = run_requests(); !st.ok()) return st;
+    for (std::size_t s = 0; s < shards_.size(); ++s) {
+      if (shards_[s].records.empty() || floor_[s] != kUnknownFloor) continue;
+      RowBinaryReader r(shards_[s].found_body);
+      if (!r.u64(floor_[s])) {
+        floor_[s] = kUnknownFloor;
+        return Status::transient("clickhouse " + writers_[s]->name() + ": max id: unexpected answer");
+      }
     }
     requests_.clear();
     for (std::size_t s = 0; s < shards_.size(); ++s) {
@@ -343,19 +355,6 @@ class ClickhouseSink final : public Sink {
       if (results_[i].kind() == ErrorKind::invalid) rejection_.store(requests_[i]->last_failure().reason.data());
       return results_[i];
     }
-    return {};
-  }
-
-  // The largest id shard `s` holds, asked once (the writer's first batch for it).
-  Status ask_floor(std::size_t s) {
-    ClickhouseHttp& h = *writers_[s];
-    std::string& out = shards_[s].found_body;
-    if (Status st = h.query("SELECT max(id) FROM `" + options_.table + "` FORMAT RowBinary", out, "max id"); !st.ok())
-      return st;
-    RowBinaryReader r(out);
-    std::uint64_t v = 0;
-    if (!r.u64(v)) return Status::transient("clickhouse " + h.name() + ": max id: unexpected answer");
-    floor_[s] = v;
     return {};
   }
 
