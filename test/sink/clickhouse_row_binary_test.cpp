@@ -56,11 +56,12 @@ TEST(RowBinaryTest, RoundTripsExtremesAndUtf8) {
     for (int i = 0; i < 85; ++i) s += "名";
     return s;
   }();
+  const std::string client255(255, 'c');  // outlives the views below
   const std::array<EventView, 3> events = {{
       {std::numeric_limits<std::uint64_t>::max(), std::numeric_limits<std::int64_t>::min(),
        std::numeric_limits<std::int64_t>::max(), -1, name255, std::string_view("\0\x01'\\", 4)},
       {0, 0, 0, 0, "a", {}},
-      {1ull << 63, 1, -1, 42, std::string_view("nul\0in", 6), std::string(255, 'c')},
+      {1ull << 63, 1, -1, 42, std::string_view("nul\0in", 6), client255},
   }};
   std::string out;
   for (const EventView& e : events) append_event_row(out, e);
