@@ -48,6 +48,7 @@ CTL="$DIR/ctl"
 # shellcheck disable=SC2317  # runs from the EXIT trap
 cleanup() {
   local rc=$?
+  trap '' INT TERM HUP  # a second signal must not cut the clean-up short
   if [ -x "$CTL" ]; then
     for n in $(seq 1 "$SHARDS"); do "$CTL" stop "$n" >/dev/null 2>&1 || true; done
   fi
