@@ -239,6 +239,24 @@ TEST_F(ClickhouseSinkTest, AReplayIsReportedAndLeavesOneRowUnderFinal) {
   EXPECT_EQ(count_final(), 1000);
 }
 
+// Larger than the server's default limit of 50,000 elements in a statement:
+// the read-back of a large batch (--batch-max goes to 1,000,000) still runs.
+TEST_F(ClickhouseSinkTest, LargeBatchesAreReadBack) {
+  auto sink = make(url_);
+  ASSERT_TRUE(sink->open().ok());
+  std::vector<Row> rows;
+  for (std::uint64_t i = 0; i < 60'000; ++i)
+    rows.push_back({(1ull << 40) + i, 1, 1, "big", 1, i % 2 == 0 ? "big-" + std::to_string(i) : std::string()});
+  EventBuffer b = batch_of(rows);
+  Status s = sink->write(b.view(), b.count);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(sink->last_write().stored, rows.size());
+  s = sink->write(b.view(), b.count);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(sink->last_write().replayed, rows.size());
+  EXPECT_EQ(count_final(), 60'000);
+}
+
 TEST_F(ClickhouseSinkTest, ClientIdsAreIdempotencyKeysFirstWins) {
   auto sink = make(cluster_url_);
   ASSERT_TRUE(sink->open().ok());

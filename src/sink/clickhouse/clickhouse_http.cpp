@@ -39,6 +39,7 @@ bool permanent_code(int code) {
     case 81:   // UNKNOWN_DATABASE
     case 115:  // UNKNOWN_SETTING
     case 164:  // READONLY
+    case 168:  // TOO_BIG_AST
     case 192:  // UNKNOWN_USER
     case 193:  // WRONG_PASSWORD
     case 194:  // REQUIRED_PASSWORD
@@ -164,8 +165,10 @@ Status ClickhouseHttp::perform() {
 void ClickhouseHttp::prepare_query(std::string_view sql, std::string& out, std::string_view step) {
   // The answer is buffered by the server until the query ends, so that an
   // error is an error status rather than text after a 200; statements may be
-  // long (IN lists of a batch's ids).
-  url_.assign(base_).append("&wait_end_of_query=1&max_query_size=67108864");
+  // long (IN lists of a batch's ids: 50,000 elements is the server's default
+  // limit, below what --batch-max allows).
+  url_.assign(base_).append(
+      "&wait_end_of_query=1&max_query_size=268435456&max_ast_elements=10000000&max_expanded_ast_elements=10000000");
   sink_ = &out;
   prepare(sql, true, timeout_ms_, step);
 }
