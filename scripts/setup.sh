@@ -17,7 +17,7 @@ packages=(
   libcurl4-openssl-dev libssl-dev libpugixml-dev libgoogle-perftools-dev google-perftools
   libgtest-dev libgmock-dev libbenchmark-dev
   curl wrk nginx haproxy python3 procps time chromium clang libclang-rt-14-dev gnuplot-nox
-  ceph-mon ceph-osd radosgw awscli
+  ceph-mon ceph-osd radosgw awscli clickhouse-server clickhouse-client
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - sets everything up on a bare Debian 12 machine and runs every
 # test: the unit tests (warnings as errors); the integration tests against the
-# real binary, a real MariaDB, a real PostgreSQL and two real S3 servers (s3rver, and Ceph RGW,
+# real binary, a real MariaDB, a real PostgreSQL, two real ClickHouse servers (as
+# two shards) and two real S3 servers (s3rver, and Ceph RGW,
 # which checks signatures), each started in a temporary directory on a free
 # loopback port and removed after; the
 # benchmark suite in its quick mode; the Debian package built, installed,
@@ -25,8 +26,8 @@ status=0
 echo "== unit tests"
 (cd build && ctest -L unit --output-on-failure -j2) || status=1
 
-echo "== integration tests (real kiroku, MariaDB, PostgreSQL, s3rver, Ceph RGW)"
-scripts/with-mariadb.sh scripts/with-postgres.sh scripts/with-s3rver.sh scripts/with-rgw.sh \
+echo "== integration tests (real kiroku, MariaDB, PostgreSQL, two ClickHouse shards, s3rver, Ceph RGW)"
+scripts/with-mariadb.sh scripts/with-postgres.sh scripts/with-clickhouse.sh scripts/with-s3rver.sh scripts/with-rgw.sh \
   bash -c 'cd build && ctest -L integration --output-on-failure' || status=1
 
 if [[ "$mode" == "all" ]]; then
@@ -52,7 +53,7 @@ if [[ "$mode" == "all" ]]; then
   asan_skip+='|MemoryComesBackAfterLargeBatches'
   # The RGW variants ran above; here the S3 code is exercised against s3rver.
   asan_skip+='|/rgw'
-  scripts/with-mariadb.sh scripts/with-postgres.sh scripts/with-s3rver.sh bash -c 'cd build-asan &&
+  scripts/with-mariadb.sh scripts/with-postgres.sh scripts/with-clickhouse.sh scripts/with-s3rver.sh bash -c 'cd build-asan &&
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest -L integration --output-on-failure -E "$1"' _ "$asan_skip" || status=1
 

@@ -168,9 +168,11 @@ const OptionSpec kOptions[] = {
     {"drain-delay", "on a stop signal, keep serving this long with /readyz at 503",
      [](ServeConfig& c, std::string_view v) { return set_duration(c.drain_delay, v, milliseconds(0), kHour); },
      [](const ServeConfig& c) -> Shown { return show_duration(c.drain_delay); }},
-    {"sink", "sqlite:///path/file.db, mysql://user:pass@host:port/db or postgresql://user:pass@host:port/db",
+    {"sink",
+     "sqlite:///path/file.db, mysql://user:pass@host:port/db, postgresql://user:pass@host:port/db or "
+     "clickhouse://user:pass@host:8123/db",
      [](ServeConfig& c, std::string_view v) {
-       auto e = check_url(v, {"sqlite://", "mysql://", "postgresql://", "postgres://"});
+       auto e = check_url(v, {"sqlite://", "mysql://", "postgresql://", "postgres://", "clickhouse://"});
        if (!e) c.sink = v;
        return e;
      },

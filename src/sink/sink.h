@@ -111,7 +111,7 @@ class Sink {
   // Pool statistics; any thread. Sinks without a pool report one connection.
   virtual PoolStats stats() const = 0;
 
-  // "sqlite", "mysql", "postgresql".
+  // "sqlite", "mysql", "postgresql", "clickhouse".
   virtual std::string_view kind() const = 0;
 };
 
@@ -130,7 +130,7 @@ struct SinkOptions {
 };
 
 // Builds the sink for a --sink URL (sqlite:///path, mysql://user:pass@host:port/db,
-// postgresql://user:pass@host:port/db).
+// postgresql://user:pass@host:port/db, clickhouse://user:pass@host:port/db[?shards=...]).
 // `table` is the table name (validated: [A-Za-z0-9_]{1,64}). Returns invalid
 // for a malformed URL; does not connect (open() does).
 Result<std::unique_ptr<Sink>> make_sink(std::string_view url, const SinkOptions& options);
