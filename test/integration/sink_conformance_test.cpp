@@ -242,12 +242,13 @@ TEST_P(SinkContract, BadCredentialsArePermanent) {
   EXPECT_EQ(s.message().find("certainly-wrong"), std::string::npos) << "the password leaked: " << s.message();
 }
 
-INSTANTIATE_TEST_SUITE_P(Sinks, SinkContract,
-                         ::testing::Values(Backend{"sqlite", nullptr, ""},
-                                           Backend{"mariadb", "KIROKU_TEST_MYSQL_URL", "scripts/with-mariadb.sh"},
-                                           Backend{"postgresql", "KIROKU_TEST_POSTGRES_URL",
-                                                   "scripts/with-postgres.sh"}),
-                         [](const auto& p) { return p.param.name; });
+INSTANTIATE_TEST_SUITE_P(
+    Sinks, SinkContract,
+    ::testing::Values(Backend{"sqlite", nullptr, ""},
+                      Backend{"mariadb", "KIROKU_TEST_MYSQL_URL", "scripts/with-mariadb.sh"},
+                      Backend{"postgresql", "KIROKU_TEST_POSTGRES_URL", "scripts/with-postgres.sh"},
+                      Backend{"clickhouse", "KIROKU_TEST_CLICKHOUSE_CLUSTER_URL", "scripts/with-clickhouse.sh"}),
+    [](const auto& p) { return p.param.name; });
 
 }  // namespace
 }  // namespace kiroku
