@@ -158,8 +158,9 @@ status_kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }
 # reset_peak_rss PID: makes VmHWM start again from the current RSS.
 reset_peak_rss() { echo 5 > "/proc/$1/clear_refs"; }
 
-# count_rows SINK TABLE: rows in the table (SQLite file or the MariaDB of
-# scripts/with-mariadb.sh, through its control script).
+# count_rows SINK TABLE: rows in the table (SQLite file, or the MariaDB,
+# PostgreSQL or ClickHouse servers of the scripts/with-*.sh wrappers, through
+# their control scripts; ClickHouse: with FINAL, summed over every shard).
 count_rows() {
   local sink="$1" table="$2"
   case "$sink" in
@@ -169,6 +170,21 @@ count_rows() {
       local db=${sink##*/}
       db=${db%%\?*}
       "$KIROKU_TEST_MYSQL_CTL" sql "SELECT COUNT(*) FROM \`$db\`.\`$table\`"
+      ;;
+    postgresql://* | postgres://*)
+      [[ -n "${KIROKU_TEST_POSTGRES_CTL:-}" ]] || bench_die "counting PostgreSQL rows needs scripts/with-postgres.sh"
+      "$KIROKU_TEST_POSTGRES_CTL" sql "SELECT COUNT(*) FROM $table"
+      ;;
+    clickhouse://*)
+      [[ -n "${KIROKU_TEST_CLICKHOUSE_CTL:-}" ]] || bench_die "counting ClickHouse rows needs scripts/with-clickhouse.sh"
+      local db=${sink##*/} total=0 n=0 shard
+      db=${db%%\?*}
+      for _ in ${KIROKU_TEST_CLICKHOUSE_PORTS:-x}; do
+        n=$((n + 1))
+        shard=$("$KIROKU_TEST_CLICKHOUSE_CTL" sql "$n" "SELECT count() FROM $db.$table FINAL" 2>/dev/null || echo 0)
+        total=$((total + ${shard:-0}))
+      done
+      echo "$total"
       ;;
     *) bench_die "unknown sink $sink" ;;
   esac

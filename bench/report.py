@@ -68,6 +68,7 @@ class Report:
         self.badrows = load(self.r, "badrows.json")
         self.bulk = parse_bulk(load(self.r, "bulk-mariadb.log"))
         self.pgbulk = parse_bulk(load(self.r, "bulk-postgresql.log"))
+        self.chbulk = parse_clickhouse_bulk(load(self.r, "bulk-clickhouse.log"))
         self.params = load(self.r, "params.json")
 
     def w(self, text=""):
@@ -159,6 +160,9 @@ class Report:
         self.w("```sh")
         self.w(f"scripts/with-mariadb.sh build/bench/mysql_bulk_bench --method sink {p['bulk']}")
         self.w(f"scripts/with-postgres.sh build/bench/postgresql_bulk_bench {p['bulk']}")
+        self.w("scripts/with-clickhouse.sh bash -c 'build/bench/clickhouse_bulk_bench $0 && "
+               "build/bench/clickhouse_bulk_bench --url \"$KIROKU_TEST_CLICKHOUSE_CLUSTER_URL\" $0' "
+               f"'{p['bulk']}'")
         self.w(f"bench/spool_size.sh {self.spool['events'] if self.spool else 'EVENTS'}")
         size = self.files.get("size_mib") if self.files else "SIZE_MIB"
         nrounds, ngets = self.files_rounds()
@@ -335,6 +339,24 @@ class Report:
                 self.w(f"| {num(batch)} | {num(med)} | {num(best)} |")
         else:
             self.w("failed" if "bulk-postgresql" in self.failed else "not run")
+        self.w()
+
+    def clickhouse(self):
+        self.w("## ClickHouse: the sink's bulk insert rate")
+        self.w()
+        if self.chbulk:
+            self.w(f"`build/bench/clickhouse_bulk_bench {self.params['bulk']}` against ClickHouse 18.16 "
+                   "(`scripts/with-clickhouse.sh`), first one server, then two shards (`--url` with "
+                   "`?shards=`), one RowBinary INSERT per shard and batch as the sink writes them, with "
+                   "the read-back that accounts for every record; `client`: every event carries a "
+                   "client id (one more table written first):")
+            self.w()
+            self.w("| shards | kind | batch (events) | median rows/s | best rows/s |")
+            self.w("|---|---|---|---|---|")
+            for shards, kind, batch, med, best in self.chbulk:
+                self.w(f"| {shards} | {kind} | {num(batch)} | {num(med)} | {num(best)} |")
+        else:
+            self.w("failed" if "bulk-clickhouse" in self.failed else "not run")
         self.w()
 
     def files_rounds(self):
@@ -708,6 +730,7 @@ class Report:
         self.storage()
         self.mariadb()
         self.postgresql()
+        self.clickhouse()
         self.outage_section()
         self.scale_section()
         self.badrows_section()
@@ -743,6 +766,22 @@ def seconds(d):
 
 def per_core(rps, cores):
     return rps / cores if cores else None
+
+
+def parse_clickhouse_bulk(text):
+    """(shards, kind, batch, median rows/s, best rows/s) of clickhouse_bulk_bench's lines."""
+    if not text:
+        return []
+    out, shards = [], 0
+    for line in text.splitlines():
+        m = re.match(r"^shards (\d+),", line)
+        if m:
+            shards = int(m.group(1))
+            continue
+        m = re.match(r"^(plain|client)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s*$", line)
+        if m:
+            out.append((shards, m.group(1), int(m.group(2)), float(m.group(3)), float(m.group(4))))
+    return out
 
 
 def parse_bulk(text):

@@ -14,6 +14,8 @@
 #   - MariaDB: the sink's bulk insert rate (build/bench/mysql_bulk_bench)
 #   - PostgreSQL: the sink's bulk insert rate (scripts/with-postgres.sh
 #     build/bench/postgresql_bulk_bench)
+#   - ClickHouse: the sink's bulk insert rate on one server and on two shards
+#     (scripts/with-clickhouse.sh build/bench/clickhouse_bulk_bench)
 #   - MariaDB stopped for 20 s under 30,000 requests/s (bench/outage.sh)
 #   - 1, 2 and 3 instances behind haproxy on one MariaDB, against haproxy in
 #     front of nginx (bench/scale_out.sh)
@@ -34,7 +36,7 @@
 # failed or non-2xx request at the constant rate); the report is written
 # anyway and lists the failed steps. Parts can be left out for a trial run
 # (BENCH_SINKS="sqlite mariadb", BENCH_MODES="none process fsync sink",
-# BENCH_PARTS="ingest pgbulk outage scale badrows spool files loadcheck components"); a restricted run never
+# BENCH_PARTS="ingest pgbulk chbulk outage scale badrows spool files loadcheck components"); a restricted run never
 # writes into the repository. KIROKU_BENCH_BUILD=0 skips `cmake --build build`;
 # KIROKU_BIN picks another kiroku binary; BENCH_OUT another output file.
 set -euo pipefail
@@ -56,7 +58,7 @@ case "$mode" in
   *) echo "usage: $0 [full|quick]" >&2; exit 2 ;;
 esac
 sinks="${BENCH_SINKS:-sqlite mariadb}"
-parts="${BENCH_PARTS:-ingest pgbulk outage scale badrows spool files loadcheck components}"
+parts="${BENCH_PARTS:-ingest pgbulk chbulk outage scale badrows spool files loadcheck components}"
 restricted=0
 [[ -n "${BENCH_SINKS:-}${BENCH_MODES:-}${BENCH_PARTS:-}" ]] && restricted=1
 export KIROKU_BIN="${KIROKU_BIN:-build/kiroku}"
@@ -142,6 +144,12 @@ for part in $parts; do
     pgbulk)
       # shellcheck disable=SC2086  # the arguments are split on purpose
       step bulk-postgresql scripts/with-postgres.sh build/bench/postgresql_bulk_bench $BENCH_BULK_ARGS
+      ;;
+    chbulk)
+      # One server, then both shards; the same rows and rounds as the other sinks.
+      # shellcheck disable=SC2016  # expanded by the inner shell
+      step bulk-clickhouse scripts/with-clickhouse.sh bash -c 'build/bench/clickhouse_bulk_bench $0 &&
+        build/bench/clickhouse_bulk_bench --url "$KIROKU_TEST_CLICKHOUSE_CLUSTER_URL" $0' "$BENCH_BULK_ARGS"
       ;;
     outage)
       # shellcheck disable=SC2086  # RATE BEFORE OUTAGE AFTER

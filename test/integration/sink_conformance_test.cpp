@@ -211,13 +211,15 @@ TEST_P(SinkContract, InstanceNumbersGoToOneHolderAtATime) {
   auto freed = sink_->lease_instance("conf-c-" + table_, static_cast<int>(*a), ttl);
   ASSERT_TRUE(freed.ok()) << freed.status().message();
   EXPECT_EQ(*freed, *a);
-  // A lease not renewed within the ttl (the one every instance uses) can be taken.
-  auto short_lived = sink_->lease_instance("conf-d-" + table_, -1, 1000);
+  // A lease not renewed within the ttl (the one every instance uses) can be
+  // taken. 3 s: ClickHouse keeps lease times in whole seconds and a claim
+  // there waits up to 1 s to read back.
+  auto short_lived = sink_->lease_instance("conf-d-" + table_, -1, 3000);
   ASSERT_TRUE(short_lived.ok());
-  EXPECT_EQ(sink_->lease_instance("conf-e-" + table_, static_cast<int>(*short_lived), 1000).status().kind(),
+  EXPECT_EQ(sink_->lease_instance("conf-e-" + table_, static_cast<int>(*short_lived), 3000).status().kind(),
             ErrorKind::full);
-  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
-  auto took_over = sink_->lease_instance("conf-e-" + table_, static_cast<int>(*short_lived), 1000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(4500));
+  auto took_over = sink_->lease_instance("conf-e-" + table_, static_cast<int>(*short_lived), 3000);
   ASSERT_TRUE(took_over.ok()) << took_over.status().message();
   EXPECT_EQ(*took_over, *short_lived);
   for (auto [n, holder] : {std::pair{*b, "conf-b-"}, {*freed, "conf-c-"}, {*took_over, "conf-e-"}})
