@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -52,8 +53,8 @@ void send_with(R& r, int status, std::string_view type, std::string_view body, s
   char joined[1024];  // an origin is at most ~210 bytes (config)
   if (cors.size() + headers.size() > sizeof joined)
     return r.send(status, type, body, std::string(cors) + std::string(headers));
-  std::memcpy(joined, cors.data(), cors.size());
-  std::memcpy(joined + cors.size(), headers.data(), headers.size());
+  std::copy(cors.begin(), cors.end(), joined);
+  std::copy(headers.begin(), headers.end(), joined + cors.size());  // may be empty (and null)
   r.send(status, type, body, std::string_view(joined, cors.size() + headers.size()));
 }
 
