@@ -21,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build=build-tsan
 # Suites that run threads of their own or call into code that does. Patterns
 # that match nothing (yet) are harmless.
-default_filter='Spool*:StorePartPool*:StoreFileStore*:MetricsRegistry*:Http*:*AllocTest*'
+default_filter='Spool*:StorePartPool*:StoreFileStore*:PartEngine*:MetricsRegistry*:Http*:*AllocTest*'
 default_filter+=':LoadRun*:FuzzRegressions.Http:Collector*:BatchWriter*:Batch*:*Pool*:Mysql*'
 integration=0
 if [[ "${1:-}" == "--integration" ]]; then
