@@ -8,6 +8,7 @@
 #include "common/percent.h"
 #include "common/redact.h"
 #include "common/text.h"
+#include "sink/url_text.h"
 
 namespace kiroku {
 namespace {
@@ -15,21 +16,6 @@ namespace {
 constexpr std::string_view kForm = " (expected clickhouse://user:password@host:8123/database)";
 
 Status bad(std::string what) { return Status::invalid("clickhouse URL: " + what); }
-
-std::string quoted(std::string_view s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f || c == '"' || c == '\\') {
-      char hex[8];
-      std::snprintf(hex, sizeof hex, "\\x%02x", u);
-      out += hex;
-    } else {
-      out += c;
-    }
-  }
-  return out + '"';
-}
 
 // Percent-decodes one part; `what` names it (its text is not shown: it may be a password).
 Status decode(std::string_view in, std::string_view what, std::string& out) {
@@ -47,42 +33,10 @@ bool word_char(char c) {
 // host[:port] or [v6][:port].
 Status parse_server(std::string_view text, ClickhouseServer& out) {
   if (text.empty()) return bad("empty host" + std::string(kForm));
-  std::string_view port_text;
-  bool has_port = false;
-  if (text.front() == '[') {
-    const std::size_t close = text.find(']');
-    if (close == std::string_view::npos) return bad("missing ']' after IPv6 host");
-    out.host = std::string(text.substr(1, close - 1));
-    if (out.host.empty()) return bad("empty IPv6 host");
-    for (const char c : out.host)
-      if (hex_value(c) < 0 && c != ':' && c != '.') return bad("bad IPv6 host " + quoted(out.host));
-    const std::string_view after = text.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') return bad("unexpected text after IPv6 host");
-      port_text = after.substr(1);
-      has_port = true;
-    }
-  } else {
-    const std::size_t colon = text.find(':');
-    out.host = std::string(text.substr(0, colon));
-    if (colon != std::string_view::npos) {
-      port_text = text.substr(colon + 1);
-      has_port = true;
-    }
-    if (out.host.empty()) return bad("empty host in " + quoted(text));
-    for (const char c : out.host)
-      if (!word_char(c) && c != '.' && c != '-') return bad("bad host " + quoted(out.host));
-  }
-  if (has_port) {
-    unsigned long port = 0;
-    bool digits = !port_text.empty() && port_text.size() <= 5;
-    for (const char c : port_text) {
-      if (c < '0' || c > '9') digits = false;
-      if (digits) port = port * 10 + static_cast<unsigned>(c - '0');
-    }
-    if (!digits || port == 0 || port > 65535) return bad("bad port " + quoted(port_text) + " (expected 1-65535)");
-    out.port = static_cast<unsigned>(port);
-  }
+  std::optional<unsigned> port;
+  if (auto problem = split_host_port(text, out.host, port)) return bad(*problem);
+  if (out.host.empty()) return bad("empty host in " + quoted_url_text(text));
+  if (port) out.port = *port;
   return {};
 }
 
@@ -128,7 +82,8 @@ Result<ClickhouseUrl> parse_clickhouse_url(std::string_view url) {
   if (Status s = decode(path.substr(1), "database name", out.database); !s) return s;
   bool word = !out.database.empty() && out.database.size() <= 64;
   for (const char c : out.database) word = word && word_char(c);
-  if (!word) return bad("database name " + quoted(out.database) + " is not 1 to 64 characters of A-Z a-z 0-9 _");
+  if (!word)
+    return bad("database name " + quoted_url_text(out.database) + " is not 1 to 64 characters of A-Z a-z 0-9 _");
 
   bool shards_given = false, timeout_given = false;
   for (QueryPair p; next_query_pair(query, p);) {
@@ -157,10 +112,10 @@ Result<ClickhouseUrl> parse_clickhouse_url(std::string_view url) {
       auto d = parse_duration(text, BareNumber::seconds);
       if (!d.ok()) return bad("timeout: " + d.status().message());
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*d).count();
-      if (ms < 100 || ms > 3'600'000) return bad("timeout " + quoted(text) + " is not between 100ms and 1h");
+      if (ms < 100 || ms > 3'600'000) return bad("timeout " + quoted_url_text(text) + " is not between 100ms and 1h");
       out.timeout_ms = ms;
     } else {
-      return bad("unknown parameter " + quoted(p.name) + " (understood: shards, timeout)");
+      return bad("unknown parameter " + quoted_url_text(p.name) + " (understood: shards, timeout)");
     }
   }
   if (out.shards.size() > 256) return bad("more than 256 shards");

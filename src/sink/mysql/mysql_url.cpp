@@ -4,6 +4,7 @@
 #include "common/percent.h"
 #include "common/redact.h"
 #include "common/text.h"
+#include "sink/url_text.h"
 
 #include <algorithm>
 #include <array>
@@ -19,24 +20,6 @@ constexpr std::string_view kForm = " (expected mysql://user:password@host:port/d
 
 Status bad(std::string what) { return Status::invalid("mysql URL: " + what); }
 
-// Quotes user-supplied text for an error message, escaping what a terminal
-// would not show.
-std::string quoted(std::string_view s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f || c == '"' || c == '\\') {
-      char hex[8];
-      std::snprintf(hex, sizeof hex, "\\x%02x", u);
-      out += hex;
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
-  return out;
-}
-
 // Percent-decodes `in` into `out`. `what` names the part for the error message;
 // the text itself is not shown (it may be a password).
 Status percent_decode(std::string_view in, std::string_view what, std::string& out) {
@@ -49,8 +32,6 @@ Status percent_decode(std::string_view in, std::string_view what, std::string& o
 }
 
 bool ascii_alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-
-bool host_char(char c) { return ascii_alnum(c) || c == '.' || c == '-' || c == '_'; }
 
 constexpr std::array<std::pair<std::string_view, MysqlSslMode>, 5> kSslModes = {{
     {"DISABLED", MysqlSslMode::disabled},
@@ -99,10 +80,10 @@ Status check_pem(std::string_view param, const std::string& path, std::string_vi
   std::string text;
   std::string error;
   if (!read_head(path, 1u << 20, text, error))
-    return bad(std::string(param) + " " + quoted(path) + ": cannot read: " + error);
+    return bad(std::string(param) + " " + quoted_url_text(path) + ": cannot read: " + error);
   const std::size_t at = text.find(marker);
   if (at == std::string::npos || (!marker2.empty() && text.find(marker2, at + marker.size()) == std::string::npos))
-    return bad(std::string(param) + " " + quoted(path) + " holds no " + std::string(what) +
+    return bad(std::string(param) + " " + quoted_url_text(path) + " holds no " + std::string(what) +
                " (expected PEM text with " + std::string(marker) + "...)");
   return {};
 }
@@ -149,43 +130,9 @@ Result<MysqlUrl> parse_mysql_url(std::string_view url) {
   }
 
   // Host and port.
-  std::string_view port_text;
-  bool has_port = false;
-  if (!hostport.empty() && hostport.front() == '[') {
-    const std::size_t close = hostport.find(']');
-    if (close == std::string_view::npos) return bad("missing ']' after IPv6 host");
-    out.host = std::string(hostport.substr(1, close - 1));
-    for (const char c : out.host) {
-      if (hex_value(c) < 0 && c != ':' && c != '.') return bad("bad IPv6 host " + quoted(out.host));
-    }
-    if (out.host.empty()) return bad("empty IPv6 host");
-    const std::string_view after = hostport.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') return bad("unexpected text after IPv6 host");
-      port_text = after.substr(1);
-      has_port = true;
-    }
-  } else {
-    const std::size_t pc = hostport.find(':');
-    out.host = std::string(hostport.substr(0, pc));
-    if (pc != std::string_view::npos) {
-      port_text = hostport.substr(pc + 1);
-      has_port = true;
-    }
-    for (const char c : out.host) {
-      if (!host_char(c)) return bad("bad host " + quoted(out.host));
-    }
-  }
-  if (has_port) {
-    unsigned long port = 0;
-    bool digits = !port_text.empty() && port_text.size() <= 5;
-    for (const char c : port_text) {
-      if (c < '0' || c > '9') digits = false;
-      if (digits) port = port * 10 + static_cast<unsigned>(c - '0');
-    }
-    if (!digits || port == 0 || port > 65535) return bad("bad port " + quoted(port_text) + " (expected 1-65535)");
-    out.port = static_cast<unsigned>(port);
-  }
+  std::optional<unsigned> port;
+  if (auto problem = split_host_port(hostport, out.host, port)) return bad(*problem);
+  if (port) out.port = *port;
 
   // Database: the path, one segment.
   const std::size_t query_at = rest.find('?');
@@ -194,8 +141,9 @@ Result<MysqlUrl> parse_mysql_url(std::string_view url) {
   if (path.size() <= 1) return bad("missing database name" + std::string(kForm));
   if (Status s = percent_decode(path.substr(1), "database name", out.database); !s) return s;
   if (out.database.find('/') != std::string::npos)
-    return bad("database name " + quoted(out.database) + " contains '/'");
-  if (out.database.size() > 64) return bad("database name " + quoted(out.database) + " is longer than 64 bytes");
+    return bad("database name " + quoted_url_text(out.database) + " contains '/'");
+  if (out.database.size() > 64)
+    return bad("database name " + quoted_url_text(out.database) + " is longer than 64 bytes");
 
   // Query parameters.
   std::string_view q = query;
@@ -210,7 +158,7 @@ Result<MysqlUrl> parse_mysql_url(std::string_view url) {
       const auto it =
           std::find_if(kSslModes.begin(), kSslModes.end(), [&](const auto& m) { return iequals(m.first, p.value); });
       if (it == kSslModes.end())
-        return bad("bad ssl-mode " + quoted(p.value) +
+        return bad("bad ssl-mode " + quoted_url_text(p.value) +
                    " (expected DISABLED, PREFERRED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY)");
       out.ssl_mode = it->second;
     } else if (p.name == "ssl-ca" || p.name == "ssl-cert" || p.name == "ssl-key") {
@@ -219,7 +167,8 @@ Result<MysqlUrl> parse_mysql_url(std::string_view url) {
       if (Status s = percent_decode(p.value, std::string(p.name) + " path", file); !s) return s;
       if (file.empty()) return bad("empty " + std::string(p.name) + " path");
     } else {
-      return bad("unknown parameter " + quoted(p.name) + " (understood: socket, ssl-mode, ssl-ca, ssl-cert, ssl-key)");
+      return bad("unknown parameter " + quoted_url_text(p.name) +
+                 " (understood: socket, ssl-mode, ssl-ca, ssl-cert, ssl-key)");
     }
   }
 
@@ -250,7 +199,8 @@ Status validate_table_name(std::string_view table) {
     if (!ascii_alnum(c) && c != '_') ok = false;
   }
   if (ok) return {};
-  return Status::invalid("table name " + quoted(table) + " is not valid (use 1 to 64 characters of A-Z a-z 0-9 _)");
+  return Status::invalid("table name " + quoted_url_text(table) +
+                         " is not valid (use 1 to 64 characters of A-Z a-z 0-9 _)");
 }
 
 }  // namespace kiroku

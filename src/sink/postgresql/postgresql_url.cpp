@@ -11,6 +11,7 @@
 #include "common/percent.h"
 #include "common/redact.h"
 #include "common/text.h"
+#include "sink/url_text.h"
 
 namespace kiroku {
 namespace {
@@ -18,22 +19,6 @@ namespace {
 constexpr std::string_view kForm = " (expected postgresql://user:password@host:port/database)";
 
 Status bad(std::string what) { return Status::invalid("postgresql URL: " + what); }
-
-// User text for an error message, quoted, with what a terminal would not show escaped.
-std::string quoted(std::string_view s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f || c == '"' || c == '\\') {
-      char hex[8];
-      std::snprintf(hex, sizeof hex, "\\x%02x", u);
-      out += hex;
-    } else {
-      out += c;
-    }
-  }
-  return out + '"';
-}
 
 // Percent-decodes `in`; `what` names the part (its text is not shown: it may be a password).
 Status decode(std::string_view in, std::string_view what, std::string& out) {
@@ -43,10 +28,6 @@ Status decode(std::string_view in, std::string_view what, std::string& out) {
   out = std::move(*decoded);
   if (out.find('\0') != std::string::npos) return bad(std::string(what) + " contains a NUL byte");
   return {};
-}
-
-bool host_char(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '-' || c == '_';
 }
 
 bool loopback_host(std::string_view host) {
@@ -86,13 +67,13 @@ Status check_pem(std::string_view param, const std::string& path, std::string_vi
                  std::string_view what) {
   if (path.empty()) return {};
   std::ifstream f(path, std::ios::binary);
-  if (!f) return bad(std::string(param) + " " + quoted(path) + ": cannot read: " + errno_text(errno));
+  if (!f) return bad(std::string(param) + " " + quoted_url_text(path) + ": cannot read: " + errno_text(errno));
   std::string text(1u << 20, '\0');
   f.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<std::size_t>(f.gcount()));
   const std::size_t at = text.find(marker);
   if (at == std::string::npos || (!marker2.empty() && text.find(marker2, at + marker.size()) == std::string::npos))
-    return bad(std::string(param) + " " + quoted(path) + " holds no " + std::string(what) +
+    return bad(std::string(param) + " " + quoted_url_text(path) + " holds no " + std::string(what) +
                " (expected PEM text with " + std::string(marker) + "...)");
   return {};
 }
@@ -141,38 +122,9 @@ Result<PostgresUrl> parse_postgres_url(std::string_view url) {
   }
 
   // Host and port.
-  std::string_view port_text;
-  bool has_port = false;
-  if (!hostport.empty() && hostport.front() == '[') {
-    const std::size_t close = hostport.find(']');
-    if (close == std::string_view::npos) return bad("missing ']' after IPv6 host");
-    out.host = std::string(hostport.substr(1, close - 1));
-    if (out.host.empty()) return bad("empty IPv6 host");
-    for (const char c : out.host) {
-      if (hex_value(c) < 0 && c != ':' && c != '.') return bad("bad IPv6 host " + quoted(out.host));
-    }
-    const std::string_view after = hostport.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') return bad("unexpected text after IPv6 host");
-      port_text = after.substr(1);
-      has_port = true;
-    }
-  } else {
-    const std::size_t pc = hostport.find(':');
-    out.host = std::string(hostport.substr(0, pc));
-    if (pc != std::string_view::npos) {
-      port_text = hostport.substr(pc + 1);
-      has_port = true;
-    }
-    for (const char c : out.host) {
-      if (!host_char(c)) return bad("bad host " + quoted(out.host));
-    }
-  }
-  if (has_port) {
-    unsigned long port = 0;
-    if (!parse_number(port_text, 65535, port)) return bad("bad port " + quoted(port_text) + " (expected 1-65535)");
-    out.port = static_cast<unsigned>(port);
-  }
+  std::optional<unsigned> port;
+  if (auto problem = split_host_port(hostport, out.host, port)) return bad(*problem);
+  if (port) out.port = *port;
 
   // Database: the path, one segment.
   const std::size_t query_at = rest.find('?');
@@ -181,8 +133,9 @@ Result<PostgresUrl> parse_postgres_url(std::string_view url) {
   if (path.size() <= 1) return bad("missing database name" + std::string(kForm));
   if (Status s = decode(path.substr(1), "database name", out.database); !s) return s;
   if (out.database.find('/') != std::string::npos)
-    return bad("database name " + quoted(out.database) + " contains '/'");
-  if (out.database.size() > 63) return bad("database name " + quoted(out.database) + " is longer than 63 bytes");
+    return bad("database name " + quoted_url_text(out.database) + " contains '/'");
+  if (out.database.size() > 63)
+    return bad("database name " + quoted_url_text(out.database) + " is longer than 63 bytes");
 
   bool mode_given = false;
   bool timeout_given = false;
@@ -193,7 +146,7 @@ Result<PostgresUrl> parse_postgres_url(std::string_view url) {
     if (p.name == "host") {
       if (!out.socket_dir.empty()) return bad("host given twice");
       if (value.empty() || value.front() != '/')
-        return bad("parameter host must be a unix socket directory (an absolute path), got " + quoted(value));
+        return bad("parameter host must be a unix socket directory (an absolute path), got " + quoted_url_text(value));
       out.socket_dir = value;
     } else if (p.name == "sslmode") {
       if (mode_given) return bad("sslmode given twice");
@@ -201,7 +154,8 @@ Result<PostgresUrl> parse_postgres_url(std::string_view url) {
       const auto it =
           std::find_if(kModes.begin(), kModes.end(), [&](const auto& m) { return iequals(m.first, value); });
       if (it == kModes.end())
-        return bad("bad sslmode " + quoted(value) + " (expected disable, prefer, require, verify-ca or verify-full)");
+        return bad("bad sslmode " + quoted_url_text(value) +
+                   " (expected disable, prefer, require, verify-ca or verify-full)");
       out.ssl_mode = it->second;
     } else if (p.name == "sslrootcert" || p.name == "sslcert" || p.name == "sslkey") {
       std::string& file = p.name == "sslrootcert" ? out.ssl_root_cert
@@ -215,7 +169,7 @@ Result<PostgresUrl> parse_postgres_url(std::string_view url) {
       timeout_given = true;
       unsigned long s = 0;
       if (!parse_number(value, 3600, s))
-        return bad("bad connect_timeout " + quoted(value) + " (expected whole seconds, 1-3600)");
+        return bad("bad connect_timeout " + quoted_url_text(value) + " (expected whole seconds, 1-3600)");
       out.connect_timeout_s = static_cast<int>(s);
     } else if (p.name == "application_name") {
       if (name_given) return bad("application_name given twice");
@@ -223,7 +177,7 @@ Result<PostgresUrl> parse_postgres_url(std::string_view url) {
       if (value.size() > 63 || !valid_utf8(value)) return bad("bad application_name (1-63 bytes of UTF-8)");
       out.application_name = value;
     } else {
-      return bad("unknown parameter " + quoted(p.name) +
+      return bad("unknown parameter " + quoted_url_text(p.name) +
                  " (understood: host, sslmode, sslrootcert, sslcert, sslkey, connect_timeout, application_name)");
     }
   }
