@@ -159,9 +159,12 @@ TEST_P(SinkIngest, KillNineThenRestartStoresEachAcknowledgedEventOnce) {
   }
   ASSERT_GT(acked.load(), 100);
   Kiroku again(dir.path(), a);  // replays the spool
-  EXPECT_EQ(rows_reaching(dir.path(), acked.load()), acked.load());
   ASSERT_EQ(again.stop(), 0) << again.log();
-  EXPECT_EQ(rows(dir.path()), acked.load());
+  // Every acknowledged event once; a request spooled whose answer the kill
+  // cut off (at most one per connection) may be stored too.
+  const long long stored = rows(dir.path());
+  EXPECT_GE(stored, acked.load());
+  EXPECT_LE(stored, acked.load() + 2);
 }
 
 TEST_P(SinkIngest, BadCredentialsStopTheStartWithOneLine) {
